@@ -1,0 +1,75 @@
+"""HEALPix indexing, the one place the order-29 spatial index is defined.
+
+The index column is HATS' ``_healpix_29``: the nested HEALPix pixel of each row at order 29. Every coarser pixel
+is a contiguous range of it (``pixel << 2*(29-order)``), so a partition, a search region or a margin is a set of
+integer ranges, and a sorted column of it makes Parquet row-group statistics prune by position.
+"""
+
+from __future__ import annotations
+
+import cdshealpix
+import numpy as np
+from astropy.coordinates import Latitude, Longitude
+import astropy.units as u
+
+from ..errors import BadCoordinates
+
+SPATIAL_INDEX_ORDER = 29
+SPATIAL_INDEX_COLUMN = "_healpix_29"
+
+
+def valid_radec_mask(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    """True where a row has a finite RA in [0, 360] and a finite Dec in [-90, 90]."""
+    ra = np.asarray(ra_deg, dtype=np.float64)
+    dec = np.asarray(dec_deg, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(ra) & np.isfinite(dec) & (ra >= 0) & (ra <= 360) & (dec >= -90) & (dec <= 90)
+
+
+def validate_radec(ra_deg, dec_deg, what: str = "coordinates") -> None:
+    """Raise BadCoordinates unless every RA/Dec is finite and in range (for user-supplied region centres)."""
+    if not np.all(valid_radec_mask(np.atleast_1d(ra_deg), np.atleast_1d(dec_deg))):
+        raise BadCoordinates(
+            f"{what} must be finite with RA in [0, 360] deg and Dec in [-90, 90] deg; got ra={ra_deg!r}, dec={dec_deg!r}"
+        )
+
+
+def radec_to_index(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int = SPATIAL_INDEX_ORDER) -> np.ndarray:
+    """Nested HEALPix pixel of each (ra, dec) at ``order`` (int64). Rows must already be valid.
+
+    RA = 360 is folded to 0 (same meridian), which cdshealpix would otherwise reject.
+    """
+    ra = np.mod(np.asarray(ra_deg, dtype=np.float64), 360.0)
+    dec = np.asarray(dec_deg, dtype=np.float64)
+    if ra.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    pix = cdshealpix.nested.lonlat_to_healpix(Longitude(ra, unit=u.deg), Latitude(dec, unit=u.deg), order)
+    return pix.astype(np.int64, copy=False)
+
+
+def index_to_pixel(index: np.ndarray | int, order: int, index_order: int = SPATIAL_INDEX_ORDER):
+    """The pixel at ``order`` that contains each order-``index_order`` index (a bit shift in nested scheme)."""
+    shift = 2 * (index_order - order)
+    if shift < 0:
+        raise ValueError(f"order {order} is finer than the index order {index_order}")
+    return np.right_shift(index, shift) if isinstance(index, np.ndarray) else int(index) >> shift
+
+
+def pixel_to_index_range(order: int, pixel: int, index_order: int = SPATIAL_INDEX_ORDER) -> tuple[int, int]:
+    """Half-open range [lo, hi) of order-29 indices covered by ``pixel`` at ``order``."""
+    shift = 2 * (index_order - order)
+    return int(pixel) << shift, (int(pixel) + 1) << shift
+
+
+def npix(order: int) -> int:
+    return 12 * 4**order
+
+
+def pixel_directory(order: int, pixel: int) -> str:
+    """HATS' directory for a pixel: ``Norder=K/Dir=D/Npix=P`` with D the pixel rounded down to 10000."""
+    return f"Norder={order}/Dir={(pixel // 10_000) * 10_000}/Npix={pixel}"
+
+
+def mean_pixel_size_deg(order: int) -> float:
+    """Square root of the pixel area, in degrees."""
+    return float(np.degrees(np.sqrt(4 * np.pi / npix(order))))

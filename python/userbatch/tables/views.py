@@ -1,0 +1,62 @@
+"""SQL views over catalog tables, so ``spark.sql("... FROM dp1.object")`` reads a committed snapshot.
+
+A view's text names exactly the files of the snapshot (a Hadoop glob ``root/{f1,f2,...}``): Spark then never lists
+the table directory, where uncommitted or removed files may sit. A persistent view in Spark's in-memory catalog
+gives the ``namespace.name`` form that temporary views cannot have.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Mapping
+
+from ..errors import UserbatchError
+from .catalog import Catalog, TableEntry
+from .read import resolve
+
+log = logging.getLogger(__name__)
+
+_GLOB_SPECIAL = re.compile(r"([{}\[\]*?,\\])")
+
+
+def _glob_escape(text: str) -> str:
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def view_sql(entry: TableEntry, version: int | None = None) -> str:
+    snap = resolve(entry, version=version)
+    if snap.files.num_rows == 0:
+        cols = ", ".join(f"CAST(NULL AS {f.type}) AS `{f.name}`" for f in _spark_fields(snap.schema))
+        return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT {cols or '1 AS `_empty`'} WHERE false"
+    root = _glob_escape(snap.location.rstrip("/"))
+    rels = ",".join(_glob_escape(p) for p in snap.files.column("path").to_pylist())
+    glob = f"{root}/{{{rels}}}"
+    return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT * FROM parquet.`{glob}`"
+
+
+def _spark_fields(schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return [type("F", (), {"name": f.name, "type": f.dataType.simpleString()}) for f in from_arrow_schema(schema)]
+
+
+def register_view(spark, entry: TableEntry, version: int | None = None) -> None:
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {entry.namespace}")
+    spark.sql(view_sql(entry, version))
+
+
+def register_catalog_views(spark, pins: Mapping[str, int] | None = None, catalog: Catalog | None = None) -> list[str]:
+    """Register every table the user can read; tables that cannot be opened are logged and skipped."""
+    catalog = catalog or Catalog()
+    pins = dict(pins or {})
+    registered = []
+    for entry in catalog.list():
+        try:
+            register_view(spark, entry, pins.pop(entry.name, None))
+            registered.append(entry.name)
+        except UserbatchError as exc:
+            log.warning("table %s not registered as a view: %s", entry.name, exc)
+    if pins:
+        raise UserbatchError(f"pinned table(s) not in the catalog: {', '.join(sorted(pins))}")
+    return registered
