@@ -1,0 +1,360 @@
+"""The ``userbatch`` command line. Thin: parse, call the library, print.
+
+User errors (a :class:`UserbatchError`, malformed SQL, unknown tables) become one line on stderr and exit code 2,
+never a traceback. Long operations log their stages as they finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import UserbatchError
+
+log = logging.getLogger("userbatch.cli")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="[%(name)s] %(message)s",
+                        stream=sys.stderr)
+    # stage timings are the progress report of long operations: show them unless asked to be quiet
+    logging.getLogger("userbatch.tables.write").setLevel(logging.INFO)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def _spark(ctx, pins=None):
+    from .spark import session
+
+    obj = ctx.ensure_object(dict)
+    conf = {"spark.ui.showConsoleProgress": "true"} if sys.stderr.isatty() else {}
+    return session(master=obj.get("master"), conf=conf, pins=pins)
+
+
+class _Group(click.Group):
+    """Turns user errors into one line and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserbatchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except Exception as exc:  # Spark's analysis/parse errors are user errors too
+            name = type(exc).__name__
+            if name in ("AnalysisException", "ParseException", "IllegalArgumentException", "SparkRuntimeException"):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+                click.echo(f"error: {first}", err=True)
+                ctx.exit(2)
+            raise
+
+
+def _print_table(pdf, limit: int | None = None) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", 30, "display.width", 200):
+        click.echo(pdf.head(limit).to_string(index=False) if limit else pdf.to_string(index=False))
+    if limit and len(pdf) > limit:
+        click.echo(f"... {len(pdf) - limit} more row(s); use --output to save them all")
+
+
+def _save(pdf, output: str | None) -> None:
+    if not output:
+        return
+    out = Path(output)
+    if out.suffix == ".csv":
+        pdf.to_csv(out, index=False)
+    elif out.suffix in (".parquet", ".pq"):
+        pdf.to_parquet(out, index=False)
+    else:
+        raise UserbatchError(f"--output {output}: use a .csv or .parquet file name")
+    click.echo(f"wrote {len(pdf)} row(s) to {out}")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--master", envvar="SPARK_MASTER", help="Spark master URL (default local[*]).")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.version_option(package_name="userbatch")
+@click.pass_context
+def main(ctx, master, verbose):
+    """userbatch: bulk catalog work over HEALPix-partitioned Delta tables on Spark."""
+    _setup_logging(verbose)
+    ctx.ensure_object(dict)["master"] = master
+
+
+# ------------------------------------------------------------------------------------------------ ingest
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--table", "-t", required=True, help="Target table, namespace.name.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "fits"]), help="Input format (default: from the file name).")
+@click.option("--mode", type=click.Choice(["create", "append", "overwrite"]), default="create", show_default=True)
+@click.option("--ra-column", default="coord_ra", show_default=True)
+@click.option("--dec-column", default="coord_dec", show_default=True)
+@click.option("--no-spatial", is_flag=True, help="A table without sky positions (no HEALPix partitioning).")
+@click.option("--order", type=int, help="Fixed partition order (default: adaptive).")
+@click.option("--threshold", type=int, help="Adaptive partitioning: at most this many rows per pixel.")
+@click.option("--highest-order", type=int, help="Adaptive partitioning: finest order considered.")
+@click.option("--margin", "margin_arcsec", type=float, help="Build a margin cache this many arcsec wide.")
+@click.option("--bad-coords", type=click.Choice(["reject", "quarantine", "error"]), default="reject", show_default=True,
+              help="Rows with NaN/out-of-range coordinates: drop and count, keep in <table>_quarantine, or fail.")
+@click.option("--visibility", type=click.Choice(["public", "group", "private"]), default="public", show_default=True)
+@click.option("--group", help="Owning group (for --visibility group).")
+@click.option("--description", default="")
+@click.pass_context
+def ingest(ctx, paths, table, fmt, mode, ra_column, dec_column, no_spatial, order, threshold, highest_order,
+           margin_arcsec, bad_coords, visibility, group, description):
+    """Ingest Parquet, CSV or FITS files into a HEALPix-partitioned Delta table."""
+    from .tables.ingest import ingest as do_ingest
+
+    spark = _spark(ctx)
+    res = do_ingest(list(paths), table, fmt=fmt, mode=mode, spark=spark,
+                    ra_column=None if no_spatial else ra_column, dec_column=None if no_spatial else dec_column,
+                    partition_order=order, pixel_threshold=threshold, highest_order=highest_order,
+                    margin_radius_arcsec=margin_arcsec, on_bad_coords=bad_coords, visibility=visibility,
+                    group=group, description=description)
+    click.echo(f"{res.table}: version {res.version}, {res.rows:,} rows in {res.partitions} partition(s)")
+    if res.rejected:
+        click.echo(f"  rejected {res.rejected:,} row(s) with NaN or out-of-range coordinates")
+    if res.quarantined:
+        click.echo(f"  quarantined {res.quarantined:,} row(s) in {res.table}_quarantine")
+    if res.margin_rows is not None:
+        click.echo(f"  margin cache: {res.margin_rows:,} row(s)")
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+@main.group()
+def tables():
+    """List and inspect tables."""
+
+
+@tables.command("list")
+@click.option("--namespace", help="Only this namespace.")
+def tables_list(namespace):
+    """Tables you can read, with their latest version."""
+    from .tables.catalog import Catalog
+    from .tables.read import resolve
+
+    entries = Catalog().list(namespace)
+    if not entries:
+        click.echo("no tables yet: 'userbatch ingest' or 'userbatch demo' makes some")
+    for e in entries:
+        try:
+            snap = resolve(e)
+            version = f"v{snap.version}" if snap.version >= 0 else e.format
+            click.echo(f"{e.name:32s} {version:>6s} {snap.num_rows:>12,} rows  {e.visibility:8s} {e.owner}")
+        except UserbatchError as exc:
+            click.echo(f"{e.name:32s} (unreadable: {exc})")
+
+
+@tables.command("show")
+@click.argument("name")
+@click.option("--version", type=int, help="Show this version.")
+@click.option("--plot", "plot_path", type=click.Path(), help="Also write a sky density/coverage map (PNG).")
+@click.option("--plot-order", type=int, default=6, show_default=True, help="HEALPix order of the density map.")
+@click.pass_context
+def tables_show(ctx, name, version, plot_path, plot_order):
+    """Catalog entry, size, partitioning and schema of a table."""
+    from .tables.catalog import Catalog
+    from .tables.info import describe, partitions_of, pixel_counts
+    from .tables.read import resolve
+
+    entry = Catalog().get(name)
+    info = describe(entry, version)
+    for key, value in info.items():
+        if key == "schema":
+            click.echo("schema:")
+            for line in value:
+                click.echo(f"  {line}")
+        else:
+            click.echo(f"{key + ':':18s} {value}")
+    if plot_path:
+        from .viz import plot_sky
+
+        spark = _spark(ctx)
+        counts = pixel_counts(spark, entry, plot_order, version)
+        out = plot_sky(counts, plot_order, partitions_of(resolve(entry, version=version)), name, plot_path)
+        click.echo(f"sky map written to {out}")
+
+
+@tables.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Full provenance as JSON.")
+def tables_history(name, as_json):
+    """Versions of a table, newest first, with who wrote them and how."""
+    from .tables import delta
+    from .tables.catalog import Catalog
+
+    entry = Catalog().get(name)
+    if entry.format != "delta":
+        raise UserbatchError(f"{name} is a {entry.format} table and keeps no history")
+    hist = delta.history(entry.location)
+    if as_json:
+        click.echo(json.dumps(hist, default=str, indent=2))
+        return
+    for h in hist:
+        p = h["provenance"]
+        inputs = ", ".join(
+            f"{i['table']}@v{i.get('version')}" if i.get("table") else Path(i.get("path", "?")).name
+            for i in p.get("inputs", [])
+        )
+        click.echo(f"v{h['version']:<4d} {h['timestamp']:%Y-%m-%d %H:%M:%S} {h['mode'] or h['operation']:10s} "
+                   f"by {p.get('user', '?'):10s} job={p.get('job', '?')} inputs=[{inputs}] code={p.get('code_version', '?')}")
+
+
+@tables.command("drop")
+@click.argument("name")
+@click.confirmation_option(prompt="Unregister this table?")
+def tables_drop(name):
+    """Unregister a table you own (its files stay until vacuumed)."""
+    from .tables.catalog import Catalog
+
+    Catalog().drop(name)
+    click.echo(f"dropped {name}")
+
+
+# ------------------------------------------------------------------------------------------------ search
+
+def _run_search(ctx, s, explain_only, limit, output, engine):
+    click.echo(s.explain(), err=True)
+    if explain_only:
+        return
+    if engine != "arrow" and not (engine == "auto" and s.plan.rows_selected_files <= _light_max()):
+        _spark(ctx)
+    pdf = s.to_pandas(engine=engine)
+    click.echo(f"{len(pdf):,} row(s)", err=True)
+    _print_table(pdf, limit)
+    _save(pdf, output)
+
+
+def _light_max():
+    from .ops.search import LIGHT_PATH_MAX_ROWS
+
+    return LIGHT_PATH_MAX_ROWS
+
+
+def _search_options(f):
+    for opt in reversed([
+        click.option("--version", type=int, help="Search this version of the table."),
+        click.option("--columns", help="Comma-separated columns to return."),
+        click.option("--limit", type=int, default=20, show_default=True, help="Rows to print."),
+        click.option("--output", type=click.Path(), help="Save all matching rows (.csv or .parquet)."),
+        click.option("--explain", "explain_only", is_flag=True, help="Only show the plan (partitions/files read)."),
+        click.option("--engine", type=click.Choice(["auto", "spark", "arrow"]), default="auto", show_default=True),
+    ]):
+        f = opt(f)
+    return f
+
+
+@main.group()
+def search():
+    """Cone, box and polygon searches over a table."""
+
+
+@search.command("cone")
+@click.argument("table")
+@click.argument("ra", type=float)
+@click.argument("dec", type=float)
+@click.argument("radius_arcsec", type=float)
+@_search_options
+@click.pass_context
+def search_cone(ctx, table, ra, dec, radius_arcsec, version, columns, limit, output, explain_only, engine):
+    """Rows within RADIUS_ARCSEC of (RA, DEC) degrees."""
+    from .ops.search import cone_search
+
+    s = cone_search(table, ra, dec, radius_arcsec, version=version, columns=columns.split(",") if columns else None)
+    _run_search(ctx, s, explain_only, limit, output, engine)
+
+
+@search.command("box")
+@click.argument("table")
+@click.argument("ra_min", type=float)
+@click.argument("ra_max", type=float)
+@click.argument("dec_min", type=float)
+@click.argument("dec_max", type=float)
+@_search_options
+@click.pass_context
+def search_box(ctx, table, ra_min, ra_max, dec_min, dec_max, version, columns, limit, output, explain_only, engine):
+    """Rows in an RA/Dec box (RA_MIN > RA_MAX wraps through RA=0)."""
+    from .ops.search import box_search
+
+    s = box_search(table, ra_min, ra_max, dec_min, dec_max, version=version,
+                   columns=columns.split(",") if columns else None)
+    _run_search(ctx, s, explain_only, limit, output, engine)
+
+
+@search.command("polygon")
+@click.argument("table")
+@click.argument("vertices", nargs=-1, required=True)
+@_search_options
+@click.pass_context
+def search_polygon(ctx, table, vertices, version, columns, limit, output, explain_only, engine):
+    """Rows inside a convex polygon given as RA,DEC vertices (degrees), e.g. 10,0 20,0 20,10 10,10."""
+    from .ops.search import polygon_search
+
+    try:
+        verts = [tuple(float(x) for x in v.split(",")) for v in vertices]
+    except ValueError:
+        raise UserbatchError("polygon vertices must be RA,DEC pairs of numbers, e.g. 10,0 20,0 15,8") from None
+    if any(len(v) != 2 for v in verts):
+        raise UserbatchError("each polygon vertex must be exactly RA,DEC")
+    s = polygon_search(table, verts, version=version, columns=columns.split(",") if columns else None)
+    _run_search(ctx, s, explain_only, limit, output, engine)
+
+
+# ------------------------------------------------------------------------------------------------ sql
+
+@main.command()
+@click.argument("query")
+@click.option("--pin", multiple=True, help="Read a table at a version: --pin dp1.object=3 (repeatable).")
+@click.option("--limit", type=int, default=50, show_default=True, help="Rows to print.")
+@click.option("--output", type=click.Path(), help="Save all result rows (.csv or .parquet).")
+@click.pass_context
+def sql(ctx, query, pin, limit, output):
+    """Run Spark SQL over the catalog's tables (namespace.name), e.g. "SELECT count(*) FROM dp1.object"."""
+    pins = {}
+    for p in pin:
+        name, _, ver = p.partition("=")
+        if not ver.isdigit():
+            raise UserbatchError(f"--pin {p}: use NAME=VERSION with a whole-number version")
+        pins[name] = int(ver)
+    spark = _spark(ctx, pins=pins)
+    pdf = spark.sql(query).toPandas()
+    _print_table(pdf, limit)
+    _save(pdf, output)
+
+
+# ------------------------------------------------------------------------------------------------ simulate / demo
+
+@main.command()
+@click.argument("out_dir", type=click.Path())
+@click.option("--objects", type=int, default=10_000, show_default=True)
+@click.option("--visits", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+def simulate(out_dir, objects, visits, seed, fmt):
+    """Write a simulated LSST-like survey (Object, Visit, ForcedSource, Gaia-like) as files."""
+    from .sim import SurveyConfig, write_survey
+
+    paths = write_survey(SurveyConfig(n_objects=objects, n_visits=visits, seed=seed), out_dir, fmt=fmt)
+    for name, path in paths.items():
+        click.echo(f"{name:14s} {path}")
+
+
+@main.command()
+@click.option("--objects", type=int, default=20_000, show_default=True, help="Simulated objects.")
+@click.option("--home", type=click.Path(), help="Facility home for the demo (default ./demo_output, wiped first).")
+@click.pass_context
+def demo(ctx, objects, home):
+    """Simulate a small survey, ingest it, search it, query it, and show versions and provenance."""
+    from .demo import run_demo
+
+    run_demo(n_objects=objects, home=home, master=ctx.obj.get("master"), echo=click.echo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Shared fixtures: one SparkSession per test run, and a fresh facility (home, database, warehouse) per test.
+
+Each test gets its own USERBATCH_HOME, so catalogs and tables never leak between tests; the Spark session is
+shared because starting the JVM costs seconds. ``db_url`` runs a test against SQLite and PostgreSQL (the latter
+only where a server answers on 127.0.0.1:5432; elsewhere that case is skipped with the reason).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python"))
+
+PG_ADMIN_URL = os.environ.get("USERBATCH_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("ubhome")
+    os.environ["USERBATCH_HOME"] = str(home)
+    os.environ["USERBATCH_USER"] = "tester"
+    os.environ.pop("USERBATCH_DB_URL", None)
+    os.environ.pop("USERBATCH_WAREHOUSE", None)
+    os.environ.pop("USERBATCH_GROUPS", None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def spark(session_home):
+    import userbatch
+
+    session = userbatch.session(master="local[2]", app_name="userbatch-tests", register_views=False,
+                                conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "3g"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def ub_env(session_home, tmp_path, monkeypatch):
+    """A fresh facility for one test: its own SQLite catalog and warehouse under tmp_path."""
+    monkeypatch.setenv("USERBATCH_DB_URL", f"sqlite:///{tmp_path / 'facility.db'}")
+    monkeypatch.setenv("USERBATCH_WAREHOUSE", str(tmp_path / "warehouse"))
+    monkeypatch.setenv("USERBATCH_USER", "tester")
+    monkeypatch.delenv("USERBATCH_GROUPS", raising=False)
+    return tmp_path
+
+
+def _postgres_available() -> str | None:
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        return f"no PostgreSQL at {PG_ADMIN_URL}: {exc.__class__.__name__}"
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A throw-away PostgreSQL database for this test run (dropped at the end)."""
+    reason = _postgres_available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI installs PostgreSQL; its absence there is a failure, not a skip
+        pytest.skip(reason)
+    import sqlalchemy as sa
+
+    name = f"ub_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    from userbatch.tables.db import engine_for
+
+    engine_for(url).dispose()
+    engine_for.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, ub_env, monkeypatch):
+    """The facility database URL, once per backend; the catalog tables start empty in each test."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{ub_env / 'facility.db'}"
+    else:
+        url = request.getfixturevalue("pg_database")
+        import sqlalchemy as sa
+
+        from userbatch.tables.db import Base, engine_for
+
+        engine = engine_for(url)
+        with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+    monkeypatch.setenv("USERBATCH_DB_URL", url)
+    return url
