@@ -67,10 +67,17 @@ class Region(ABC):
     @abstractmethod
     def condition(self, ra_col: str, dec_col: str) -> str: ...
 
+    def envelope_parts(self) -> list[sg.Region]:
+        """Regions whose HEALPix envelopes together cover this one (see Box for why there can be several)."""
+        return [self.sphgeom()]
+
     def index_ranges(self) -> np.ndarray:
         """Sorted, disjoint half-open order-29 ranges, shape (n, 2), covering every pixel the region touches."""
         order = _envelope_order(self.size_deg())
-        ranges = sg.HealpixPixelization(order).envelope(self.sphgeom())
+        pixelization = sg.HealpixPixelization(order)
+        ranges = sg.RangeSet()
+        for part in self.envelope_parts():
+            ranges = ranges.union(pixelization.envelope(part))
         shift = 2 * (SPATIAL_INDEX_ORDER - order)
         out = np.array([(lo, hi) for lo, hi in ranges], dtype=np.int64).reshape(-1, 2)
         return np.left_shift(out, shift)
@@ -143,6 +150,20 @@ class Box(Region):
         if self.full_ra:
             return sg.Box(sg.NormalizedAngleInterval.full(), lat)
         return sg.Box(sg.NormalizedAngleInterval.fromDegrees(self.ra_min_deg, self.ra_max_deg), lat)
+
+    def envelope_parts(self) -> list[sg.Region]:
+        """lsst-sphgeom's HEALPix envelope of a box spanning all 360 degrees of RA comes back empty (seen with
+        30.2026.4000), so wide boxes are enveloped as pieces under 180 degrees each."""
+        lat = sg.AngleInterval.fromDegrees(self.dec_min_deg, self.dec_max_deg)
+        width = 360.0 if self.full_ra else (self.ra_max_deg - self.ra_min_deg) % 360.0
+        n = max(1, int(np.ceil(width / 120.0)))
+        start = 0.0 if self.full_ra else self.ra_min_deg
+        step = width / n
+        return [
+            sg.Box(sg.NormalizedAngleInterval.fromDegrees((start + i * step) % 360.0,
+                                                          (start + (i + 1) * step) % 360.0), lat)
+            for i in range(n)
+        ]
 
     def size_deg(self) -> float:
         width = 360.0 if self.full_ra else (self.ra_max_deg - self.ra_min_deg) % 360.0

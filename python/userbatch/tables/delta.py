@@ -184,7 +184,8 @@ def history(location: str | Path) -> list[dict]:
                 "version": h["version"],
                 "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc),
                 "operation": h.get("operation"),
-                "mode": (h.get("operationParameters") or {}).get("mode"),
+                "mode": "create" if h.get("operation") == "CREATE TABLE" else
+                (h.get("operationParameters") or {}).get("mode", "").lower() or None,
                 "provenance": json.loads(prov) if prov else {},
             }
         )

@@ -52,10 +52,13 @@ def register_catalog_views(spark, pins: Mapping[str, int] | None = None, catalog
     pins = dict(pins or {})
     registered = []
     for entry in catalog.list():
+        pinned = pins.pop(entry.name, None)
         try:
-            register_view(spark, entry, pins.pop(entry.name, None))
+            register_view(spark, entry, pinned)
             registered.append(entry.name)
         except UserbatchError as exc:
+            if pinned is not None:  # the user asked for this version: say so instead of reading another
+                raise
             log.warning("table %s not registered as a view: %s", entry.name, exc)
     if pins:
         raise UserbatchError(f"pinned table(s) not in the catalog: {', '.join(sorted(pins))}")

@@ -196,7 +196,16 @@ def _write_files(df, root: Path, partitioned: bool) -> tuple[list[str], pa.Schem
     return rel_paths, schema.remove_metadata()
 
 
+#: Fault injection for the crash test: when set to a file path, a write touches that file once its data files
+#: are in place and then waits, so a test can kill the process at exactly the worst moment (before the commit).
+FAULT_BEFORE_COMMIT_ENV = "USERBATCH_FAULT_BEFORE_COMMIT"
+
+
 def _commit(location: Path, rel_paths, schema, mode, metadata, expected_version=None) -> int:
+    marker = os.environ.get(FAULT_BEFORE_COMMIT_ENV)
+    if marker:
+        Path(marker).write_text(str(location))
+        time.sleep(3600)
     exists = delta.is_delta_table(location)
     delta_mode = "create" if not exists else mode
     try:
