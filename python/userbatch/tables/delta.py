@@ -111,6 +111,8 @@ def commit_files(
                                           commit_properties=props)
             return 0
         table = DeltaTable(str(root))
+        if mode == "append":
+            _check_same_schema(table, schema, root)
         if expected_version is not None and table.version() != expected_version:
             raise CommitConflict(
                 f"table at {root} moved from version {expected_version} to {table.version()} while this write ran; "
@@ -124,6 +126,23 @@ def commit_files(
             raise CommitConflict(f"table at {root} was created concurrently: {exc}") from exc
         raise
     return DeltaTable(str(root)).version()
+
+
+def _fields(schema: Schema) -> list[tuple[str, str]]:
+    return [(f.name, str(f.type)) for f in schema.fields]
+
+
+def _check_same_schema(table: DeltaTable, schema: pa.Schema, root: Path) -> None:
+    """An append must bring exactly the table's columns and types (delta-rs would otherwise evolve the schema)."""
+    have, new = _fields(table.schema()), _fields(Schema.from_arrow(schema))
+    if have != new:
+        missing = [n for n, _ in have if n not in dict(new)]
+        extra = [n for n, _ in new if n not in dict(have)]
+        changed = [n for n, t in new if n in dict(have) and dict(have)[n] != t]
+        raise UserbatchError(
+            f"the rows do not match the schema of the table at {root}: missing {missing or 'none'}, "
+            f"unexpected {extra or 'none'}, different types {changed or 'none'}; overwrite to change the schema"
+        )
 
 
 @dataclass(frozen=True)

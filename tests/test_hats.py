@@ -1,0 +1,307 @@
+"""HATS in and out: export to lsdb (with margin, time travel, cross-match), register and import HATS catalogs.
+
+Data are small (a few thousand rows) but put rows on the RA = 0 seam and around the north pole, where partition
+and margin edges are most distorted, and use a low pixel threshold so the tables have many partitions at several
+orders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import astropy.units as u
+from astropy.coordinates import SkyCoord, search_around_sky
+
+from userbatch.errors import TableNotFound, UserbatchError
+from userbatch.tables.catalog import Catalog
+from userbatch.tables.hats_io import export_hats, hats_snapshot, import_hats, register_hats
+from userbatch.tables.read import read_table, resolve
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+MARGIN_ARCSEC = 10.0
+
+
+def make_rows(n: int, seed: int, id0: int = 0) -> pd.DataFrame:
+    """All-sky rows plus a cluster straddling RA = 0 and one around the north pole."""
+    rng = np.random.default_rng(seed)
+    n_sky, n_seam = n // 2, n // 4
+    n_pole = n - n_sky - n_seam
+    ra = np.concatenate([
+        rng.uniform(0, 360, n_sky),
+        np.mod(rng.uniform(-0.5, 0.5, n_seam), 360.0),
+        rng.uniform(0, 360, n_pole),
+    ])
+    dec = np.concatenate([
+        np.degrees(np.arcsin(rng.uniform(-1, 1, n_sky))),
+        rng.uniform(-0.5, 0.5, n_seam),
+        rng.uniform(89.3, 90.0, n_pole),
+    ])
+    flux = rng.lognormal(3, 1, n)
+    flux[rng.random(n) < 0.05] = np.nan
+    return pd.DataFrame({
+        "objectId": np.arange(id0, id0 + n, dtype=np.int64),
+        "coord_ra": ra,
+        "coord_dec": dec,
+        "psfFlux": flux,
+        "band": rng.choice(["g", "r", "i"], n),
+        "nVisits": rng.integers(0, 100, n).astype(np.int32),
+    })
+
+
+def write(spark, pdf: pd.DataFrame, name: str, mode: str = "create", **options):
+    from userbatch.tables.write import write_table
+
+    options.setdefault("pixel_threshold", 250)
+    options.setdefault("margin_radius_arcsec", MARGIN_ARCSEC)
+    return write_table(spark.createDataFrame(pdf), name, mode, **options)
+
+
+def sorted_frame(df: pd.DataFrame, columns) -> pd.DataFrame:
+    return df[list(columns)].sort_values("objectId").reset_index(drop=True)
+
+
+def assert_same_rows(lsdb_frame, expected: pd.DataFrame) -> None:
+    got = pd.DataFrame(lsdb_frame).reset_index()  # lsdb puts _healpix_29 in the index
+    assert sorted(got.columns) == sorted(expected.columns)
+    pd.testing.assert_frame_equal(sorted_frame(got, expected.columns), sorted_frame(expected, expected.columns),
+                                  check_dtype=False)
+
+
+def hats_import_catalog(tmp_path, pdf: pd.DataFrame, name: str = "foreign"):
+    """A catalog written by hats-import itself (threads only: no worker processes)."""
+    from dask.distributed import Client
+    from hats_import.catalog.arguments import ImportArguments
+    from hats_import.pipeline import pipeline_with_client
+
+    src = tmp_path / f"{name}.parquet"
+    pdf.to_parquet(src)
+    args = ImportArguments(
+        output_artifact_name=name, input_file_list=[str(src)], file_reader="parquet", ra_column="ra",
+        dec_column="dec", pixel_threshold=300, highest_healpix_order=7, output_path=str(tmp_path),
+        tmp_dir=str(tmp_path / "hats_tmp"), progress_bar=False,
+    )
+    with Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as client:
+        pipeline_with_client(args, client)
+    return tmp_path / name
+
+
+def brute_cone(ra, dec, ra0, dec0, radius_arcsec) -> np.ndarray:
+    sep = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(ra0 * u.deg, dec0 * u.deg)).arcsec
+    return sep <= radius_arcsec
+
+
+# ---------------------------------------------------------------- export
+
+def test_export_opens_in_lsdb_with_margin_and_time_travel(spark, ub_env):
+    import lsdb
+
+    first, second = make_rows(2000, seed=1), make_rows(1000, seed=2, id0=10_000)
+    write(spark, first, "ex.obj")
+    r1 = write(spark, second, "ex.obj", "append")
+    assert r1.version == 1
+    snap = resolve(Catalog().get("ex.obj"))
+    pixels = [p.split("/part-")[0] for p in snap.files.column("path").to_pylist()]
+    assert len(pixels) > len(set(pixels)), "the append should leave pixels with several files (merge path)"
+
+    out = export_hats("ex.obj", ub_env / "export" / "latest")
+    cat = lsdb.open_catalog(out)
+    expected = read_table("ex.obj").toPandas()
+    assert len(expected) == 3000
+    assert_same_rows(cat.compute(), expected)
+    assert cat.hc_structure.catalog_info.total_rows == 3000
+    assert len(cat.get_healpix_pixels()) == len(set(pixels))
+    assert cat.hc_structure.catalog_info.healpix_column == "_healpix_29"
+
+    # the margin came along: same rows as the margin cache at that version, threshold = the table's radius
+    assert cat.margin is not None
+    assert cat.margin.hc_structure.catalog_info.margin_threshold == MARGIN_ARCSEC
+    from userbatch.tables import delta
+
+    margin_expected = read_table(Catalog().get("ex.obj").replace(location=str(ub_env / "warehouse/ex/obj/_margin")))
+    margin_rows = cat.margin.compute()
+    assert len(margin_rows) == margin_expected.count() == delta.snapshot(ub_env / "warehouse/ex/obj/_margin").num_rows
+    assert len(margin_rows) > 0
+
+    # time travel: version 0 exports its own rows and its own margin
+    old = lsdb.open_catalog(export_hats("ex.obj", ub_env / "export" / "v0", version=0, catalog_name="v0"))
+    assert_same_rows(old.compute(), read_table("ex.obj", version=0).toPandas())
+    assert len(old.compute()) == 2000
+    assert old.margin is not None and len(old.margin.compute()) < len(margin_rows)
+
+    # the plain-catalog layout: margin next to it, opened with margin_cache=
+    flat = export_hats("ex.obj", ub_env / "export" / "flat", as_collection=False)
+    flat_cat = lsdb.open_catalog(flat, margin_cache=f"{flat}_margin")
+    assert_same_rows(flat_cat.compute(), expected)
+    assert len(flat_cat.margin.compute()) == len(margin_rows)
+
+    # files are hard links where a pixel had one file
+    linked = [p for p in (out / "ex_obj" / "dataset").rglob("Npix=*.parquet") if p.stat().st_nlink > 1]
+    assert linked
+
+
+def test_lsdb_crossmatch_of_exports_matches_astropy(spark, ub_env):
+    import lsdb
+
+    left = make_rows(2500, seed=3)
+    rng = np.random.default_rng(4)
+    # the right catalog: a jittered copy of some left rows (so matches exist across partition edges) plus others
+    pick = rng.choice(len(left), 1200, replace=False)
+    jitter = rng.normal(0, 0.8, (2, len(pick))) / 3600.0
+    right = make_rows(800, seed=5, id0=50_000)
+    near = pd.DataFrame({
+        "objectId": np.arange(100_000, 100_000 + len(pick)),
+        "coord_ra": np.mod(left.coord_ra.to_numpy()[pick] + jitter[0] / np.cos(np.radians(left.coord_dec.to_numpy()[pick])), 360),
+        "coord_dec": np.clip(left.coord_dec.to_numpy()[pick] + jitter[1], -90, 90),
+        "psfFlux": 1.0, "band": "r", "nVisits": np.int32(1),
+    })
+    right = pd.concat([right, near], ignore_index=True)
+    write(spark, left, "xm.left")
+    write(spark, right, "xm.right", pixel_threshold=400)
+    a = lsdb.open_catalog(export_hats("xm.left", ub_env / "a"))
+    b = lsdb.open_catalog(export_hats("xm.right", ub_env / "b"))
+    assert b.margin is not None
+    radius = 3.0
+    got = a.crossmatch(b, radius_arcsec=radius, n_neighbors=1, suffixes=("_a", "_b")).compute()
+    got_pairs = set(zip(got["objectId_a"], got["objectId_b"]))
+
+    ca = SkyCoord(left.coord_ra.to_numpy() * u.deg, left.coord_dec.to_numpy() * u.deg)
+    cb = SkyCoord(right.coord_ra.to_numpy() * u.deg, right.coord_dec.to_numpy() * u.deg)
+    ia, ib, sep, _ = search_around_sky(ca, cb, radius * u.arcsec)
+    pairs = pd.DataFrame({"a": ia, "b": ib, "sep": sep.arcsec}).sort_values("sep").drop_duplicates("a")
+    want = set(zip(left.objectId.to_numpy()[pairs.a], right.objectId.to_numpy()[pairs.b]))
+    assert len(want) > 1000
+    assert got_pairs == want
+    np.testing.assert_allclose(np.sort(got["_dist_arcsec"].to_numpy()), np.sort(pairs.sep.to_numpy()), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- register and import
+
+def foreign_rows(n: int = 3000) -> pd.DataFrame:
+    rows = make_rows(n, seed=7).rename(columns={"coord_ra": "ra", "coord_dec": "dec"})
+    rows["u16"] = np.random.default_rng(8).integers(0, 60_000, n).astype(np.uint16)
+    return rows
+
+
+def test_register_hats_import_catalog_then_cone_search(spark, ub_env):
+    from userbatch.ops.search import cone_search
+
+    rows = foreign_rows()
+    path = hats_import_catalog(ub_env, rows)
+    entry = register_hats(path, "ext.foreign", description="made by hats-import")
+    assert entry.format == "hats" and (entry.ra_column, entry.dec_column) == ("ra", "dec")
+    assert entry.properties["hats"]["total_rows"] == len(rows)
+    assert entry.properties["hats"]["partitions"] > 4
+
+    snap = hats_snapshot(path)
+    assert snap.version == -1 and snap.num_rows == len(rows)
+    assert "u16" in snap.schema.names and not {"Norder", "Dir", "Npix"} & set(snap.schema.names)
+
+    df = read_table("ext.foreign")
+    assert df.count() == len(rows)
+    full = df.toPandas()
+    assert set(full.objectId) == set(rows.objectId)
+    merged = full.set_index("objectId").loc[rows.objectId]
+    np.testing.assert_array_equal(merged.u16.to_numpy(), rows.u16.to_numpy())
+
+    ra, dec = rows.ra.to_numpy(), rows.dec.to_numpy()
+    for ra0, dec0, radius in [(0.0, 0.0, 1800.0), (359.9, 0.2, 600.0), (30.0, 89.8, 1500.0), (200.0, -20.0, 36000.0)]:
+        want = set(rows.objectId[brute_cone(ra, dec, ra0, dec0, radius)])
+        search = cone_search("ext.foreign", ra0, dec0, radius)
+        assert search.plan.files_selected <= search.plan.files_total
+        assert set(search.to_pandas(engine="arrow").objectId) == want
+        assert set(search.to_pandas(engine="spark").objectId) == want
+    assert want, "the last cone should hold rows"
+
+
+def test_register_hats_of_own_export_collection(spark, ub_env):
+    from userbatch.ops.search import cone_search
+
+    rows = make_rows(1500, seed=9)
+    write(spark, rows, "own.src")
+    out = export_hats("own.src", ub_env / "exported")
+    entry = register_hats(out, "own.back")
+    assert entry.location == str((out / "own_src").resolve())
+    assert entry.properties["hats"]["margin_threshold_arcsec"] == MARGIN_ARCSEC
+    assert entry.properties["hats"]["margin"].endswith("own_src_10arcs")
+    pd.testing.assert_frame_equal(sorted_frame(read_table("own.back").toPandas(), rows.columns),
+                                  sorted_frame(read_table("own.src").toPandas(), rows.columns))
+    want = set(rows.objectId[brute_cone(rows.coord_ra.to_numpy(), rows.coord_dec.to_numpy(), 0.1, 89.9, 2000)])
+    assert set(cone_search("own.back", 0.1, 89.9, 2000).to_pandas().objectId) == want
+
+
+def test_import_hats_round_trip(spark, ub_env):
+    import pyarrow.parquet as pq
+
+    rows = foreign_rows(2500)
+    path = hats_import_catalog(ub_env, rows)
+    result = import_hats(path, "imp.foreign", spark=spark, pixel_threshold=400, margin_radius_arcsec=5.0)
+    assert result.rows == len(rows) and result.margin_rows is not None
+    entry = Catalog().get("imp.foreign")
+    assert entry.format == "delta" and (entry.ra_column, entry.dec_column) == ("ra", "dec")
+    got = read_table("imp.foreign").toPandas()
+    assert not {"Norder", "Dir", "Npix"} & set(got.columns)
+    expected = rows.assign(u16=rows.u16.astype(np.int32))
+    pd.testing.assert_frame_equal(sorted_frame(got, expected.columns), sorted_frame(expected, expected.columns),
+                                  check_dtype=False)
+    # our _healpix_29 is HATS' _healpix_29
+    theirs = pd.concat(pq.read_table(f).to_pandas() for f in (path / "dataset").rglob("Npix=*.parquet"))
+    ours = got.set_index("objectId")["_healpix_29"]
+    np.testing.assert_array_equal(ours.loc[theirs.objectId].to_numpy(), theirs["_healpix_29"].to_numpy())
+    from userbatch.tables.delta import history
+
+    prov = history(entry.location)[0]["provenance"]
+    assert prov["job"] == "import_hats" and prov["inputs"][0]["format"] == "hats"
+
+
+# ---------------------------------------------------------------- bad inputs
+
+def test_bad_inputs_raise_clear_errors(spark, ub_env):
+    not_hats = ub_env / "not_hats"
+    not_hats.mkdir()
+    (not_hats / "data.parquet").write_bytes(b"PAR1")
+    with pytest.raises(UserbatchError, match="not a HATS catalog"):
+        register_hats(not_hats, "bad.one")
+    with pytest.raises(UserbatchError, match="not a directory"):
+        register_hats(ub_env / "missing", "bad.two")
+    with pytest.raises(UserbatchError, match="not a HATS catalog"):
+        import_hats(not_hats, "bad.three", spark=spark)
+    broken = ub_env / "broken"
+    broken.mkdir()
+    (broken / "hats.properties").write_text("obs_collection=x\ndataproduct_type=object\n")
+    with pytest.raises(UserbatchError, match="not a readable HATS catalog"):
+        register_hats(broken, "bad.four")
+    assert not Catalog().exists("bad.one") and not Catalog().exists("bad.four")
+
+    with pytest.raises(TableNotFound, match="no table named nope.nothing"):
+        export_hats("nope.nothing", ub_env / "out")
+
+    write(spark, make_rows(400, seed=11), "bad.tab", margin_radius_arcsec=None)
+    location = Catalog().get("bad.tab").location
+    with pytest.raises(UserbatchError, match="inside the table's own location"):
+        export_hats("bad.tab", f"{location}/hats")
+    busy = ub_env / "busy"
+    busy.mkdir()
+    (busy / "something.txt").write_text("x")
+    with pytest.raises(UserbatchError, match="not empty"):
+        export_hats("bad.tab", busy)
+    with pytest.raises(UserbatchError, match="must be letters"):
+        export_hats("bad.tab", ub_env / "out", catalog_name="../evil")
+    from userbatch.errors import VersionNotFound
+
+    with pytest.raises(VersionNotFound):
+        export_hats("bad.tab", ub_env / "out", version=7)
+    assert not (ub_env / "out").exists()
+    assert [p.name for p in ub_env.iterdir() if p.name.startswith(".out")] == []
+
+    # an empty, existing out_dir is fine; a table without margin exports as a collection without one
+    empty = ub_env / "empty"
+    empty.mkdir()
+    import lsdb
+
+    cat = lsdb.open_catalog(export_hats("bad.tab", empty))
+    assert cat.margin is None and len(cat.compute()) == 400
+    with pytest.raises(UserbatchError, match="exists"):
+        register_hats(empty, "bad.tab")
