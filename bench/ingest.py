@@ -209,6 +209,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     C.setup_logging(args.verbose)
 
+    if args.child == "hats" and not args.verbose:
+        # distributed logs every worker start/stop at INFO in all its processes; read by dask at import
+        os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
     paths = [str(p) for p in C.ensure_input(args.rows, args.seed)]
     if args.child:
         fn = run_userbatch if args.child == "userbatch" else run_hats

@@ -64,7 +64,8 @@ def sorted_frame(df: pd.DataFrame, columns) -> pd.DataFrame:
 
 
 def assert_same_rows(lsdb_frame, expected: pd.DataFrame) -> None:
-    got = pd.DataFrame(lsdb_frame).reset_index()  # lsdb puts _healpix_29 in the index
+    got = pd.DataFrame(lsdb_frame)
+    got = got.reset_index(drop=got.index.name != "_healpix_29")  # lsdb puts _healpix_29 in the index
     assert sorted(got.columns) == sorted(expected.columns)
     pd.testing.assert_frame_equal(sorted_frame(got, expected.columns), sorted_frame(expected, expected.columns),
                                   check_dtype=False)
@@ -120,16 +121,20 @@ def test_export_opens_in_lsdb_with_margin_and_time_travel(spark, ub_env):
     assert cat.margin.hc_structure.catalog_info.margin_threshold == MARGIN_ARCSEC
     from userbatch.tables import delta
 
-    margin_expected = read_table(Catalog().get("ex.obj").replace(location=str(ub_env / "warehouse/ex/obj/_margin")))
     margin_rows = cat.margin.compute()
-    assert len(margin_rows) == margin_expected.count() == delta.snapshot(ub_env / "warehouse/ex/obj/_margin").num_rows
-    assert len(margin_rows) > 0
+    assert 0 < len(margin_rows) == delta.snapshot(Catalog().get("ex.obj").margin_location).num_rows
 
     # time travel: version 0 exports its own rows and its own margin
     old = lsdb.open_catalog(export_hats("ex.obj", ub_env / "export" / "v0", version=0, catalog_name="v0"))
     assert_same_rows(old.compute(), read_table("ex.obj", version=0).toPandas())
     assert len(old.compute()) == 2000
     assert old.margin is not None and len(old.margin.compute()) < len(margin_rows)
+
+    from userbatch.errors import VersionNotFound
+
+    with pytest.raises(VersionNotFound):
+        export_hats("ex.obj", ub_env / "export" / "v7", version=7)
+    assert not (ub_env / "export" / "v7").exists()
 
     # the plain-catalog layout: margin next to it, opened with margin_cache=
     flat = export_hats("ex.obj", ub_env / "export" / "flat", as_collection=False)
@@ -138,8 +143,20 @@ def test_export_opens_in_lsdb_with_margin_and_time_travel(spark, ub_env):
     assert len(flat_cat.margin.compute()) == len(margin_rows)
 
     # files are hard links where a pixel had one file
-    linked = [p for p in (out / "ex_obj" / "dataset").rglob("Npix=*.parquet") if p.stat().st_nlink > 1]
-    assert linked
+    old_files = list((ub_env / "export" / "v0" / "v0" / "dataset").rglob("Npix=*.parquet"))
+    assert old_files and all(p.stat().st_nlink > 1 for p in old_files)
+
+    # and the export registers back as a HATS table that reads and searches like the original
+    from userbatch.ops.search import cone_search
+
+    entry = register_hats(out, "ex.back")
+    assert entry.location == str((out / "ex_obj").resolve())
+    assert entry.properties["hats"]["margin_threshold_arcsec"] == MARGIN_ARCSEC
+    assert entry.properties["hats"]["margin"].endswith("ex_obj_10arcs")
+    assert_same_rows(read_table("ex.back").toPandas(), expected)
+    rows = pd.concat([first, second])
+    want = set(rows.objectId[brute_cone(rows.coord_ra.to_numpy(), rows.coord_dec.to_numpy(), 0.1, 89.9, 2000)])
+    assert want and set(cone_search("ex.back", 0.1, 89.9, 2000).to_pandas().objectId) == want
 
 
 def test_lsdb_crossmatch_of_exports_matches_astropy(spark, ub_env):
@@ -216,22 +233,6 @@ def test_register_hats_import_catalog_then_cone_search(spark, ub_env):
     assert want, "the last cone should hold rows"
 
 
-def test_register_hats_of_own_export_collection(spark, ub_env):
-    from userbatch.ops.search import cone_search
-
-    rows = make_rows(1500, seed=9)
-    write(spark, rows, "own.src")
-    out = export_hats("own.src", ub_env / "exported")
-    entry = register_hats(out, "own.back")
-    assert entry.location == str((out / "own_src").resolve())
-    assert entry.properties["hats"]["margin_threshold_arcsec"] == MARGIN_ARCSEC
-    assert entry.properties["hats"]["margin"].endswith("own_src_10arcs")
-    pd.testing.assert_frame_equal(sorted_frame(read_table("own.back").toPandas(), rows.columns),
-                                  sorted_frame(read_table("own.src").toPandas(), rows.columns))
-    want = set(rows.objectId[brute_cone(rows.coord_ra.to_numpy(), rows.coord_dec.to_numpy(), 0.1, 89.9, 2000)])
-    assert set(cone_search("own.back", 0.1, 89.9, 2000).to_pandas().objectId) == want
-
-
 def test_import_hats_round_trip(spark, ub_env):
     import pyarrow.parquet as pq
 
@@ -278,10 +279,13 @@ def test_bad_inputs_raise_clear_errors(spark, ub_env):
     with pytest.raises(TableNotFound, match="no table named nope.nothing"):
         export_hats("nope.nothing", ub_env / "out")
 
-    write(spark, make_rows(400, seed=11), "bad.tab", margin_radius_arcsec=None)
+    rows = foreign_rows(400)
+    register_hats(hats_import_catalog(ub_env, rows), "bad.tab")
     location = Catalog().get("bad.tab").location
     with pytest.raises(UserbatchError, match="inside the table's own location"):
         export_hats("bad.tab", f"{location}/hats")
+    with pytest.raises(UserbatchError, match="inside the table's own location"):
+        export_hats("bad.tab", location)
     busy = ub_env / "busy"
     busy.mkdir()
     (busy / "something.txt").write_text("x")
@@ -289,19 +293,20 @@ def test_bad_inputs_raise_clear_errors(spark, ub_env):
         export_hats("bad.tab", busy)
     with pytest.raises(UserbatchError, match="must be letters"):
         export_hats("bad.tab", ub_env / "out", catalog_name="../evil")
-    from userbatch.errors import VersionNotFound
-
-    with pytest.raises(VersionNotFound):
-        export_hats("bad.tab", ub_env / "out", version=7)
+    with pytest.raises(UserbatchError, match="keeps no history"):
+        export_hats("bad.tab", ub_env / "out", version=0)
     assert not (ub_env / "out").exists()
     assert [p.name for p in ub_env.iterdir() if p.name.startswith(".out")] == []
 
-    # an empty, existing out_dir is fine; a table without margin exports as a collection without one
-    empty = ub_env / "empty"
-    empty.mkdir()
+    # an empty, existing out_dir is fine; a table without margin exports as a collection without one (here a
+    # registered HATS table: its files are linked again, unsigned columns and all)
     import lsdb
 
+    empty = ub_env / "empty"
+    empty.mkdir()
     cat = lsdb.open_catalog(export_hats("bad.tab", empty))
-    assert cat.margin is None and len(cat.compute()) == 400
-    with pytest.raises(UserbatchError, match="exists"):
+    assert cat.margin is None
+    got = pd.DataFrame(cat.compute()).reset_index()
+    assert len(got) == 400 and got.u16.dtype == np.uint16
+    with pytest.raises(UserbatchError, match="already exists"):
         register_hats(empty, "bad.tab")

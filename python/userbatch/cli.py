@@ -24,6 +24,8 @@ def _setup_logging(verbose: bool) -> None:
     # stage timings are the progress report of long operations: show them unless asked to be quiet
     logging.getLogger("userbatch.tables.write").setLevel(logging.INFO)
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    # PySpark logs every failed query as a JSON blob with the JVM stack; the CLI reports the error in one line
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 def _spark(ctx, pins=None):
@@ -250,12 +252,16 @@ def _search_options(f):
     return f
 
 
+#: Let "-30.5" be a Dec argument instead of an unknown option.
+_NEGATIVE_NUMBERS_OK = {"ignore_unknown_options": True}
+
+
 @main.group()
 def search():
     """Cone, box and polygon searches over a table."""
 
 
-@search.command("cone")
+@search.command("cone", context_settings=_NEGATIVE_NUMBERS_OK)
 @click.argument("table")
 @click.argument("ra", type=float)
 @click.argument("dec", type=float)
@@ -270,7 +276,7 @@ def search_cone(ctx, table, ra, dec, radius_arcsec, version, columns, limit, out
     _run_search(ctx, s, explain_only, limit, output, engine)
 
 
-@search.command("box")
+@search.command("box", context_settings=_NEGATIVE_NUMBERS_OK)
 @click.argument("table")
 @click.argument("ra_min", type=float)
 @click.argument("ra_max", type=float)
@@ -287,7 +293,7 @@ def search_box(ctx, table, ra_min, ra_max, dec_min, dec_max, version, columns, l
     _run_search(ctx, s, explain_only, limit, output, engine)
 
 
-@search.command("polygon")
+@search.command("polygon", context_settings=_NEGATIVE_NUMBERS_OK)
 @click.argument("table")
 @click.argument("vertices", nargs=-1, required=True)
 @_search_options

@@ -94,7 +94,7 @@ def read_input(spark, paths: list[str | Path], fmt: str | None = None, scratch: 
             return spark.read.parquet(*map(str, paths))
         if fmt == "csv":
             return (spark.read.option("header", "true").option("inferSchema", "true")
-                    .option("mode", "FAILFAST").csv(*map(str, paths)))
+                    .option("mode", "FAILFAST").csv([str(p) for p in paths]))
         if fmt == "fits":
             scratch.mkdir(parents=True, exist_ok=True)
             return spark.read.parquet(*_fits_to_parquet(paths, scratch))
