@@ -96,7 +96,6 @@ def db_url(request, ub_env, monkeypatch):
         url = f"sqlite:///{ub_env / 'facility.db'}"
     else:
         url = request.getfixturevalue("pg_database")
-        import sqlalchemy as sa
 
         from userbatch.tables.db import Base, engine_for
 

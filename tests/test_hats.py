@@ -108,6 +108,9 @@ def test_export_opens_in_lsdb_with_margin_and_time_travel(spark, ub_env):
     assert len(pixels) > len(set(pixels)), "the append should leave pixels with several files (merge path)"
 
     out = export_hats("ex.obj", ub_env / "export" / "latest")
+    from hats.io.validation import is_valid_catalog
+
+    assert is_valid_catalog(out, strict=True)  # properties, partition_info, _metadata and files agree
     cat = lsdb.open_catalog(out)
     expected = read_table("ex.obj").toPandas()
     assert len(expected) == 3000
@@ -153,6 +156,8 @@ def test_export_opens_in_lsdb_with_margin_and_time_travel(spark, ub_env):
     assert entry.location == str((out / "ex_obj").resolve())
     assert entry.properties["hats"]["margin_threshold_arcsec"] == MARGIN_ARCSEC
     assert entry.properties["hats"]["margin"].endswith("ex_obj_10arcs")
+    with pytest.raises(UserbatchError, match="HATS margin catalog; only object or source"):
+        register_hats(out / "ex_obj_10arcs", "ex.margin")
     assert_same_rows(read_table("ex.back").toPandas(), expected)
     rows = pd.concat([first, second])
     want = set(rows.objectId[brute_cone(rows.coord_ra.to_numpy(), rows.coord_dec.to_numpy(), 0.1, 89.9, 2000)])
@@ -232,6 +237,12 @@ def test_register_hats_import_catalog_then_cone_search(spark, ub_env):
         assert set(search.to_pandas(engine="spark").objectId) == want
     assert want, "the last cone should hold rows"
 
+    from userbatch.tables.views import register_view
+
+    register_view(spark, entry)
+    assert spark.sql("SELECT count(*) AS n, max(u16) AS m FROM ext.foreign").first().asDict() == {
+        "n": len(rows), "m": int(rows.u16.max())}
+
 
 def test_import_hats_round_trip(spark, ub_env):
     import pyarrow.parquet as pq
@@ -307,6 +318,7 @@ def test_bad_inputs_raise_clear_errors(spark, ub_env):
     cat = lsdb.open_catalog(export_hats("bad.tab", empty))
     assert cat.margin is None
     got = pd.DataFrame(cat.compute()).reset_index()
-    assert len(got) == 400 and got.u16.dtype == np.uint16
+    assert len(got) == 400 and str(got.u16.dtype).startswith("uint16")
+    np.testing.assert_array_equal(got.set_index("objectId").u16.loc[rows.objectId].to_numpy(), rows.u16.to_numpy())
     with pytest.raises(UserbatchError, match="already exists"):
         register_hats(empty, "bad.tab")

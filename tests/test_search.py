@@ -1,7 +1,6 @@
 """Searches over tables against a brute-force astropy/numpy filter, on both engines, with visible pruning."""
 
 import astropy.units as u
-import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from helpers import sky_points

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd  # module level: the pandas UDF's type hints are resolved against it
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, TableExists, TableNotFound, UserbatchError
+from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, TableExists, UserbatchError
 from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, radec_to_index, valid_radec_mask
 from ..sky.margins import assign_margins, margin_order, margin_pairs
 from . import delta
@@ -73,64 +74,81 @@ def _stage(name: str, timings: dict):
     log.info("stage %-8s %.2f s", name, timings[name])
 
 
-# ---------------------------------------------------------------- Arrow kernels run on the executors
+# ---------------------------------------------------------------- expressions and kernels run on the executors
+#
+# Only the coordinates cross into Python (a pandas UDF on two columns); partition assignment is a Spark SQL
+# expression; only rows that can be margin rows go through the margin kernel. Shipping whole rows to Python and
+# back costs more than everything else in a write.
 
-def _coord_reason(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    reason = np.full(len(ra), None, dtype=object)
-    with np.errstate(invalid="ignore"):
-        reason[~((dec >= -90) & (dec <= 90))] = "dec out of range [-90, 90]"
-        reason[~((ra >= 0) & (ra <= 360))] = "ra out of range [0, 360]"
-    reason[~np.isfinite(dec)] = "dec is null or NaN"
-    reason[~np.isfinite(ra)] = "ra is null or NaN"
-    return reason
+def _index_udf():
+    """pandas UDF: order-29 index of (ra, dec) in degrees, -1 where the coordinates are unusable."""
+    from pyspark.sql.functions import pandas_udf
 
+    @pandas_udf("long")
+    def healpix29(ra: pd.Series, dec: pd.Series) -> pd.Series:
+        ra_a = ra.to_numpy(dtype=np.float64, na_value=np.nan)
+        dec_a = dec.to_numpy(dtype=np.float64, na_value=np.nan)
+        valid = valid_radec_mask(ra_a, dec_a)
+        out = np.full(len(ra_a), -1, dtype=np.int64)
+        if valid.any():
+            out[valid] = radec_to_index(ra_a[valid], dec_a[valid])
+        return pd.Series(out)
 
-def _index_kernel(ra_col: str, dec_col: str):
-    """Add ``_healpix_29`` (-1 for unusable coordinates) and the reason a row's coordinates are refused."""
-
-    def run(batches):
-        for batch in batches:
-            ra = batch.column(ra_col).to_numpy(zero_copy_only=False).astype(np.float64)
-            dec = batch.column(dec_col).to_numpy(zero_copy_only=False).astype(np.float64)
-            valid = valid_radec_mask(ra, dec)
-            index = np.full(len(ra), -1, dtype=np.int64)
-            if valid.any():
-                index[valid] = radec_to_index(ra[valid], dec[valid])
-            reason = pa.array(_coord_reason(ra, dec) if not valid.all() else [None] * len(ra), pa.string())
-            yield pa.RecordBatch.from_arrays(
-                list(batch.columns) + [pa.array(index), reason],
-                names=list(batch.schema.names) + [SPATIAL_INDEX_COLUMN, COORD_ERROR_COLUMN],
-            )
-
-    return run
+    return healpix29
 
 
-def _partition_columns(orders: np.ndarray, pixels: np.ndarray, keys: np.ndarray, pos: np.ndarray) -> list[pa.Array]:
+def _with_index(df, ra_col: str, dec_col: str):
+    from pyspark.sql import functions as F
+
+    return df.withColumn(SPATIAL_INDEX_COLUMN, _index_udf()(F.col(ra_col).cast("double"), F.col(dec_col).cast("double")))
+
+
+def _coord_error(ra_col: str, dec_col: str):
+    """Why a row's coordinates are refused (null when they are fine); same rule as ``valid_radec_mask``."""
+    from pyspark.sql import functions as F
+
+    def bad(c):
+        return c.isNull() | F.isnan(c) | (F.abs(c) == float("inf"))
+
+    ra, dec = F.col(ra_col).cast("double"), F.col(dec_col).cast("double")
+    return (F.when(bad(ra), "ra is null, NaN or infinite").when(bad(dec), "dec is null, NaN or infinite")
+            .when((ra < 0) | (ra > 360), "ra out of range [0, 360]")
+            .when((dec < -90) | (dec > 90), "dec out of range [-90, 90]"))
+
+
+def _assign_columns(plan: PartitionPlan, part_keys: np.ndarray, task_of_part: np.ndarray) -> dict:
+    """Norder, Npix, Dir and the shuffle key as Spark expressions of ``_healpix_29`` (a CASE over the few partition
+    orders, each an InSet lookup), so assignment never leaves the JVM."""
+    from pyspark.sql import functions as F
+
+    idx = F.col(SPATIAL_INDEX_COLUMN)
+    orders, pixels = plan.partitions[:, 0], plan.partitions[:, 1]
+    norder = None
+    for order in np.unique(orders):
+        cond = F.shiftright(idx, int(2 * (SPATIAL_INDEX_ORDER - order))).isin([int(p) for p in pixels[orders == order]])
+        norder = F.when(cond, F.lit(int(order))) if norder is None else norder.when(cond, F.lit(int(order)))
+    norder = norder.otherwise(F.raise_error(F.lit(
+        "a row falls outside every partition planned from the same input: the input changed between its two "
+        "reads (a non-deterministic DataFrame?); cache it before writing")))
+    npix = F.expr(f"shiftright({SPATIAL_INDEX_COLUMN}, {2 * SPATIAL_INDEX_ORDER} - 2 * Norder)")
+    start = F.expr(f"shiftleft(Npix, {2 * SPATIAL_INDEX_ORDER} - 2 * Norder)")
+    starts = plan.starts
+    key = None
+    for task in np.unique(task_of_part):
+        cond = start.isin([int(x) for x in starts[task_of_part == task]])
+        value = F.lit(int(part_keys[task_of_part == task][0]))
+        key = F.when(cond, value) if key is None else key.when(cond, value)
+    # applied in this order: each expression reads the columns added before it
+    return {"Norder": norder.cast("int"), "Npix": npix, "Dir": F.expr("Npix - Npix % 10000"), _TASK_KEY: key}
+
+
+def _partition_arrays(orders: np.ndarray, pixels: np.ndarray, keys: np.ndarray, pos: np.ndarray) -> list[pa.Array]:
     return [
         pa.array(orders[pos].astype(np.int32)),
         pa.array(((pixels[pos] // 10_000) * 10_000).astype(np.int64)),
         pa.array(pixels[pos].astype(np.int64)),
         pa.array(keys[pos].astype(np.int32)),
     ]
-
-
-def _assign_kernel(plan: PartitionPlan, part_keys: np.ndarray, columns: list[str]):
-    """Tag each row with its partition (Norder, Dir, Npix) and the shuffle key of its task."""
-    orders, pixels = plan.partitions[:, 0], plan.partitions[:, 1]
-
-    def run(batches):
-        for batch in batches:
-            index = batch.column(SPATIAL_INDEX_COLUMN).to_numpy()
-            pos = plan.lookup(index)
-            if (pos < 0).any():  # cannot happen: the plan covers every indexed row it was built from
-                raise RuntimeError("row outside every partition of the plan")
-            cols = [batch.column(c) for c in columns]
-            yield pa.RecordBatch.from_arrays(
-                cols + _partition_columns(orders, pixels, part_keys, pos),
-                names=columns + list(PARTITION_COLUMNS) + [_TASK_KEY],
-            )
-
-    return run
 
 
 def _margin_kernel(plan: PartitionPlan, order: int, pairs, part_keys: np.ndarray, columns: list[str]):
@@ -145,20 +163,14 @@ def _margin_kernel(plan: PartitionPlan, order: int, pairs, part_keys: np.ndarray
                 continue
             taken = batch.select(columns).take(pa.array(rows))
             yield pa.RecordBatch.from_arrays(
-                list(taken.columns) + _partition_columns(orders, pixels, part_keys, dest),
-                names=columns + list(PARTITION_COLUMNS) + [_TASK_KEY],
+                list(taken.columns) + _partition_arrays(orders, pixels, part_keys, dest),
+                names=columns + ["Norder", "Dir", "Npix", _TASK_KEY],
             )
 
     return run
 
 
 # ---------------------------------------------------------------- driver side
-
-def _spark_schema_with(df, extra: list[tuple[str, str]]):
-    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
-
-    return StructType(list(df.schema.fields) + [StructField(n, _parse_datatype_string(t), True) for n, t in extra])
-
 
 def _write_files(df, root: Path, partitioned: bool) -> tuple[list[str], pa.Schema | None]:
     """Let Spark write ``df`` under a private staging directory, then move the files into the table layout.
@@ -327,98 +339,106 @@ def write_table(
 
 
 def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings) -> WriteResult:
-    from pyspark import StorageLevel
+    """The input is read twice: its coordinates alone for the histogram, then whole for the write. A
+    non-deterministic input must be cached by the caller (the write fails loudly rather than lose rows)."""
+    from pyspark.sql import functions as F
 
     spark = df.sparkSession
     root = Path(entry.location)
     src = df.drop(*[c for c in (SPATIAL_INDEX_COLUMN, COORD_ERROR_COLUMN, *PARTITION_COLUMNS) if c in df.columns])
     columns = src.columns + [SPATIAL_INDEX_COLUMN]
-    with _stage("index", timings):
-        schema = _spark_schema_with(src, [(SPATIAL_INDEX_COLUMN, "bigint"), (COORD_ERROR_COLUMN, "string")])
-        indexed = src.mapInArrow(_index_kernel(entry.ra_column, entry.dec_column), schema)
-        indexed = indexed.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        with _stage("plan", timings):
-            existing = _existing_partitions(entry) if (mode == "append" and not created) else None
-            if existing is not None and len(existing) == 0:
-                existing = None
-            hist_order = entry.partition_order if entry.partition_order is not None else (
-                entry.highest_order or DEFAULT_HIGHEST_ORDER)
-            if existing is not None:
-                hist_order = max(hist_order, int(existing[:, 0].max()))
-            hist_pixels, hist_counts, bad = _histogram(indexed, hist_order)
-            if bad and on_bad == "error":
-                raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {entry.ra_column}/{entry.dec_column}; "
-                                     "fix them, or write with on_bad_coords='reject' or 'quarantine'")
-            plan = plan_from_histogram(
-                hist_pixels, hist_counts, hist_order, partition_order=entry.partition_order,
-                threshold=entry.pixel_threshold or DEFAULT_THRESHOLD, existing=existing,
-            )
-            counts = plan.counts if plan.counts is not None else np.ones(len(plan), dtype=np.int64)
-            parallelism = spark.sparkContext.defaultParallelism
-            task_of_part = pack_tasks(counts, ROWS_PER_TASK, max_tasks=max(len(plan), 1))
-            n_tasks = max(int(task_of_part.max()) + 1 if len(task_of_part) else 1, min(parallelism, len(plan) or 1))
-            if len(task_of_part) and n_tasks > int(task_of_part.max()) + 1:
-                task_of_part = pack_tasks(counts, max(1, int(counts.sum()) // n_tasks), max_tasks=n_tasks)
-                n_tasks = int(task_of_part.max()) + 1
-            keys = task_keys(n_tasks)[task_of_part] if len(plan) else np.zeros(0, np.int32)
-        quarantined = 0
-        if bad and on_bad == "quarantine":
-            with _stage("quarantine", timings):
-                from pyspark.sql import functions as F
-
-                bad_rows = indexed.filter(F.col(SPATIAL_INDEX_COLUMN) < 0).drop(SPATIAL_INDEX_COLUMN)
-                q_name = f"{entry.name}_quarantine"
-                q_mode = "append" if cat.exists(q_name) else "create"
-                write_table(bad_rows, q_name, q_mode, catalog=cat, ra_column=None, dec_column=None,
-                            visibility=entry.visibility, group=entry.group,
-                            description=f"rows refused by {entry.name} for unusable coordinates",
-                            provenance=prov)
-                quarantined = bad
-        elif bad:
-            log.warning("%s: rejected %d row(s) with NaN or out-of-range coordinates", entry.name, bad)
-        from pyspark.sql import functions as F
-
-        good = indexed.filter(F.col(SPATIAL_INDEX_COLUMN) >= 0)
-        assigned_schema = _spark_schema_with(
-            src, [(SPATIAL_INDEX_COLUMN, "bigint"), ("Norder", "int"), ("Dir", "bigint"), ("Npix", "bigint"),
-                  (_TASK_KEY, "int")])
-        with _stage("write", timings):
-            assigned = good.mapInArrow(_assign_kernel(plan, keys, columns), assigned_schema)
-            out = (
-                assigned.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY)
-                .sortWithinPartitions(*PARTITION_COLUMNS, SPATIAL_INDEX_COLUMN)
-            )
-            rel, arrow_schema = _write_files(out, root, partitioned=True)
-        metadata = {**prov.as_dict(), "rejected": bad if on_bad == "reject" else 0, "quarantined": quarantined,
-                    "partitions": len(plan)}
-        margin_rows = margin_version = None
-        if entry.margin_radius_arcsec:
-            with _stage("margin", timings):
-                additive = existing is not None and set(map(tuple, existing)) == set(map(tuple, plan.partitions))
-                source = good.select(*columns)
-                if existing is not None and not additive:  # new pixels: their margins need the old rows too
-                    source = source.unionByName(to_spark(spark, resolve(entry)).select(*columns))
-                margin_mode = "append" if additive else "overwrite"
-                margin_rows, margin_version = _write_margin(source, entry, plan, keys, n_tasks, margin_mode,
-                                                            columns, assigned_schema, prov)
-                metadata["margin"] = {"version": margin_version, "radius_arcsec": entry.margin_radius_arcsec,
-                                      "rows": margin_rows}
-        with _stage("commit", timings):
-            version = _commit(root, rel, arrow_schema, mode, metadata)
-        rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
-        return WriteResult(entry.name, version, rows, len(plan), bad if on_bad == "reject" else 0, quarantined,
-                           margin_rows, margin_version)
-    finally:
-        indexed.unpersist()
+    ra, dec = entry.ra_column, entry.dec_column
+    with _stage("plan", timings):
+        existing = _existing_partitions(entry) if (mode == "append" and not created) else None
+        if existing is not None and len(existing) == 0:
+            existing = None
+        hist_order = entry.partition_order if entry.partition_order is not None else (
+            entry.highest_order or DEFAULT_HIGHEST_ORDER)
+        if existing is not None:
+            hist_order = max(hist_order, int(existing[:, 0].max()))
+        hist_pixels, hist_counts, bad = _histogram(_with_index(src.select(ra, dec), ra, dec), hist_order)
+        if bad and on_bad == "error":
+            raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {ra}/{dec}; "
+                                 "fix them, or write with on_bad_coords='reject' or 'quarantine'")
+        plan = plan_from_histogram(
+            hist_pixels, hist_counts, hist_order, partition_order=entry.partition_order,
+            threshold=entry.pixel_threshold or DEFAULT_THRESHOLD, existing=existing,
+        )
+        task_of_part, n_tasks = _tasks(plan, spark.sparkContext.defaultParallelism)
+        keys = task_keys(n_tasks)[task_of_part] if len(plan) else np.zeros(0, np.int32)
+    quarantined = 0
+    if bad and on_bad == "quarantine":
+        with _stage("quarantine", timings):
+            bad_rows = src.withColumn(COORD_ERROR_COLUMN, _coord_error(ra, dec)).filter(
+                F.col(COORD_ERROR_COLUMN).isNotNull())
+            q_name = f"{entry.name}_quarantine"
+            write_table(bad_rows, q_name, "append" if cat.exists(q_name) else "create", catalog=cat,
+                        ra_column=None, dec_column=None, visibility=entry.visibility, group=entry.group,
+                        description=f"rows refused by {entry.name} for unusable coordinates", provenance=prov)
+            quarantined = bad
+    elif bad:
+        log.warning("%s: rejected %d row(s) with NaN or out-of-range coordinates", entry.name, bad)
+    good = _with_index(src, ra, dec).filter(F.col(SPATIAL_INDEX_COLUMN) >= 0)
+    with _stage("write", timings):
+        assigned = good
+        if len(plan):
+            for name, expr in _assign_columns(plan, keys, task_of_part).items():
+                assigned = assigned.withColumn(name, expr)
+        out = (
+            assigned.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY)
+            .sortWithinPartitions(*PARTITION_COLUMNS, SPATIAL_INDEX_COLUMN)
+        ) if len(plan) else good.limit(0)
+        rel, arrow_schema = _write_files(out, root, partitioned=bool(len(plan)))
+    metadata = {**prov.as_dict(), "rejected": bad if on_bad == "reject" else 0, "quarantined": quarantined,
+                "partitions": len(plan)}
+    margin_rows = margin_version = None
+    if entry.margin_radius_arcsec and len(plan):
+        with _stage("margin", timings):
+            additive = existing is not None and set(map(tuple, existing)) == set(map(tuple, plan.partitions))
+            source = good.select(*columns)
+            if existing is not None and not additive:  # new pixels: their margins need the old rows too
+                source = source.unionByName(to_spark(spark, resolve(entry)).select(*columns))
+            margin_rows, margin_version = _write_margin(source, entry, plan, keys, n_tasks,
+                                                        "append" if additive else "overwrite", columns, prov)
+            metadata["margin"] = {"version": margin_version, "radius_arcsec": entry.margin_radius_arcsec,
+                                  "rows": margin_rows}
+    with _stage("commit", timings):
+        version = _commit(root, rel, arrow_schema, mode, metadata)
+    rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
+    return WriteResult(entry.name, version, rows, len(plan), bad if on_bad == "reject" else 0, quarantined,
+                       margin_rows, margin_version)
 
 
-def _write_margin(source, entry, plan, keys, n_tasks, mode, columns, schema, prov) -> tuple[int, int]:
+def _tasks(plan: PartitionPlan, parallelism: int) -> tuple[np.ndarray, int]:
+    """Pack partitions into write tasks: about ROWS_PER_TASK rows each, but at least one task per core."""
+    if not len(plan):
+        return np.zeros(0, dtype=np.int64), 1
+    counts = plan.counts if plan.counts is not None else np.ones(len(plan), dtype=np.int64)
+    wanted = max(-(-int(counts.sum()) // ROWS_PER_TASK), min(parallelism, len(plan)))
+    task_of_part = pack_tasks(counts, max(1, -(-int(counts.sum()) // wanted)), max_tasks=wanted)
+    return task_of_part, int(task_of_part.max()) + 1
+
+
+def _write_margin(source, entry, plan, keys, n_tasks, mode, columns, prov) -> tuple[int, int]:
+    """Margin rows: a broadcast semi-join keeps only rows in margin-order pixels that border some partition,
+    and only those go through the Python kernel that copies them to each partition they border."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+
+    spark = source.sparkSession
     order = margin_order(entry.margin_radius_arcsec, plan.partitions[:, 0])
     pairs = margin_pairs(plan.partitions, order)
+    border = spark.createDataFrame(pd.DataFrame({"_mpix": np.unique(pairs[0])}))
+    candidates = (
+        source.withColumn("_mpix", F.shiftright(SPATIAL_INDEX_COLUMN, 2 * (SPATIAL_INDEX_ORDER - order)))
+        .join(F.broadcast(border), "_mpix", "left_semi").drop("_mpix")
+    )
+    schema = StructType(list(source.select(*columns).schema.fields) + [
+        StructField("Norder", IntegerType()), StructField("Dir", LongType()), StructField("Npix", LongType()),
+        StructField(_TASK_KEY, IntegerType())])
     root = Path(entry.margin_location)
     margin = (
-        source.mapInArrow(_margin_kernel(plan, order, pairs, keys, columns), schema)
+        candidates.mapInArrow(_margin_kernel(plan, order, pairs, keys, columns), schema)
         .repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY)
         .sortWithinPartitions(*PARTITION_COLUMNS, SPATIAL_INDEX_COLUMN)
     )
