@@ -24,9 +24,9 @@ import re
 import shutil
 import uuid
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -340,7 +340,7 @@ def _files_by_pixel(snap: delta.Snapshot, what: str) -> dict[tuple[int, int], li
     # HATS partitions must not overlap: check the order-29 ranges of the pixels
     spans = sorted((pix << 2 * (SPATIAL_INDEX_ORDER - order), (pix + 1) << 2 * (SPATIAL_INDEX_ORDER - order))
                    for order, pix in groups)
-    for (_, hi), (lo, _) in zip(spans, spans[1:]):
+    for (_, hi), (lo, _) in pairwise(spans):
         if lo < hi:
             raise UserbatchError(f"{what} has overlapping HEALPix partitions; it cannot be written as HATS")
     return groups
