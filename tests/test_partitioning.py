@@ -1,16 +1,12 @@
 """Partition plans against hats' own alignment, margins against brute force, task placement against Spark."""
 
-import astropy.units as u
-import cdshealpix
 import numpy as np
 import pytest
-from astropy.coordinates import Latitude, Longitude
 from hats.pixel_math.partition_stats import generate_alignment
 
-from userbatch.sky import radec_to_index
 from userbatch.sky.healpix import SPATIAL_INDEX_ORDER
-from userbatch.sky.margins import assign_margins, margin_order, margin_pairs
-from userbatch.tables.partitioning import PartitionPlan, pack_tasks, plan_from_histogram
+from userbatch.sky.margins import margin_order
+from userbatch.tables.partitioning import pack_tasks, plan_from_histogram
 from userbatch.tables.placement import spark_hash_int, task_keys
 
 
@@ -67,31 +63,6 @@ def test_pack_tasks_keeps_order_and_balance():
     tasks = pack_tasks(counts, rows_per_task=200, max_tasks=4)
     assert np.all(np.diff(tasks) >= 0)
     assert tasks.max() <= 3
-
-
-def test_margins_contain_every_row_within_radius():
-    """Brute force: for each row, every partition its radius-r disc touches (other than its own) must have the
-    row in its margin. cdshealpix's cone_search gives the touched pixels independently of our scheme."""
-    rng = np.random.default_rng(5)
-    n = 3000
-    ra = rng.uniform(0, 360, n)
-    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
-    ra[:200] = rng.uniform(-0.2, 0.2, 200) % 360  # the RA=0 seam
-    dec[200:400] = rng.uniform(88, 90, 200)  # the north pole
-    index = radec_to_index(ra, dec)
-    parts = np.array([(3, p) for p in range(12 * 4**3)])
-    plan = PartitionPlan(parts)
-    radius = 60.0
-    order = margin_order(radius, parts[:, 0])
-    rows, dest = assign_margins(index, order, margin_pairs(plan.partitions, order))
-    got = set(zip(rows.tolist(), plan.partitions[dest, 1].tolist()))
-    own = plan.partitions[plan.lookup(index), 1]
-    for i in range(n):
-        touched = cdshealpix.nested.cone_search(Longitude(ra[i], u.deg), Latitude(dec[i], u.deg),
-                                                radius * u.arcsec, 3, flat=True)[0]
-        for p in set(int(x) for x in touched) - {int(own[i])}:
-            assert (i, p) in got, f"row {i} at ({ra[i]:.4f}, {dec[i]:.4f}) missing from margin of pixel {p}"
-    assert not any(int(own[r]) == p for r, p in got), "a row was put in its own partition's margin"
 
 
 def test_margin_wider_than_partitions_is_refused():

@@ -13,7 +13,6 @@ import numpy as np
 from hats.pixel_math.healpix_shim import margin2order
 
 from ..errors import BadCoordinates
-from .healpix import SPATIAL_INDEX_ORDER
 
 #: hats estimates a pixel's minimum width as its mean size / 1.6; we double the radius on top of that so the
 #: margin never falls short in the distorted pixels near the poles and the 8-neighbour corners.
@@ -56,18 +55,3 @@ def margin_pairs(partitions: np.ndarray, order: int) -> tuple[np.ndarray, np.nda
     p = np.concatenate(pidx) if pidx else np.zeros(0, np.int64)
     order_idx = np.argsort(m, kind="stable")
     return m[order_idx], p[order_idx]
-
-
-def assign_margins(index: np.ndarray, order: int, pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """For rows with order-29 ``index``, the (row, partition_idx) pairs putting each row into a margin."""
-    mpix_sorted, pidx = pairs
-    m = np.right_shift(index, 2 * (SPATIAL_INDEX_ORDER - order))
-    lo = np.searchsorted(mpix_sorted, m, side="left")
-    hi = np.searchsorted(mpix_sorted, m, side="right")
-    counts = hi - lo
-    rows = np.repeat(np.arange(len(index)), counts)
-    if rows.size == 0:
-        return rows, rows
-    starts = np.repeat(lo, counts)
-    offsets = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    return rows, pidx[starts + offsets]

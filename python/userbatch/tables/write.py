@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, TableExists, UserbatchError
 from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, radec_to_index, valid_radec_mask
-from ..sky.margins import assign_margins, margin_order, margin_pairs
+from ..sky.margins import margin_order, margin_pairs
 from . import delta
 from .catalog import Catalog, TableEntry
 from .partitioning import (
@@ -47,6 +47,8 @@ COORD_ERROR_COLUMN = "_coord_error"
 #: Partition columns: in the file paths (HATS layout), never inside the files.
 PARTITION_COLUMNS = ("Norder", "Dir", "Npix")
 _TASK_KEY = "_task_key"
+#: Partition column that sends a row to the margin table instead of the main one (never inside a file).
+MARGIN_FLAG = "ub_margin"
 #: Rows per write task; a partition is never split, so a task holds whole pixels.
 ROWS_PER_TASK = int(os.environ.get("USERBATCH_ROWS_PER_TASK", 1_500_000))
 #: Parquet row groups stay modest so a cone touches few of them.
@@ -142,70 +144,114 @@ def _assign_columns(plan: PartitionPlan, part_keys: np.ndarray, task_of_part: np
     return {"Norder": norder.cast("int"), "Npix": npix, "Dir": F.expr("Npix - Npix % 10000"), _TASK_KEY: key}
 
 
-def _partition_arrays(orders: np.ndarray, pixels: np.ndarray, keys: np.ndarray, pos: np.ndarray) -> list[pa.Array]:
-    return [
-        pa.array(orders[pos].astype(np.int32)),
-        pa.array(((pixels[pos] // 10_000) * 10_000).astype(np.int64)),
-        pa.array(pixels[pos].astype(np.int64)),
-        pa.array(keys[pos].astype(np.int32)),
-    ]
+def _margin_destinations(spark, plan: PartitionPlan, part_keys: np.ndarray, order: int):
+    """A small DataFrame (broadcast in joins): for each margin-order pixel bordering some partition, the
+    partitions whose margin it belongs to, as an array of (Norder, Dir, Npix, task key)."""
+    from pyspark.sql.types import ArrayType, IntegerType, LongType, StructField, StructType
 
-
-def _margin_kernel(plan: PartitionPlan, order: int, pairs, part_keys: np.ndarray, columns: list[str]):
-    """Copy each row near a partition edge into the margin of every neighbouring partition it borders."""
+    mpix, dest = margin_pairs(plan.partitions, order)
     orders, pixels = plan.partitions[:, 0], plan.partitions[:, 1]
+    starts = np.flatnonzero(np.r_[True, mpix[1:] != mpix[:-1]])
+    struct = pa.StructArray.from_arrays(
+        [pa.array(orders[dest].astype(np.int32)), pa.array((pixels[dest] // 10_000 * 10_000).astype(np.int64)),
+         pa.array(pixels[dest].astype(np.int64)), pa.array(part_keys[dest].astype(np.int32))],
+        names=["Norder", "Dir", "Npix", _TASK_KEY],
+    )
+    offsets = pa.array(np.r_[starts, len(mpix)].astype(np.int32))
+    table = pa.table({"_mpix": pa.array(mpix[starts]), "_dests": pa.ListArray.from_arrays(offsets, struct)})
+    schema = StructType([
+        StructField("_mpix", LongType()),
+        StructField("_dests", ArrayType(StructType([
+            StructField("Norder", IntegerType()), StructField("Dir", LongType()), StructField("Npix", LongType()),
+            StructField(_TASK_KEY, IntegerType())]))),
+    ])
+    return spark.createDataFrame(table.to_pandas(), schema)
 
-    def run(batches):
-        for batch in batches:
-            index = batch.column(SPATIAL_INDEX_COLUMN).to_numpy()
-            rows, dest = assign_margins(index, order, pairs)
-            if rows.size == 0:
-                continue
-            taken = batch.select(columns).take(pa.array(rows))
-            yield pa.RecordBatch.from_arrays(
-                list(taken.columns) + _partition_arrays(orders, pixels, part_keys, dest),
-                names=columns + ["Norder", "Dir", "Npix", _TASK_KEY],
-            )
 
-    return run
+def _with_margin_copies(rows, dests, order: int, columns: list[str], keep_own: bool):
+    """Each row once for its own partition (``keep_own``) plus once per neighbouring partition whose margin it
+    belongs to — one broadcast join and an explode, so the input is scanned once for table and margin together."""
+    from pyspark.sql import functions as F
+
+    joined = (
+        rows.withColumn("_mpix", F.shiftright(SPATIAL_INDEX_COLUMN, 2 * (SPATIAL_INDEX_ORDER - order)))
+        .join(F.broadcast(dests), "_mpix", "left" if keep_own else "inner").drop("_mpix")
+    )
+    copies = F.transform("_dests", lambda d: F.struct(
+        d["Norder"].alias("Norder"), d["Dir"].alias("Dir"), d["Npix"].alias("Npix"),
+        d[_TASK_KEY].alias(_TASK_KEY), F.lit(True).alias(MARGIN_FLAG)))
+    if keep_own:
+        own = F.struct("Norder", "Dir", "Npix", _TASK_KEY, F.lit(False).alias(MARGIN_FLAG))
+        targets = F.when(F.col("_dests").isNull(), F.array(own)).otherwise(F.concat(F.array(own), copies))
+    else:
+        targets = copies
+    return joined.select(*columns, F.explode(targets).alias("_d")).select(*columns, "_d.*")
 
 
 # ---------------------------------------------------------------- driver side
 
-def _write_files(df, root: Path, partitioned: bool) -> tuple[list[str], pa.Schema | None]:
+@contextmanager
+def _sql_conf(spark, settings: dict):
+    """Set SQL confs for one write and put the previous values back."""
+    old = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
+def _write_files(df, root: Path, partitioned: bool, margin_root: Path | None = None, max_open_files: int = 0):
     """Let Spark write ``df`` under a private staging directory, then move the files into the table layout.
 
-    Returns the files' paths relative to ``root`` and their Arrow schema. Nothing is visible until committed.
+    Partitioned writes split by ``Norder/Dir/Npix`` (and, with ``margin_root``, by the margin flag: those files go
+    to the margin table). The rows arrive sorted by ``_healpix_29`` only, which keeps each pixel contiguous; with
+    ``max_open_files`` > 0 Spark's concurrent writers take them in that order instead of re-sorting every row by
+    four keys with a useless sort prefix. Returns the files relative to ``root`` (and to ``margin_root``) and
+    their Arrow schema. Nothing is visible until committed.
     """
     from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructType
 
+    spark = df.sparkSession
     staging = root / "_staging" / uuid.uuid4().hex
+    by = ([MARGIN_FLAG] if margin_root else []) + list(PARTITION_COLUMNS)
     writer = df.write.mode("error").option("parquet.block.size", str(ROW_GROUP_BYTES))
     if partitioned:
-        writer = writer.partitionBy(*PARTITION_COLUMNS)
-    writer.parquet(str(staging))
-    rel_paths = []
+        writer = writer.partitionBy(*by)
+    confs = {"spark.sql.maxConcurrentOutputFileWriters": str(max_open_files),
+             "spark.sql.optimizer.plannedWrite.enabled": "false"} if max_open_files else {}
+    with _sql_conf(spark, confs):
+        writer.parquet(str(staging))
+    moved: dict[Path, list[str]] = {root: [], margin_root: []}
     for path in sorted(staging.rglob("*.parquet")):
         rel = path.relative_to(staging)
         if any(part.startswith((".", "_")) for part in rel.parts):
             continue
-        dest = root / (rel if partitioned else Path("data") / rel)
+        target = root
+        if margin_root is not None:
+            target = margin_root if rel.parts[0] == f"{MARGIN_FLAG}=true" else root
+            rel = Path(*rel.parts[1:])
+        dest = target / (rel if partitioned else Path("data") / rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
-        rel_paths.append(str(dest.relative_to(root)))
+        moved[target].append(str(dest.relative_to(target)))
     shutil.rmtree(staging, ignore_errors=True)
     try:
         (root / "_staging").rmdir()
     except OSError:
         pass
-    if rel_paths:
-        schema = pq.read_schema(root / rel_paths[0])
+    first = next((t / p[0] for t, p in moved.items() if t is not None and p), None)
+    if first is not None:
+        schema = pq.read_schema(first)
     else:
-        cols = [f for f in df.schema.fields if not (partitioned and f.name in PARTITION_COLUMNS)]
-        from pyspark.sql.types import StructType
-
-        schema = to_arrow_schema(StructType(cols))
-    return rel_paths, schema.remove_metadata()
+        schema = to_arrow_schema(StructType([f for f in df.schema.fields if not (partitioned and f.name in by)]))
+    return moved[root], moved[margin_root], schema.remove_metadata()
 
 
 #: Fault injection for the crash test: when set to a file path, a write touches that file once its data files
@@ -324,7 +370,7 @@ def write_table(
         else:
             with _stage("write", timings):
                 data = df.drop(*[c for c in PARTITION_COLUMNS if c in df.columns])
-                rel, schema = _write_files(data, Path(entry.location), partitioned=False)
+                rel, _, schema = _write_files(data, Path(entry.location), partitioned=False)
             with _stage("commit", timings):
                 version = _commit(Path(entry.location), rel, schema, mode, {**prov.as_dict()})
             rows = resolve(entry).num_rows
@@ -379,27 +425,46 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
     elif bad:
         log.warning("%s: rejected %d row(s) with NaN or out-of-range coordinates", entry.name, bad)
     good = _with_index(src, ra, dec).filter(F.col(SPATIAL_INDEX_COLUMN) >= 0)
+    metadata = {**prov.as_dict(), "rejected": bad if on_bad == "reject" else 0, "quarantined": quarantined,
+                "partitions": len(plan)}
+    margin_root = Path(entry.margin_location) if entry.margin_radius_arcsec and len(plan) else None
+    # an append that adds pixels changes which old rows border what: rebuild the margin from all rows then
+    rebuild_margin = margin_root is not None and existing is not None and (
+        set(map(tuple, existing)) != set(map(tuple, plan.partitions)))
+    m_order = margin_order(entry.margin_radius_arcsec, plan.partitions[:, 0]) if margin_root else None
     with _stage("write", timings):
         assigned = good
         if len(plan):
             for name, expr in _assign_columns(plan, keys, task_of_part).items():
                 assigned = assigned.withColumn(name, expr)
-        out = (
-            assigned.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY)
-            .sortWithinPartitions(*PARTITION_COLUMNS, SPATIAL_INDEX_COLUMN)
-        ) if len(plan) else good.limit(0)
-        rel, arrow_schema = _write_files(out, root, partitioned=bool(len(plan)))
-    metadata = {**prov.as_dict(), "rejected": bad if on_bad == "reject" else 0, "quarantined": quarantined,
-                "partitions": len(plan)}
+            one_pass = margin_root is not None and not rebuild_margin
+            if one_pass:
+                dests = _margin_destinations(spark, plan, keys, m_order)
+                assigned = _with_margin_copies(assigned, dests, m_order, columns, keep_own=True)
+            out = assigned.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY).sortWithinPartitions(SPATIAL_INDEX_COLUMN)
+            rel, margin_rel, arrow_schema = _write_files(
+                out, root, partitioned=True, margin_root=margin_root if one_pass else None,
+                max_open_files=_max_open_files(plan))
+        else:
+            rel, margin_rel, arrow_schema = _write_files(good.limit(0), root, partitioned=False)
     margin_rows = margin_version = None
-    if entry.margin_radius_arcsec and len(plan):
+    if margin_root is not None:
         with _stage("margin", timings):
-            additive = existing is not None and set(map(tuple, existing)) == set(map(tuple, plan.partitions))
-            source = good.select(*columns)
-            if existing is not None and not additive:  # new pixels: their margins need the old rows too
-                source = source.unionByName(to_spark(spark, resolve(entry)).select(*columns))
-            margin_rows, margin_version = _write_margin(source, entry, plan, keys, n_tasks,
-                                                        "append" if additive else "overwrite", columns, prov)
+            meta = {**prov.as_dict(), "margin_of": entry.name, "margin_order": m_order,
+                    "radius_arcsec": entry.margin_radius_arcsec}
+            if rebuild_margin:
+                source = good.select(*columns).unionByName(to_spark(spark, resolve(entry)).select(*columns))
+                dests = _margin_destinations(spark, plan, keys, m_order)
+                copies = _with_margin_copies(source, dests, m_order, columns, keep_own=False)
+                out = copies.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY, MARGIN_FLAG).sortWithinPartitions(
+                    SPATIAL_INDEX_COLUMN)
+                margin_rel, _, margin_schema = _write_files(out, margin_root, partitioned=True,
+                                                            max_open_files=_max_open_files(plan))
+                margin_version = _commit(margin_root, margin_rel, margin_schema, "overwrite", meta)
+            else:
+                margin_mode = "append" if existing is not None else "overwrite"
+                margin_version = _commit(margin_root, margin_rel, arrow_schema, margin_mode, meta)
+            margin_rows = sum(pq.read_metadata(margin_root / p).num_rows for p in margin_rel)
             metadata["margin"] = {"version": margin_version, "radius_arcsec": entry.margin_radius_arcsec,
                                   "rows": margin_rows}
     with _stage("commit", timings):
@@ -407,6 +472,12 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
     rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
     return WriteResult(entry.name, version, rows, len(plan), bad if on_bad == "reject" else 0, quarantined,
                        margin_rows, margin_version)
+
+
+def _max_open_files(plan: PartitionPlan) -> int:
+    """Enough concurrent writers for every (table | margin) x pixel a task can hold, so Spark never falls back to
+    re-sorting rows by partition columns (which would undo the ``_healpix_29`` order inside files)."""
+    return int(min(2 * len(plan) + 8, 20_000))
 
 
 def _tasks(plan: PartitionPlan, parallelism: int) -> tuple[np.ndarray, int]:
@@ -417,37 +488,6 @@ def _tasks(plan: PartitionPlan, parallelism: int) -> tuple[np.ndarray, int]:
     wanted = max(-(-int(counts.sum()) // ROWS_PER_TASK), min(parallelism, len(plan)))
     task_of_part = pack_tasks(counts, max(1, -(-int(counts.sum()) // wanted)), max_tasks=wanted)
     return task_of_part, int(task_of_part.max()) + 1
-
-
-def _write_margin(source, entry, plan, keys, n_tasks, mode, columns, prov) -> tuple[int, int]:
-    """Margin rows: a broadcast semi-join keeps only rows in margin-order pixels that border some partition,
-    and only those go through the Python kernel that copies them to each partition they border."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
-
-    spark = source.sparkSession
-    order = margin_order(entry.margin_radius_arcsec, plan.partitions[:, 0])
-    pairs = margin_pairs(plan.partitions, order)
-    border = spark.createDataFrame(pd.DataFrame({"_mpix": np.unique(pairs[0])}))
-    candidates = (
-        source.withColumn("_mpix", F.shiftright(SPATIAL_INDEX_COLUMN, 2 * (SPATIAL_INDEX_ORDER - order)))
-        .join(F.broadcast(border), "_mpix", "left_semi").drop("_mpix")
-    )
-    schema = StructType(list(source.select(*columns).schema.fields) + [
-        StructField("Norder", IntegerType()), StructField("Dir", LongType()), StructField("Npix", LongType()),
-        StructField(_TASK_KEY, IntegerType())])
-    root = Path(entry.margin_location)
-    margin = (
-        candidates.mapInArrow(_margin_kernel(plan, order, pairs, keys, columns), schema)
-        .repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY)
-        .sortWithinPartitions(*PARTITION_COLUMNS, SPATIAL_INDEX_COLUMN)
-    )
-    rel, arrow_schema = _write_files(margin, root, partitioned=True)
-    meta = {**prov.as_dict(), "margin_of": entry.name, "margin_order": order,
-            "radius_arcsec": entry.margin_radius_arcsec}
-    version = _commit(root, rel, arrow_schema, mode, meta)
-    rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
-    return rows, version
 
 
 def _refresh_view(entry: TableEntry) -> None:
