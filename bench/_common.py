@@ -61,7 +61,6 @@ def ensure_input(rows: int, seed: int = DEFAULT_SEED, chunk_rows: int = CHUNK_RO
     regenerated.
     """
     import pyarrow.parquet as pq
-
     from userbatch.sim import iter_object_chunks
 
     out = input_dir(rows, seed)
@@ -172,7 +171,77 @@ def env_summary() -> str:
     except (ValueError, OSError):
         mem_gib = float("nan")
     try:
-        load = "%.2f %.2f %.2f" % os.getloadavg()
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "?"
     return f"{platform.node()}: {cores} cores, {mem_gib:.1f} GiB RAM, load avg {load}, Python {platform.python_version()}"
+
+
+def frozen_source_env(work: Path) -> tuple[dict, str]:
+    """Copy python/userbatch into ``work/src`` and return an environment whose PYTHONPATH puts that copy first.
+
+    Other people edit the package while a 10-minute benchmark runs; Spark's Python workers import the module
+    again (fresh worker processes), so a mid-run edit can break a run or mix two versions. The copy pins the code
+    one run measures. Spark workers inherit PYTHONPATH. Returns (env, description of the code measured).
+    """
+    import subprocess
+
+    repo = BENCH_DIR.parent
+    src = work / "src"
+    shutil.copytree(repo / "python" / "userbatch", src / "userbatch",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    env["BENCH_FROZEN_SOURCE"] = str(src)
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "python/userbatch"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        desc = f"git {head}{' + uncommitted changes in python/userbatch' if dirty else ''}"
+    except (OSError, subprocess.CalledProcessError):
+        desc = "unknown revision"
+    return env, desc
+
+
+def check_frozen_source() -> None:
+    """In a child: make sure ``userbatch`` really comes from the frozen copy."""
+    frozen = os.environ.get("BENCH_FROZEN_SOURCE")
+    if not frozen:
+        return
+    import userbatch
+
+    if not Path(userbatch.__file__).resolve().is_relative_to(Path(frozen).resolve()):
+        raise RuntimeError(f"userbatch imported from {userbatch.__file__}, not from the frozen copy {frozen}")
+    log.info("measuring the frozen copy of userbatch in %s", frozen)
+
+
+def process_tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system) of ``root_pid`` and all its live descendants, plus what they reaped.
+
+    Used for the Spark JVM, which its Python parent never reaps (so ``getrusage(RUSAGE_CHILDREN)`` misses it);
+    the JVM's Python workers are its children. Linux only (/proc); returns NaN elsewhere.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    try:
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                raw = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+            ppid = int(fields[1])
+            utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+            stats[int(d.name)] = (ppid, utime + stime + cutime + cstime)
+    except OSError:
+        return float("nan")
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo.extend(p for p, (pp, _) in stats.items() if pp == pid)
+    return total / tick

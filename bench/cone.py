@@ -24,6 +24,7 @@ centres of its per-centre warm medians (smaller is better).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 log = logging.getLogger("bench.cone")
 
@@ -164,7 +165,7 @@ def boundary_check(ra0, dec0, frames: dict, sets: dict) -> str:
     if not odd:
         return "identical"
     rows = []
-    for name, df in frames.items():
+    for df in frames.values():
         sel = df[df["objectId"].isin(odd)]
         rows.append(sel[["objectId", "coord_ra", "coord_dec"]])
     import pandas as pd
@@ -195,7 +196,10 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true",
                     help="keep this run's USERBATCH_HOME (catalog db, Spark scratch) under bench/_work/")
     ap.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
+    ap.add_argument("--live-source", action="store_true",
+                    help="import python/userbatch as it is during the run instead of a copy taken at the start")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     C.setup_logging(args.verbose)
     if not args.verbose:  # one 'search plan' line per query otherwise
@@ -203,24 +207,36 @@ def main(argv=None) -> int:
     if args.repeats < 5:
         ap.error("--repeats must be at least 5")
 
-    work = C.WORK_DIR / f"cone-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
-    work.mkdir(parents=True)
+    if args.work is None:  # parent: pin the code, then run the measurements in a child process
+        work = C.WORK_DIR / f"cone-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
+        work.mkdir(parents=True)
+        if args.live_source:
+            env, code = dict(os.environ), "live python/userbatch (not frozen)"
+        else:
+            env, code = C.frozen_source_env(work)
+        env["BENCH_CODE"] = code
+        log.info("code measured: %s", code)
+        try:
+            import subprocess
+
+            return subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
+                                   "--work", str(work)], env=env, check=False).returncode
+        finally:
+            if args.keep:
+                log.info("work dir kept: %s", work)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    work = args.work
+    C.check_frozen_source()
     os.environ["USERBATCH_HOME"] = str(work / "userbatch_home")
     os.environ.pop("USERBATCH_WAREHOUSE", None)
     os.environ.pop("USERBATCH_DB_URL", None)
     log.info("%s", C.env_summary())
-    try:
-        return run(args, work)
-    finally:
-        if args.keep:
-            log.info("work dir kept: %s", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run(args, work)
 
 
 def run(args, work: Path) -> int:
     import numpy as np
-
     import userbatch
     from userbatch.ops.search import cone_search
 
@@ -243,17 +259,21 @@ def run(args, work: Path) -> int:
         lsdb_parts = len(lsdb.open_catalog(hats_path).cone_search(ra, dec, RADIUS_ARCSEC).get_healpix_pixels())
         first: dict = {}
         frames: dict = {}
-        first["auto"], frames["auto"] = timed_call(lambda: q_ours(ra, dec, "auto"))
-        first["lsdb"], frames["lsdb"] = timed_call(lambda: q_lsdb(hats_path, ra, dec))
+        queries = {
+            "auto": functools.partial(q_ours, ra, dec, "auto"),
+            "lsdb": functools.partial(q_lsdb, hats_path, ra, dec),
+            "spark": functools.partial(q_ours, ra, dec, "spark"),
+        }
+        first["auto"], frames["auto"] = timed_call(queries["auto"])
+        first["lsdb"], frames["lsdb"] = timed_call(queries["lsdb"])
         warm: dict = {"auto": [], "lsdb": []}
         for i in range(args.repeats):
             order = ("auto", "lsdb") if i % 2 == 0 else ("lsdb", "auto")
             for eng in order:
-                fn = (lambda: q_ours(ra, dec, "auto")) if eng == "auto" else (lambda: q_lsdb(hats_path, ra, dec))
-                warm[eng].append(timed_call(fn)[0])
+                warm[eng].append(timed_call(queries[eng])[0])
         if not args.no_spark:
-            first["spark"], frames["spark"] = timed_call(lambda: q_ours(ra, dec, "spark"))
-            warm["spark"] = [timed_call(lambda: q_ours(ra, dec, "spark"))[0] for _ in range(args.spark_repeats)]
+            first["spark"], frames["spark"] = timed_call(queries["spark"])
+            warm["spark"] = [timed_call(queries["spark"])[0] for _ in range(args.spark_repeats)]
         sets = {k: ids_of(v) for k, v in frames.items()}
         check = boundary_check(ra, dec, frames, sets)
         all_ok &= check == "identical"
@@ -274,6 +294,7 @@ def run(args, work: Path) -> int:
     print(f"== cone benchmark: {meta['table_rows']:,} rows, 1-degree radius, {args.repeats} warm repeats "
           f"({args.spark_repeats} for Spark) ==")
     print(C.env_summary() + "  (shared machine: timings are noisy)")
+    print(f"userbatch code measured: {os.environ.get('BENCH_CODE', 'live python/userbatch')}")
     print(f"HATS side: {meta['hats_source']} at {hats_path}; Spark session start {spark_start:.1f} s (not counted)")
     print()
     table = []

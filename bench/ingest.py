@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 log = logging.getLogger("bench.ingest")
 
@@ -45,7 +46,6 @@ def run_userbatch(args, paths: list[str], work: Path) -> dict:
     os.environ.pop("USERBATCH_WAREHOUSE", None)
     os.environ.pop("USERBATCH_DB_URL", None)
     import pyarrow.parquet as pq
-
     import userbatch
     from userbatch.sky.margins import margin_order
     from userbatch.tables.catalog import Catalog
@@ -61,6 +61,8 @@ def run_userbatch(args, paths: list[str], work: Path) -> dict:
     with C.timed(t, "ingest_total"):
         res = ingest(paths, TABLE, pixel_threshold=args.threshold, highest_order=args.highest_order,
                      margin_radius_arcsec=args.margin_arcsec)
+    worker_src = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("userbatch").__file__).collect()[0]
+    log.info("Spark Python workers import userbatch from %s", worker_src)
     entry = Catalog().get(TABLE)
     snap = resolve(entry)
     parts: dict[tuple[int, int], int] = {}
@@ -70,9 +72,13 @@ def run_userbatch(args, paths: list[str], work: Path) -> dict:
         parts[key] = parts.get(key, 0) + int(f["num_records"])
     margin_snap = snapshot(entry.margin_location)
     m_order = margin_order(args.margin_arcsec, [o for o, _ in parts])
+    jvm_pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
+    jvm_cpu = C.process_tree_cpu_s(jvm_pid)  # the JVM is never reaped by us: count its tree by hand
     spark.stop()
     return {
         "side": "userbatch",
+        "worker_userbatch": worker_src,
+        "jvm_tree_cpu_s": jvm_cpu,
         "timings_s": t,
         "stages_s": res.timings_s,
         "rows": int(res.rows),
@@ -202,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("both", "userbatch", "hats"), default="both")
     ap.add_argument("--keep", action="store_true", help="keep the outputs under bench/_work/")
     ap.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
+    ap.add_argument("--live-source", action="store_true",
+                    help="import python/userbatch as it is during the run instead of a copy taken at the start")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--child", choices=("userbatch", "hats"), help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -214,6 +222,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
     paths = [str(p) for p in C.ensure_input(args.rows, args.seed)]
     if args.child:
+        C.check_frozen_source()
         fn = run_userbatch if args.child == "userbatch" else run_hats
         result = fn(args, paths, args.work)
         args.out.write_text(json.dumps(result, indent=1))
@@ -222,6 +231,11 @@ def main(argv=None) -> int:
     log.info("%s", C.env_summary())
     work = C.WORK_DIR / f"ingest-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
     work.mkdir(parents=True)
+    if args.live_source:
+        env, code = dict(os.environ), "live python/userbatch (not frozen)"
+    else:
+        env, code = C.frozen_source_env(work)
+    log.info("code measured: %s", code)
     results: dict[str, dict] = {}
     try:
         sides = ["userbatch", "hats"] if args.only == "both" else [args.only]
@@ -236,9 +250,15 @@ def main(argv=None) -> int:
             if args.verbose:
                 cmd.append("-v")
             t0 = time.perf_counter()
-            subprocess.run(cmd, check=True)
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(cmd, check=True, env=env)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             results[side] = json.loads(out.read_text())
             results[side]["process_wall_s"] = time.perf_counter() - t0
+            # CPU of the whole side (child + JVM / dask workers, start-ups included): less sensitive to load
+            # from other work than wall time
+            results[side]["process_cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            results[side]["process_cpu_s"] += results[side].get("jvm_tree_cpu_s", 0.0)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -250,6 +270,7 @@ def main(argv=None) -> int:
     print(f"== ingest benchmark: {args.rows:,} rows, threshold {args.threshold:,}, highest order "
           f"{args.highest_order}, margin {args.margin_arcsec} arcsec ==")
     print(C.env_summary() + "  (shared machine: timings are noisy)")
+    print(f"userbatch code measured: {code}")
     rows = []
     if ub:
         t, s = ub["timings_s"], ub["stages_s"]
@@ -260,6 +281,8 @@ def main(argv=None) -> int:
         other = t["ingest_total"] - sum(s.values())
         rows.append(["userbatch:   other (input read set-up, catalog, view refresh)", f"{other:.1f}"])
         rows.append(["userbatch: TOTAL ingest (catalog + margin)", f"{t['ingest_total']:.1f}"])
+        rows.append(["userbatch: CPU s of the whole side (all processes, start-up incl.)",
+                     f"{ub['process_cpu_s']:.1f}"])
     if hi:
         t, s = hi["timings_s"], hi["stages_s"]
         rows.append(["hats-import: dask Client start (NOT counted)", f"{t['dask_client_start']:.1f}"])
@@ -268,6 +291,8 @@ def main(argv=None) -> int:
         rows.append(["hats-import: catalog", f"{t['catalog']:.1f}"])
         rows.append(["hats-import: margin cache", f"{t['margin']:.1f}"])
         rows.append(["hats-import: TOTAL (catalog + margin)", f"{t['hats_total']:.1f}"])
+        rows.append(["hats-import: CPU s of the whole side (all processes, start-up incl.)",
+                     f"{hi['process_cpu_s']:.1f}"])
     print(C.fmt_table(rows, ["what", "seconds"]))
     print()
     out_rows = []

@@ -20,10 +20,11 @@ def _histogram(seed, order, n=5000):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_adaptive_plan_equals_hats(seed):
+    """Same partitions as hats-import's call: generate_alignment(drop_empty_siblings=True, use_lower_order=True)."""
     order = 5
-    hist = _histogram(seed, order)
-    threshold = int(np.random.default_rng(seed).integers(60, 900))
-    ref = generate_alignment(hist, order, 0, threshold, drop_empty_siblings=True)
+    hist = _histogram(seed, order, n=int(np.random.default_rng(seed).integers(200, 5000)))
+    threshold = int(np.random.default_rng(seed).integers(60, 2000))
+    ref = generate_alignment(hist, order, 0, threshold, drop_empty_siblings=True, use_lower_order=True)
     expected = sorted({(int(t[0]), int(t[1])) for t in ref if t is not None})
     pix = np.flatnonzero(hist)
     plan = plan_from_histogram(pix, hist[pix], order, threshold=threshold)

@@ -47,6 +47,17 @@ def radec_to_index(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int = SPATIAL
     return pix.astype(np.int64, copy=False)
 
 
+def count_pixels(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-empty pixels at ``order`` with their row counts; rows with unusable coordinates count under pixel -1."""
+    ra = np.asarray(ra_deg, dtype=np.float64)
+    dec = np.asarray(dec_deg, dtype=np.float64)
+    valid = valid_radec_mask(ra, dec)
+    pix = np.full(len(ra), -1, dtype=np.int64)
+    if valid.any():
+        pix[valid] = radec_to_index(ra[valid], dec[valid], order=order)
+    return np.unique(pix, return_counts=True)
+
+
 def index_to_pixel(index: np.ndarray | int, order: int, index_order: int = SPATIAL_INDEX_ORDER):
     """The pixel at ``order`` that contains each order-``index_order`` index (a bit shift in nested scheme)."""
     shift = 2 * (index_order - order)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import cdshealpix
 import numpy as np
-from hats.pixel_math.healpix_shim import margin2order
 
 from ..errors import BadCoordinates
 
-#: hats estimates a pixel's minimum width as its mean size / 1.6; we double the radius on top of that so the
+#: hats estimates a pixel's minimum width as its mean size / 1.6 (``healpix_shim.margin2order``, repeated here so
+#: the write path does not import hats on every Spark worker); we double the radius on top of that so the
 #: margin never falls short in the distorted pixels near the poles and the 8-neighbour corners.
 MARGIN_SAFETY = 2.0
 
@@ -23,7 +23,8 @@ def margin_order(radius_arcsec: float, partition_orders) -> int:
     """Finest order whose pixels are still wider than the (safety-padded) margin radius."""
     if not (radius_arcsec > 0 and np.isfinite(radius_arcsec)):
         raise BadCoordinates(f"margin radius must be a positive number of arcsec; got {radius_arcsec!r}")
-    order = int(margin2order(MARGIN_SAFETY * radius_arcsec / 60.0))
+    min_width_rad = np.radians(MARGIN_SAFETY * radius_arcsec / 3600.0)
+    order = int(np.clip(np.floor(np.log2(np.sqrt(np.pi / 3) / (1.6 * min_width_rad))), 0, 29))
     finest_partition = int(max(partition_orders, default=0))
     if order <= finest_partition:
         raise BadCoordinates(

@@ -65,8 +65,12 @@ def align(
     threshold: int = DEFAULT_THRESHOLD,
     lowest_order: int = 0,
     blocked: np.ndarray | None = None,
+    use_lower_order: bool = True,
 ) -> np.ndarray:
     """Final order of each non-empty pixel at ``highest_order``: hats' alignment with empty siblings dropped.
+
+    ``use_lower_order`` (what hats-import does) first lowers the highest order to the coarsest one at which no
+    pixel exceeds the threshold, so sparse data is not split finer than it needs to be.
 
     Same rule as ``hats.pixel_math.partition_stats.generate_alignment(..., drop_empty_siblings=True)``: a pixel
     at order o absorbs its children when it holds at most ``threshold`` rows and more than one child is non-empty;
@@ -79,6 +83,14 @@ def align(
     counts = np.asarray(counts, dtype=np.int64)
     if lowest_order > highest_order:
         raise UserbatchError("lowest order must not exceed the highest order")
+    if use_lower_order and blocked is None:  # an append keeps the orders it has
+        effective = _effective_highest_order(pixels, counts, highest_order, lowest_order, threshold)
+        if effective < highest_order:
+            coarse, inverse = np.unique(pixels >> (2 * (highest_order - effective)), return_inverse=True)
+            sums = np.bincount(inverse.ravel(), weights=counts).astype(np.int64)
+            final = align(coarse, sums, effective, threshold=threshold, lowest_order=lowest_order, blocked=blocked,
+                          use_lower_order=False)
+            return final[inverse.ravel()]
     sort = np.argsort(pixels, kind="stable")
     pixels, counts = pixels[sort], counts[sort]
     final = np.full(len(pixels), highest_order, dtype=np.int64)
@@ -108,6 +120,17 @@ def align(
     out = np.empty_like(final)
     out[sort] = final
     return out
+
+
+def _effective_highest_order(pixels, counts, highest_order: int, lowest_order: int, threshold: int) -> int:
+    """hats' ``use_lower_order``: walk down from the highest order while every pixel still fits the threshold."""
+    effective = highest_order
+    for order in range(highest_order, lowest_order, -1):
+        _, inverse = np.unique(pixels >> (2 * (highest_order - order)), return_inverse=True)
+        if np.bincount(inverse.ravel(), weights=counts).max(initial=0) > threshold:
+            break
+        effective = order
+    return effective
 
 
 def plan_from_histogram(

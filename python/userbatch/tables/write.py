@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, TableExists, UserbatchError
-from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, radec_to_index, valid_radec_mask
+from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, count_pixels, radec_to_index, valid_radec_mask
 from ..sky.margins import margin_order, margin_pairs
 from . import delta
 from .catalog import Catalog, TableEntry
@@ -96,7 +96,9 @@ def _index_udf():
             out[valid] = radec_to_index(ra_a[valid], dec_a[valid])
         return pd.Series(out)
 
-    return healpix29
+    # "non-deterministic" only to stop the optimizer from copying the UDF into both the filter on its result and
+    # the projections after it, which would run it twice per row
+    return healpix29.asNondeterministic()
 
 
 def _with_index(df, ra_col: str, dec_col: str):
@@ -222,6 +224,11 @@ def _write_files(df, root: Path, partitioned: bool, margin_root: Path | None = N
     staging = root / "_staging" / uuid.uuid4().hex
     by = ([MARGIN_FLAG] if margin_root else []) + list(PARTITION_COLUMNS)
     writer = df.write.mode("error").option("parquet.block.size", str(ROW_GROUP_BYTES))
+    # dictionary encoding only pays on strings (bands, flags); on float columns it is tried and abandoned per page
+    writer = writer.option("parquet.enable.dictionary", "false")
+    for f in df.schema.fields:
+        if f.dataType.typeName() == "string":
+            writer = writer.option(f"parquet.enable.dictionary#{f.name}", "true")
     if partitioned:
         writer = writer.partitionBy(*by)
     confs = {"spark.sql.maxConcurrentOutputFileWriters": str(max_open_files),
@@ -275,18 +282,24 @@ def _commit(location: Path, rel_paths, schema, mode, metadata, expected_version=
         raise
 
 
-def _histogram(indexed, order: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Non-empty pixels at ``order`` with their row counts (one aggregate job), and the number of rows with
-    unusable coordinates (they carry index -1)."""
+def _histogram(src, ra_col: str, dec_col: str, order: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Non-empty pixels at ``order`` with their row counts, and the number of rows with unusable coordinates.
+
+    Only the two coordinate columns are read; each Arrow batch is reduced to (pixel, count) pairs in Python, so
+    what comes back to the JVM is a partial histogram, not a value per row.
+    """
     from pyspark.sql import functions as F
 
-    shift = 2 * (SPATIAL_INDEX_ORDER - order)
-    rows = (
-        indexed.select(F.shiftright(F.col(SPATIAL_INDEX_COLUMN), shift).alias("p"))
-        .groupBy("p").count().collect()
-    )
+    def partial(batches):
+        for batch in batches:
+            pix, cnt = count_pixels(batch.column(0).to_numpy(zero_copy_only=False),
+                                    batch.column(1).to_numpy(zero_copy_only=False), order)
+            yield pa.RecordBatch.from_arrays([pa.array(pix), pa.array(cnt)], names=["p", "n"])
+
+    coords = src.select(F.col(ra_col).cast("double"), F.col(dec_col).cast("double"))
+    rows = coords.mapInArrow(partial, "p long, n long").groupBy("p").agg(F.sum("n").alias("n")).collect()
     pix = np.array([r["p"] for r in rows], dtype=np.int64)
-    cnt = np.array([r["count"] for r in rows], dtype=np.int64)
+    cnt = np.array([r["n"] for r in rows], dtype=np.int64)
     bad = int(cnt[pix < 0].sum())
     return pix[pix >= 0], cnt[pix >= 0], bad
 
@@ -402,7 +415,7 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
             entry.highest_order or DEFAULT_HIGHEST_ORDER)
         if existing is not None:
             hist_order = max(hist_order, int(existing[:, 0].max()))
-        hist_pixels, hist_counts, bad = _histogram(_with_index(src.select(ra, dec), ra, dec), hist_order)
+        hist_pixels, hist_counts, bad = _histogram(src, ra, dec, hist_order)
         if bad and on_bad == "error":
             raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {ra}/{dec}; "
                                  "fix them, or write with on_bad_coords='reject' or 'quarantine'")
