@@ -50,7 +50,7 @@ _TASK_KEY = "_task_key"
 #: Partition column that sends a row to the margin table instead of the main one (never inside a file).
 MARGIN_FLAG = "ub_margin"
 #: Rows per write task; a partition is never split, so a task holds whole pixels.
-ROWS_PER_TASK = int(os.environ.get("USERBATCH_ROWS_PER_TASK", 1_500_000))
+ROWS_PER_TASK = int(os.environ.get("USERBATCH_ROWS_PER_TASK", 600_000))
 #: Parquet row groups stay modest so a cone touches few of them.
 ROW_GROUP_BYTES = 4 * 1024 * 1024
 
