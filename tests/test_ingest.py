@@ -64,3 +64,19 @@ def test_ingest_bad_inputs(spark, ub_env, points):
         Catalog().get("raw.x")
     with pytest.raises(InputFormatError, match="mix formats"):
         ingest([p, _write(points, ub_env / "q.csv", "csv")], "raw.x", spark=spark)
+
+
+def test_driver_histogram_equals_spark_histogram(spark, ub_env, points):
+    """Ingest counts pixels on the driver from the Parquet files; it must equal the Spark pass over the same rows."""
+    from userbatch.tables.write import _histogram, _histogram_from_files
+
+    paths = [str(_write(points.iloc[:700], ub_env / "a.parquet", "parquet")),
+             str(_write(points.iloc[700:], ub_env / "b.parquet", "parquet"))]
+    df = spark.read.parquet(*paths)
+    for order in (3, 9):
+        p1, c1, bad1 = _histogram_from_files(paths, "coord_ra", "coord_dec", order)
+        p2, c2, bad2 = _histogram(df, "coord_ra", "coord_dec", order)
+        s2 = np.argsort(p2)
+        np.testing.assert_array_equal(p1, p2[s2])
+        np.testing.assert_array_equal(c1, c2[s2])
+        assert bad1 == bad2 == 2 and c1.sum() == len(points) - 2

@@ -35,7 +35,7 @@ from ..errors import UserbatchError
 from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_directory
 from . import delta
 from .catalog import Catalog, TableEntry
-from .read import path_pixel, plain_snapshot, resolve, to_spark
+from .read import margin_snapshot, path_pixel, plain_snapshot, resolve, to_spark
 
 log = logging.getLogger(__name__)
 
@@ -308,23 +308,6 @@ def _check_out_dir(out_dir: str | Path, entry: TableEntry) -> Path:
     return out
 
 
-def _margin_snapshot(entry: TableEntry, version: int) -> tuple[delta.Snapshot, float] | None:
-    """The margin cache version committed with (or before) table ``version``, and its radius in arcsec."""
-    mloc = entry.margin_location
-    if not delta.is_delta_table(mloc):
-        return None
-    for h in delta.history(entry.location):  # newest first
-        if h["version"] > version:
-            continue
-        margin = (h.get("provenance") or {}).get("margin")
-        if margin and margin.get("version") is not None:
-            radius = float(margin.get("radius_arcsec") or entry.margin_radius_arcsec)
-            return delta.snapshot(mloc, version=int(margin["version"])), radius
-    log.warning("%s has a margin cache but no commit up to version %d names its version; margin not exported",
-                entry.name, version)
-    return None
-
-
 def _files_by_pixel(snap: delta.Snapshot, what: str) -> dict[tuple[int, int], list[tuple[str, int]]]:
     groups: dict[tuple[int, int], list[tuple[str, int]]] = defaultdict(list)
     paths = snap.files.column("path").to_pylist()
@@ -456,7 +439,7 @@ def export_hats(
     snap = resolve(entry, version=version)
     margin = None
     if include_margin and entry.format == "delta" and entry.margin_radius_arcsec:
-        margin = _margin_snapshot(entry, snap.version)
+        margin = margin_snapshot(entry, snap.version)
         if margin is not None and margin[0].files.num_rows == 0:
             margin = None
     margin_out = None if as_collection else Path(f"{out}_margin")

@@ -78,7 +78,7 @@ def _fits_to_parquet(paths: list[Path], scratch: Path) -> list[str]:
 
 
 def read_input(spark, paths: list[str | Path], fmt: str | None = None, scratch: Path | None = None):
-    """A Spark DataFrame over input files of one format."""
+    """A Spark DataFrame over input files of one format, and the Parquet files behind it (None for CSV)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise UserbatchError("no input files given")
@@ -91,13 +91,16 @@ def read_input(spark, paths: list[str | Path], fmt: str | None = None, scratch: 
     fmt = fmts.pop()
     try:
         if fmt == "parquet":
-            return spark.read.parquet(*map(str, paths))
+            # directories are listed by Spark's own rules (hidden files, partition discovery): no file list then
+            files = [str(p) for p in paths] if all(p.is_file() for p in paths) else None
+            return spark.read.parquet(*map(str, paths)), files
         if fmt == "csv":
             return (spark.read.option("header", "true").option("inferSchema", "true")
-                    .option("mode", "FAILFAST").csv([str(p) for p in paths]))
+                    .option("mode", "FAILFAST").csv([str(p) for p in paths])), None
         if fmt == "fits":
             scratch.mkdir(parents=True, exist_ok=True)
-            return spark.read.parquet(*_fits_to_parquet(paths, scratch))
+            files = _fits_to_parquet(paths, scratch)
+            return spark.read.parquet(*files), files
     except UserbatchError:
         raise
     except Exception as exc:  # Spark's AnalysisException etc.: the file is not what it claims to be
@@ -129,7 +132,7 @@ def ingest(
     prov.parameters.update({k: v for k, v in write_options.items() if v is not None}, fmt=fmt, mode=mode)
     scratch = settings().spark_dir / "tmp" / f"ingest-{uuid.uuid4().hex}"
     try:
-        df = read_input(spark, paths, fmt, scratch)
-        return write_table(df, name, mode, catalog=catalog, provenance=prov, **write_options)
+        df, files = read_input(spark, paths, fmt, scratch)
+        return write_table(df, name, mode, catalog=catalog, provenance=prov, source_files=files, **write_options)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -70,6 +70,26 @@ def plain_snapshot(location: str, rel_paths: list[str]) -> delta.Snapshot:
     return delta.Snapshot(str(location), -1, schema, files)
 
 
+def margin_snapshot(entry: TableEntry, version: int) -> tuple[delta.Snapshot, float] | None:
+    """The margin cache that belongs with table ``version``, and its radius in arcsec (None without a margin).
+
+    The margin is a Delta table of its own, committed just before the main table; each main commit names the
+    margin version it goes with, so a reader never pairs a table version with a margin written after it."""
+    mloc = entry.margin_location
+    if not delta.is_delta_table(mloc):
+        return None
+    for h in delta.history(entry.location):  # newest first
+        if h["version"] > version:
+            continue
+        margin = (h.get("provenance") or {}).get("margin")
+        if margin and margin.get("version") is not None:
+            radius = float(margin.get("radius_arcsec") or entry.margin_radius_arcsec)
+            return delta.snapshot(mloc, version=int(margin["version"])), radius
+    log.warning("%s has a margin cache but no commit up to version %d names its version; margin not exported",
+                entry.name, version)
+    return None
+
+
 def prune(snap: delta.Snapshot, index_ranges: np.ndarray | None) -> delta.Snapshot:
     """Keep only files whose ``_healpix_29`` span meets one of the half-open ``index_ranges``."""
     if index_ranges is None:

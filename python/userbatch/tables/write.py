@@ -1,9 +1,11 @@
 """Writing a Spark DataFrame as a catalog table: HEALPix partitioning, margins, the Delta commit, provenance.
 
-Stages (each logged with its duration): validate -> index (order-29 index + coordinate check, one Arrow pass) ->
-plan (row-count histogram -> hats alignment -> pixel-aligned tasks) -> write (Spark writes Parquet files under a
-private staging directory) -> place (files moved to ``Norder=/Dir=/Npix=``) -> margin -> commit (delta-rs; the
-only step that makes rows visible) -> catalog. A crash anywhere before the commit leaves the table as it was.
+Stages (each logged with its duration): validate -> plan (one pass over the coordinates: row-count histogram and
+bad-coordinate count -> hats alignment -> partitions packed into tasks) -> [quarantine] -> write (one pass over the
+rows: order-29 index, partition, margin copies, one shuffle; Spark writes Parquet under a private staging
+directory, then the files move to ``Norder=/Dir=/Npix=`` of the table or of its margin) -> margin (its commit) ->
+commit (delta-rs; the only step that makes rows visible). A crash anywhere before the commit leaves the table as
+it was.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from .partitioning import (
     pack_tasks,
     plan_from_histogram,
 )
+from .info import partitions_of
 from .placement import task_keys
 from .provenance import Provenance
-from .read import path_pixel, resolve, to_spark
+from .read import resolve, to_spark
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ _TASK_KEY = "_task_key"
 MARGIN_FLAG = "ub_margin"
 #: Rows per write task; a partition is never split, so a task holds whole pixels.
 ROWS_PER_TASK = int(os.environ.get("USERBATCH_ROWS_PER_TASK", 600_000))
+#: Up to this many input rows, ingest counts pixels on the driver with pyarrow (two columns, a few seconds for
+#: 10M rows) instead of a Spark pass whose Python workers cost more than the counting; beyond it, Spark.
+DRIVER_HISTOGRAM_MAX_ROWS = int(os.environ.get("USERBATCH_DRIVER_HISTOGRAM_MAX_ROWS", 200_000_000))
 #: Parquet row groups stay modest so a cone touches few of them.
 ROW_GROUP_BYTES = 4 * 1024 * 1024
 
@@ -304,10 +310,31 @@ def _histogram(src, ra_col: str, dec_col: str, order: int) -> tuple[np.ndarray, 
     return pix[pix >= 0], cnt[pix >= 0], bad
 
 
-def _existing_partitions(entry: TableEntry) -> np.ndarray:
-    snap = resolve(entry)
-    pixels = {path_pixel(p) for p in snap.files.column("path").to_pylist()} - {None}
-    return np.array(sorted(pixels), dtype=np.int64).reshape(-1, 2)
+def _histogram_from_files(paths: list[str], ra_col: str, dec_col: str, order: int):
+    """The same histogram as :func:`_histogram`, read on the driver with pyarrow from Parquet files that hold
+    exactly the rows being written: only the two coordinate columns, streamed in batches (memory stays flat),
+    no Spark job. Used by ingest for inputs up to ``DRIVER_HISTOGRAM_MAX_ROWS``."""
+    import pyarrow.dataset as pads
+
+    pix_parts, cnt_parts = [], []
+    for batch in pads.dataset(paths, format="parquet").to_batches(columns=[ra_col, dec_col], batch_size=1 << 20):
+        pix, cnt = count_pixels(batch.column(0).to_numpy(zero_copy_only=False),
+                                batch.column(1).to_numpy(zero_copy_only=False), order)
+        pix_parts.append(pix)
+        cnt_parts.append(cnt)
+    if not pix_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
+    pix, inverse = np.unique(np.concatenate(pix_parts), return_inverse=True)
+    cnt = np.bincount(inverse.ravel(), weights=np.concatenate(cnt_parts)).astype(np.int64)
+    bad = int(cnt[pix < 0].sum())
+    return pix[pix >= 0], cnt[pix >= 0], bad
+
+
+def _use_driver_histogram(paths: list[str] | None) -> bool:
+    if not paths:
+        return False
+    rows = sum(pq.read_metadata(p).num_rows for p in paths)
+    return rows <= DRIVER_HISTOGRAM_MAX_ROWS
 
 
 def _prepare_entry(cat: Catalog, name: str, mode: str, options: dict) -> tuple[TableEntry, bool]:
@@ -348,6 +375,7 @@ def write_table(
     properties: dict | None = None,
     location: str | None = None,
     provenance: Provenance | None = None,
+    source_files: list[str] | None = None,
 ) -> WriteResult:
     """Write ``df`` as table ``name`` (``create``, ``append`` or ``overwrite``) and commit it atomically.
 
@@ -355,6 +383,8 @@ def write_table(
     adaptive pixels of at most ``pixel_threshold`` rows. Rows whose coordinates are NaN or out of range are
     ``reject``-ed (dropped, counted, reported), ``quarantine``-d (kept in ``<name>_quarantine`` with the reason) or
     make the write fail (``error``). ``append`` and ``overwrite`` use the layout the table was created with.
+    ``source_files``: Parquet files holding exactly the rows of ``df`` (as ingest knows them); the partition plan
+    then counts pixels from their coordinate columns without a Spark pass.
     """
     timings: dict = {}
     cat = catalog or Catalog()
@@ -379,7 +409,7 @@ def write_table(
     try:
         prov = provenance or Provenance()
         if entry.spatial:
-            result = _write_spatial(df, entry, mode, created, prov, on_bad_coords, cat, timings)
+            result = _write_spatial(df, entry, mode, created, prov, on_bad_coords, cat, timings, source_files)
         else:
             with _stage("write", timings):
                 data = df.drop(*[c for c in PARTITION_COLUMNS if c in df.columns])
@@ -397,7 +427,8 @@ def write_table(
     return result
 
 
-def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings) -> WriteResult:
+def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings,
+                   source_files=None) -> WriteResult:
     """The input is read twice: its coordinates alone for the histogram, then whole for the write. A
     non-deterministic input must be cached by the caller (the write fails loudly rather than lose rows)."""
     from pyspark.sql import functions as F
@@ -408,14 +439,17 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
     columns = src.columns + [SPATIAL_INDEX_COLUMN]
     ra, dec = entry.ra_column, entry.dec_column
     with _stage("plan", timings):
-        existing = _existing_partitions(entry) if (mode == "append" and not created) else None
+        existing = partitions_of(resolve(entry)) if (mode == "append" and not created) else None
         if existing is not None and len(existing) == 0:
             existing = None
         hist_order = entry.partition_order if entry.partition_order is not None else (
             entry.highest_order or DEFAULT_HIGHEST_ORDER)
         if existing is not None:
             hist_order = max(hist_order, int(existing[:, 0].max()))
-        hist_pixels, hist_counts, bad = _histogram(src, ra, dec, hist_order)
+        if _use_driver_histogram(source_files):
+            hist_pixels, hist_counts, bad = _histogram_from_files(source_files, ra, dec, hist_order)
+        else:
+            hist_pixels, hist_counts, bad = _histogram(src, ra, dec, hist_order)
         if bad and on_bad == "error":
             raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {ra}/{dec}; "
                                  "fix them, or write with on_bad_coords='reject' or 'quarantine'")
