@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C
+import benchlib as C
 
 log = logging.getLogger("bench.cone")
 
@@ -210,10 +210,7 @@ def main(argv=None) -> int:
     if args.work is None:  # parent: pin the code, then run the measurements in a child process
         work = C.WORK_DIR / f"cone-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
         work.mkdir(parents=True)
-        if args.live_source:
-            env, code = dict(os.environ), "live python/userbatch (not frozen)"
-        else:
-            env, code = C.frozen_source_env(work)
+        env, code = C.code_env(work, args.live_source)
         env["BENCH_CODE"] = code
         log.info("code measured: %s", code)
         try:

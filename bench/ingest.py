@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C
+import benchlib as C
 
 log = logging.getLogger("bench.ingest")
 
@@ -231,10 +231,7 @@ def main(argv=None) -> int:
     log.info("%s", C.env_summary())
     work = C.WORK_DIR / f"ingest-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
     work.mkdir(parents=True)
-    if args.live_source:
-        env, code = dict(os.environ), "live python/userbatch (not frozen)"
-    else:
-        env, code = C.frozen_source_env(work)
+    env, code = C.code_env(work, args.live_source)
     log.info("code measured: %s", code)
     results: dict[str, dict] = {}
     try:

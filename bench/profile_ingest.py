@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C
+import benchlib as C
 
 log = logging.getLogger("bench.profile")
 

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parents[1]  # bench/ (this package is bench/benchlib/)
 DATA_DIR = BENCH_DIR / "_data"
 WORK_DIR = BENCH_DIR / "_work"
 
@@ -202,6 +202,13 @@ def frozen_source_env(work: Path) -> tuple[dict, str]:
     except (OSError, subprocess.CalledProcessError):
         desc = "unknown revision"
     return env, desc
+
+
+def code_env(work: Path, live_source: bool) -> tuple[dict, str]:
+    """The environment a measuring child process runs in, and a description of the code it measures."""
+    if live_source:
+        return dict(os.environ), "live python/userbatch (not frozen)"
+    return frozen_source_env(work)
 
 
 def check_frozen_source() -> None:
