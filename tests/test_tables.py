@@ -291,3 +291,11 @@ def test_overwrite_against_a_moved_table_conflicts(spark, ub_env):
     with pytest.raises(CommitConflict, match="re-run"):
         delta.commit_files(entry.location, [rel], snap.schema, "overwrite", {}, expected_version=0)
     assert resolve(entry).version == 1
+
+
+def test_view_of_an_empty_table_keeps_its_columns(spark, ub_env):
+    df = spark.createDataFrame(sky_points(20, seed=19))
+    write_table(df.limit(0), "dp1.empty", ra_column=None, dec_column=None)
+    register_catalog_views(spark)
+    got = spark.sql("SELECT * FROM dp1.empty")
+    assert got.count() == 0 and got.columns == df.columns

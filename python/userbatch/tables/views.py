@@ -27,7 +27,7 @@ def _glob_escape(text: str) -> str:
 def view_sql(entry: TableEntry, version: int | None = None) -> str:
     snap = resolve(entry, version=version)
     if snap.files.num_rows == 0:
-        cols = ", ".join(f"CAST(NULL AS {f.type}) AS `{f.name}`" for f in _spark_fields(snap.schema))
+        cols = ", ".join(f"CAST(NULL AS {sql_type}) AS `{name}`" for name, sql_type in _spark_fields(snap.schema))
         return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT {cols or '1 AS `_empty`'} WHERE false"
     root = _glob_escape(snap.location.rstrip("/"))
     rels = ",".join(_glob_escape(p) for p in snap.files.column("path").to_pylist())
@@ -35,10 +35,11 @@ def view_sql(entry: TableEntry, version: int | None = None) -> str:
     return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT * FROM parquet.`{glob}`"
 
 
-def _spark_fields(schema):
+def _spark_fields(schema) -> list[tuple[str, str]]:
+    """(name, Spark SQL type) of each column, for the typed empty view of a table without files."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    return [type("F", (), {"name": f.name, "type": f.dataType.simpleString()}) for f in from_arrow_schema(schema)]
+    return [(f.name, f.dataType.simpleString()) for f in from_arrow_schema(schema)]
 
 
 def register_view(spark, entry: TableEntry, version: int | None = None) -> None:
