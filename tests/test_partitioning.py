@@ -84,3 +84,12 @@ def test_task_keys_land_in_their_task(spark):
     df = spark.createDataFrame([(int(k), t) for t, k in enumerate(keys)], "k int, t int").repartition(n, "k")
     placed = df.rdd.mapPartitionsWithIndex(lambda i, it: [(i, r["t"]) for r in it]).collect()
     assert sorted(placed) == [(t, t) for t in range(n)]
+
+
+def test_orders_out_of_range_are_refused():
+    from userbatch.errors import UserbatchError
+
+    with pytest.raises(UserbatchError, match="highest partition order"):
+        plan_from_histogram(np.array([1]), np.array([1]), 25)
+    with pytest.raises(UserbatchError, match="partition order"):
+        plan_from_histogram(np.array([1]), np.array([1]), 5, partition_order=7)

@@ -3,7 +3,6 @@
 from .healpix import (
     SPATIAL_INDEX_COLUMN,
     SPATIAL_INDEX_ORDER,
-    index_to_pixel,
     pixel_to_index_range,
     radec_to_index,
     validate_radec,
@@ -17,7 +16,6 @@ __all__ = [
     "Cone",
     "Polygon",
     "Region",
-    "index_to_pixel",
     "pixel_to_index_range",
     "radec_to_index",
     "validate_radec",

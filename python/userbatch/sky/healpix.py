@@ -16,6 +16,8 @@ from ..errors import BadCoordinates
 
 SPATIAL_INDEX_ORDER = 29
 SPATIAL_INDEX_COLUMN = "_healpix_29"
+#: HATS groups pixel directories in ``Dir=`` folders of this many pixels.
+HATS_DIR_STEP = 10_000
 
 
 def valid_radec_mask(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -58,14 +60,6 @@ def count_pixels(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int) -> tuple[n
     return np.unique(pix, return_counts=True)
 
 
-def index_to_pixel(index: np.ndarray | int, order: int, index_order: int = SPATIAL_INDEX_ORDER):
-    """The pixel at ``order`` that contains each order-``index_order`` index (a bit shift in nested scheme)."""
-    shift = 2 * (index_order - order)
-    if shift < 0:
-        raise ValueError(f"order {order} is finer than the index order {index_order}")
-    return np.right_shift(index, shift) if isinstance(index, np.ndarray) else int(index) >> shift
-
-
 def pixel_to_index_range(order: int, pixel: int, index_order: int = SPATIAL_INDEX_ORDER) -> tuple[int, int]:
     """Half-open range [lo, hi) of order-29 indices covered by ``pixel`` at ``order``."""
     shift = 2 * (index_order - order)
@@ -77,8 +71,13 @@ def npix(order: int) -> int:
 
 
 def pixel_directory(order: int, pixel: int) -> str:
-    """HATS' directory for a pixel: ``Norder=K/Dir=D/Npix=P`` with D the pixel rounded down to 10000."""
-    return f"Norder={order}/Dir={(pixel // 10_000) * 10_000}/Npix={pixel}"
+    """HATS' directory for a pixel: ``Norder=K/Dir=D/Npix=P`` with D the pixel rounded down to HATS_DIR_STEP."""
+    return f"Norder={order}/Dir={hats_dir(pixel)}/Npix={pixel}"
+
+
+def hats_dir(pixel):
+    """The ``Dir=`` value of a pixel (int or numpy array)."""
+    return (pixel // HATS_DIR_STEP) * HATS_DIR_STEP
 
 
 def mean_pixel_size_deg(order: int) -> float:

@@ -150,6 +150,8 @@ def plan_from_histogram(
     """
     pixels = np.asarray(pixels, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
+    if not 0 <= histogram_order <= MAX_PARTITION_ORDER:
+        raise UserbatchError(f"the highest partition order must be in 0..{MAX_PARTITION_ORDER}; got {histogram_order}")
     if partition_order is not None and not 0 <= partition_order <= histogram_order:
         raise UserbatchError(f"partition order must be in 0..{histogram_order}; got {partition_order}")
     dest_order = np.full(len(pixels), histogram_order, dtype=np.int64)

@@ -25,7 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, TableExists, UserbatchError
-from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, count_pixels, radec_to_index, valid_radec_mask
+from ..sky.healpix import (
+    HATS_DIR_STEP,
+    SPATIAL_INDEX_COLUMN,
+    SPATIAL_INDEX_ORDER,
+    count_pixels,
+    hats_dir,
+    radec_to_index,
+    valid_radec_mask,
+)
 from ..sky.margins import margin_order, margin_pairs
 from . import delta
 from .catalog import Catalog, TableEntry
@@ -149,7 +157,7 @@ def _assign_columns(plan: PartitionPlan, part_keys: np.ndarray, task_of_part: np
         value = F.lit(int(part_keys[task_of_part == task][0]))
         key = F.when(cond, value) if key is None else key.when(cond, value)
     # applied in this order: each expression reads the columns added before it
-    return {"Norder": norder.cast("int"), "Npix": npix, "Dir": F.expr("Npix - Npix % 10000"), _TASK_KEY: key}
+    return {"Norder": norder.cast("int"), "Npix": npix, "Dir": F.expr(f"Npix - Npix % {HATS_DIR_STEP}"), _TASK_KEY: key}
 
 
 def _margin_destinations(spark, plan: PartitionPlan, part_keys: np.ndarray, order: int):
@@ -161,7 +169,7 @@ def _margin_destinations(spark, plan: PartitionPlan, part_keys: np.ndarray, orde
     orders, pixels = plan.partitions[:, 0], plan.partitions[:, 1]
     starts = np.flatnonzero(np.r_[True, mpix[1:] != mpix[:-1]])
     struct = pa.StructArray.from_arrays(
-        [pa.array(orders[dest].astype(np.int32)), pa.array((pixels[dest] // 10_000 * 10_000).astype(np.int64)),
+        [pa.array(orders[dest].astype(np.int32)), pa.array(hats_dir(pixels[dest]).astype(np.int64)),
          pa.array(pixels[dest].astype(np.int64)), pa.array(part_keys[dest].astype(np.int32))],
         names=["Norder", "Dir", "Npix", _TASK_KEY],
     )
