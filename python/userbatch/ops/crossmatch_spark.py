@@ -1,0 +1,157 @@
+"""The Spark engine of :mod:`userbatch.ops.crossmatch`: the same tasks, run by executors that read their own files.
+
+One Spark task per match task (``spark.range(n).mapInArrow``): the task list travels in the closure, each executor
+reads its partition files, margin and ring with pyarrow and runs the numba kernel, so nothing is shuffled and a
+cluster with shared storage runs it unchanged. The global steps are Spark jobs over the pairs only:
+
+* one-to-one: rounds of "mutual best" (a pair that is the best remaining for both its rows); such a pair is exactly
+  one the sequential greedy would take, so after the rounds the result equals the greedy assignment, computed with
+  a few window aggregations per round instead of one process holding every pair.
+* outer: right rows whose identity (``_healpix_29``, ra, dec) appears in no pair, by an anti-join.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from ..sky.healpix import SPATIAL_INDEX_COLUMN
+from .crossmatch import (
+    _LKEY,
+    _RKEYS,
+    DIST_COLUMN,
+    RANK_COLUMN,
+    Crossmatch,
+    output_schema,
+    run_task,
+)
+from .crossmatch_sides import FileSide, MemorySide
+
+log = logging.getLogger(__name__)
+
+#: A guard, not a tuning knob: each round settles at least the globally best remaining pair, in practice most.
+MAX_ROUNDS = 1000
+#: Once this few candidate pairs remain (keys and distance only, ~40 bytes each), the driver finishes the
+#: assignment with the sequential greedy: dense clusters chain pairs and would otherwise take many rounds.
+DRIVER_PAIRS = int(os.environ.get("USERBATCH_XMATCH_DRIVER_PAIRS", 5_000_000))
+
+
+def run_spark(xm: Crossmatch, spark=None):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from ..spark import active_session, session
+
+    spark = spark or active_session() or session()
+    left, right, opts, plan = xm.left, xm.right, xm.options, xm.plan
+    schema = output_schema(left, right, opts)
+    sschema = from_arrow_schema(schema)
+    tasks = plan.tasks
+
+    def run(batches):
+        for batch in batches:
+            for tid in batch.column(0).to_pylist():
+                yield from run_task(tasks[tid], left, right, opts, plan).to_batches()
+
+    if not tasks:
+        df = spark.createDataFrame([], sschema)
+    else:
+        df = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).mapInArrow(run, sschema)
+    if opts.one_to_one:
+        df = _one_to_one(df.localCheckpoint(), opts)
+    if opts.how == "outer":
+        df = df.localCheckpoint()
+        df = df.unionByName(_right_unmatched(spark, df, xm))
+    return df.select(*xm.columns)
+
+
+def _one_to_one(df, opts):
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    matched = df.filter(F.col(RANK_COLUMN).isNotNull())
+    lone = df.filter(F.col(RANK_COLUMN).isNull())
+    rkeys = list(_RKEYS)
+    remaining = matched.select(_LKEY, *rkeys, DIST_COLUMN).localCheckpoint()
+    accepted = None
+    for n in range(MAX_ROUNDS):
+        if remaining.count() <= DRIVER_PAIRS:
+            best = _greedy_on_driver(remaining)
+            accepted = best if accepted is None else accepted.unionByName(best)
+            log.info("one-to-one: %d Spark round(s), the rest on the driver", n)
+            break
+        by_left = Window.partitionBy(_LKEY).orderBy(DIST_COLUMN, *rkeys)
+        by_right = Window.partitionBy(*rkeys).orderBy(DIST_COLUMN, _LKEY)
+        best = (remaining.withColumn("_bl", F.row_number().over(by_left))
+                .withColumn("_br", F.row_number().over(by_right))
+                .filter("_bl = 1 AND _br = 1").select(_LKEY, *rkeys).localCheckpoint())
+        if best.isEmpty():
+            break
+        accepted = best if accepted is None else accepted.unionByName(best)
+        remaining = (remaining.join(best.select(_LKEY), _LKEY, "left_anti")
+                     .join(best.select(*rkeys), rkeys, "left_anti").localCheckpoint())
+        if remaining.isEmpty():
+            log.info("one-to-one settled in %d round(s)", n + 1)
+            break
+    if accepted is None:
+        kept = matched.limit(0)
+    else:
+        kept = matched.join(accepted.localCheckpoint(), [_LKEY, *rkeys], "left_semi") \
+                      .withColumn(RANK_COLUMN, F.lit(1).cast("int"))
+    if opts.how == "inner":
+        return kept
+    # left rows that lost every candidate: once, with the right side null
+    first = Window.partitionBy(_LKEY).orderBy(DIST_COLUMN, *rkeys)
+    lost = (matched.join(kept.select(_LKEY), _LKEY, "left_anti")
+            .withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n"))
+    for c in [*opts.right_out, DIST_COLUMN, RANK_COLUMN, *rkeys]:
+        lost = lost.withColumn(c, F.lit(None).cast(df.schema[c].dataType))
+    return kept.unionByName(lost).unionByName(lone)
+
+
+def _greedy_on_driver(pairs):
+    from .crossmatch import _dense
+    from .xmatch_kernel import one_to_one
+
+    spark = pairs.sparkSession
+    t = pairs.toArrow()
+    rkeys = list(_RKEYS)
+    if t.num_rows == 0:
+        return pairs.select(_LKEY, *rkeys).limit(0)
+    lkey = t.column(_LKEY).to_numpy()
+    rid = _dense(*(t.column(c).to_numpy(zero_copy_only=False) for c in rkeys))
+    keep = one_to_one(_dense(lkey), rid, t.column(DIST_COLUMN).to_numpy(zero_copy_only=False))
+    kept = t.select([_LKEY, *rkeys]).filter(pa.array(keep))
+    return spark.createDataFrame(kept.to_pandas(), pairs.select(_LKEY, *rkeys).schema)
+
+
+def _right_unmatched(spark, df, xm: Crossmatch):
+    from pyspark.sql import functions as F
+
+    right, opts = xm.right, xm.options
+    want = list(dict.fromkeys(opts.right_cols + [SPATIAL_INDEX_COLUMN, right.ra, right.dec]))
+    if isinstance(right, FileSide):
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        paths = [p for files in right.files for p in files]
+        rows = spark.read.schema(from_arrow_schema(right.schema)).parquet(*paths).select(*want) if paths \
+            else spark.createDataFrame([], from_arrow_schema(right.schema.empty_table().select(want).schema))
+    else:
+        assert isinstance(right, MemorySide)
+        rows = spark.createDataFrame(right.rows.select(want).to_pandas())
+    rows = (rows.withColumn(_RKEYS[0], F.col(SPATIAL_INDEX_COLUMN).cast("long"))
+            .withColumn(_RKEYS[1], F.col(right.ra).cast("double"))
+            .withColumn(_RKEYS[2], F.col(right.dec).cast("double")))
+    used = df.filter(F.col(RANK_COLUMN).isNotNull()).select(*_RKEYS).distinct()
+    alone = rows.join(used, list(_RKEYS), "left_anti")
+    out = []
+    for name in df.columns:
+        if name in opts.right_out:
+            out.append(F.col(opts.right_cols[opts.right_out.index(name)]).alias(name))
+        elif name in _RKEYS:
+            out.append(F.col(name))
+        else:
+            out.append(F.lit(None).cast(df.schema[name].dataType).alias(name))
+    return alone.select(*out)
