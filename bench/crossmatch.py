@@ -466,7 +466,6 @@ def timed_call(fn):
 
 
 def measure(args) -> int:
-    import numpy as np
 
     work = args.work
     env = dict(os.environ)

@@ -32,7 +32,7 @@ from ..sky.margins import MARGIN_SAFETY
 from ..sky.motion import Motion, max_displacement_arcsec, propagate
 from ..tables.catalog import Catalog, TableEntry
 from . import xmatch_kernel as kernel
-from .crossmatch_sides import FileSide, MemorySide, Side, in_ranges, merge_ranges, pixel_range, ring_ranges
+from .crossmatch_sides import FileSide, MemorySide, Side, in_ranges, merge_ranges, ring_ranges
 
 log = logging.getLogger(__name__)
 

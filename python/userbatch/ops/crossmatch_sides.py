@@ -41,13 +41,11 @@ def merge_ranges(ranges: np.ndarray) -> np.ndarray:
     if len(r) == 0:
         return r
     r = r[np.argsort(r[:, 0], kind="stable")]
-    out = [list(r[0])]
-    for a, b in r[1:]:
-        if a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return np.array(out, dtype=np.int64)
+    reach = np.maximum.accumulate(r[:, 1])
+    first = np.ones(len(r), dtype=bool)
+    first[1:] = r[1:, 0] > reach[:-1]  # a range that starts beyond everything before it opens a new run
+    last = np.append(np.flatnonzero(first)[1:] - 1, len(r) - 1)
+    return np.column_stack([r[first, 0], reach[last]])
 
 
 def in_ranges(index: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -282,12 +280,15 @@ class MemorySide(Side):
         return self.ranges(ring_ranges(int(order), int(pixel), radius_arcsec), columns)
 
     def ranges(self, ranges, columns):
-        pieces = []
-        for a, b in merge_ranges(ranges):
-            lo, hi = self._slice(a, b)
-            if hi > lo:
-                pieces.append(self.rows.slice(lo, hi - lo).select(columns))
-        return pa.concat_tables(pieces) if pieces else self.schema.empty_table().select(columns)
+        r = merge_ranges(ranges)
+        lo = np.searchsorted(self.index, r[:, 0], "left")
+        hi = np.searchsorted(self.index, r[:, 1], "left")
+        n = hi - lo
+        if n.sum() == 0:
+            return self.schema.empty_table().select(columns)
+        # the row positions of all ranges at once (a ring holds thousands of small ranges)
+        starts = np.repeat(lo - np.cumsum(n) + n, n)
+        return self.rows.select(columns).take(pa.array(np.arange(n.sum()) + starts))
 
     def all_rows(self, columns):
         return self.rows.select(columns)

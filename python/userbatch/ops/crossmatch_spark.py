@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 
-import numpy as np
 import pyarrow as pa
 
 from ..sky.healpix import SPATIAL_INDEX_COLUMN
@@ -32,6 +31,8 @@ from .crossmatch_sides import FileSide, MemorySide
 
 log = logging.getLogger(__name__)
 
+#: Spark tasks per core of the application (``defaultParallelism``) that the match tasks are dealt into.
+SPARK_TASKS_PER_CORE = int(os.environ.get("USERBATCH_XMATCH_TASKS_PER_CORE", 4))
 #: A guard, not a tuning knob: each round settles at least the globally best remaining pair, in practice most.
 MAX_ROUNDS = 1000
 #: Once this few candidate pairs remain (keys and distance only, ~40 bytes each), the driver finishes the
@@ -49,16 +50,22 @@ def run_spark(xm: Crossmatch, spark=None):
     schema = output_schema(left, right, opts)
     sschema = from_arrow_schema(schema)
     tasks = plan.tasks
+    # Match tasks are dealt round-robin into a few Spark tasks per core: a Spark task costs ~0.1 s to schedule and
+    # start, and neighbouring pixels (similar sizes) land in different groups. A Spark task runs its match tasks
+    # one after the other and streams each result, so memory stays that of the largest match task.
+    n_groups = min(len(tasks), max(1, spark.sparkContext.defaultParallelism) * SPARK_TASKS_PER_CORE)
+    groups = [[t.tid for t in tasks[g::n_groups]] for g in range(n_groups)]
 
     def run(batches):
         for batch in batches:
-            for tid in batch.column(0).to_pylist():
-                yield from run_task(tasks[tid], left, right, opts, plan).to_batches()
+            for g in batch.column(0).to_pylist():
+                for tid in groups[g]:
+                    yield from run_task(tasks[tid], left, right, opts, plan).to_batches()
 
     if not tasks:
         df = spark.createDataFrame([], sschema)
     else:
-        df = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).mapInArrow(run, sschema)
+        df = spark.range(0, n_groups, 1, numPartitions=n_groups).mapInArrow(run, sschema)
     if opts.one_to_one:
         df = _one_to_one(df.localCheckpoint(), opts)
     if opts.how == "outer":

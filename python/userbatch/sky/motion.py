@@ -8,6 +8,7 @@ Gaia and LSST publish it, ``pmra = dRA/dt * cos(dec)`` in mas/yr.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import erfa
@@ -20,6 +21,11 @@ _J2000_JD = 2451545.0
 _JYEAR_DAYS = 365.25
 _MJD_OFFSET = 2400000.5
 EPOCH_FORMATS = ("jyear", "mjd")
+# Rows without a parallax are propagated with ERFA's default large distance (its Note 6), as astropy does; that
+# is the intended result, so its per-call notice is not worth a warning in every task log.
+warnings.filterwarnings("ignore", message='ERFA function "pmsafe" yielded .* "distance overridden',
+                        category=erfa.ErfaWarning)
+
 _MAS_RAD = np.pi / (180.0 * 3600.0 * 1000.0)
 
 
