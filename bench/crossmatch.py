@@ -185,7 +185,7 @@ def build_worker(args) -> int:
     what = set(args.build_what.split(","))
     if "userbatch" in what:
         # a catalog of its own: the build's entries (bench.xm_build_*) never reach a user's or the run's catalog
-        os.environ["USERBATCH_HOME"] = str(args.work / "build_home")
+        os.environ["USERBATCH_HOME"] = str(args.work / f"build_home_{args.rows}")
         os.environ.pop("USERBATCH_WAREHOUSE", None)
         os.environ.pop("USERBATCH_DB_URL", None)
         import userbatch

@@ -334,6 +334,50 @@ def sql(ctx, query, pin, limit, output):
     _save(pdf, output)
 
 
+# ------------------------------------------------------------------------------------------------ jobs
+
+@main.group()
+def jobs():
+    """Templated jobs (conf/templates/*.yaml): list them, show one's parameters, run one here."""
+
+
+@jobs.command("list")
+def jobs_list():
+    from .facility.templates import list_templates, load_template
+
+    for name in list_templates():
+        t = load_template(name)
+        click.echo(f"{name:16s} {t.script:24s} {' '.join(t.description.split())[:90]}")
+
+
+@jobs.command("show")
+@click.argument("template")
+def jobs_show(template):
+    """The parameters TEMPLATE takes, with types, defaults and help."""
+    from .facility.templates import load_template
+
+    click.echo(load_template(template).usage())
+
+
+@jobs.command("run")
+@click.argument("template")
+@click.option("--config", "config", type=click.Path(), help="Job file (YAML: template, parameters).")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Set a parameter (value read as YAML); repeatable; wins over --config.")
+@click.option("--show", is_flag=True, help="Print the resolved parameters and stop.")
+@click.pass_context
+def jobs_run(ctx, template, config, params, show):
+    """Run TEMPLATE in this process (the same code spark-submit jobs/TEMPLATE.py runs) and print its summary."""
+    from .facility.jobmain import resolve, run_template
+
+    _, resolved = resolve(template, config, list(params))
+    if show:
+        click.echo(json.dumps(resolved, indent=2, default=str))
+        return
+    _spark(ctx)
+    click.echo(json.dumps(run_template(template, resolved), indent=2, default=str))
+
+
 # ------------------------------------------------------------------------------------------------ simulate / demo
 
 @main.command()

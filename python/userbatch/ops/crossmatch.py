@@ -213,15 +213,18 @@ def _numpy(table: pa.Table, column: str) -> np.ndarray:
     return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
-def _internal_left(left: Side, opts: Options) -> list[str]:
-    cols = [left.ra, left.dec, SPATIAL_INDEX_COLUMN]
+def _internal_left(left: Side, opts: Options, task: Task) -> list[str]:
+    # the spatial index is read only where it is used (decoding it costs as much as a coordinate column)
+    cols = [left.ra, left.dec]
+    if task.left_keep is not None or task.left_drop is not None:
+        cols.append(SPATIAL_INDEX_COLUMN)
     if opts.motion is not None:
         cols += opts.motion.left_columns()
     return list(dict.fromkeys(opts.left_cols + cols))
 
 
 def _internal_right(right: Side, opts: Options) -> list[str]:
-    cols = [right.ra, right.dec, SPATIAL_INDEX_COLUMN]
+    cols = [right.ra, right.dec] + ([SPATIAL_INDEX_COLUMN] if opts.keys else [])
     if opts.motion is not None:
         cols += opts.motion.right_columns()
     return list(dict.fromkeys(opts.right_cols + cols))
@@ -238,7 +241,7 @@ def output_schema(left: Side, right: Side, opts: Options) -> pa.Schema:
 
 
 def _task_rows(task: Task, left: Side, right: Side, opts: Options, search_radius: float):
-    lt = pa.concat_tables([left.core(i, _internal_left(left, opts)) for i in task.left_parts])
+    lt = pa.concat_tables([left.core(i, _internal_left(left, opts, task)) for i in task.left_parts])
     if task.left_keep is not None or task.left_drop is not None:
         idx = lt.column(SPATIAL_INDEX_COLUMN).to_numpy(zero_copy_only=False)
         mask = np.ones(len(idx), dtype=bool)
