@@ -201,6 +201,13 @@ def plan_tasks(left: Side, right: Side, search_radius_arcsec: float, how: str, m
     return Plan(tasks, search_radius_arcsec, notes=notes)
 
 
+def largest_first(tasks: list[Task], left: Side, right: Side) -> list[Task]:
+    """Tasks ordered by an estimate of their work (rows of the partitions they read), largest first."""
+    lrows, rrows = left.part_rows(), right.part_rows()
+    return sorted(tasks, key=lambda t: -(sum(int(lrows[i]) for i in t.left_parts)
+                                         + sum(int(rrows[j]) for j in t.right_parts)))
+
+
 def _overlap(ranges: np.ndarray, a: int, b: int) -> bool:
     pos = np.searchsorted(ranges[:, 1], a, side="right")
     return bool(pos < len(ranges) and ranges[pos, 0] < b)
@@ -446,7 +453,10 @@ class Crossmatch:
         opts, plan = self.options, self.plan
         workers = max(1, min(len(plan.tasks), os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(lambda t: run_task(t, self.left, self.right, opts, plan), plan.tasks))
+            # largest tasks first, so the threads finish together; results keep the plan's order
+            futures = {t.tid: pool.submit(run_task, t, self.left, self.right, opts, plan)
+                       for t in largest_first(plan.tasks, self.left, self.right)}
+            parts = [futures[t.tid].result() for t in plan.tasks]
         schema = output_schema(self.left, self.right, opts)
         out = pa.concat_tables(parts) if parts else schema.empty_table()
         self.timings_s["tasks"] = time.perf_counter() - t0

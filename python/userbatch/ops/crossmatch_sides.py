@@ -82,6 +82,10 @@ class Side:
     table: str | None = None
     version: int | None = None
 
+    def part_rows(self) -> np.ndarray:
+        """Rows per partition (an estimate is enough: it orders the work, largest first)."""
+        return np.ones(len(self.partitions), dtype=np.int64)
+
     @property
     def starts(self) -> np.ndarray:
         return self.partitions[:, 1] << (2 * (SPATIAL_INDEX_ORDER - self.partitions[:, 0]))
@@ -138,6 +142,10 @@ class FileSide(Side):
     version: int | None = None
     stats: dict = field(default_factory=dict)  # column -> (min, max) from Delta statistics
     num_rows: int = 0
+    rows_per_part: np.ndarray | None = None
+
+    def part_rows(self) -> np.ndarray:
+        return self.rows_per_part if self.rows_per_part is not None else super().part_rows()
 
     @classmethod
     def from_entry(cls, entry, version=None, timestamp=None) -> "FileSide":
@@ -167,6 +175,12 @@ class FileSide(Side):
                 msnap = hats_snapshot(meta["margin"])
                 margin_files = _group(msnap, parts)
                 radius = float(meta["margin_threshold_arcsec"])
+        rows_per_part = None
+        if "num_records" in snap.files.column_names:
+            counts = dict.fromkeys(parts, 0)
+            for rel, n in zip(paths, snap.files.column("num_records").to_pylist()):
+                counts[path_pixel(rel)] += int(n or 0)
+            rows_per_part = np.array([counts[p] for p in parts], dtype=np.int64)
         stats = {}
         for name in snap.files.column_names:
             if name.startswith("min.") and f"max.{name[4:]}" in snap.files.column_names:
@@ -180,7 +194,7 @@ class FileSide(Side):
             label=f"table {entry.name}", ra=entry.ra_column, dec=entry.dec_column, schema=snap.schema,
             partitions=partitions, files=[by_pixel[p] for p in parts], margin_files=margin_files,
             margin_radius_arcsec=radius, table=entry.name, version=snap.version if snap.version >= 0 else None,
-            stats=stats if entry.format == "delta" else {}, num_rows=snap.num_rows,
+            stats=stats if entry.format == "delta" else {}, num_rows=snap.num_rows, rows_per_part=rows_per_part,
         )
 
     def core(self, i, columns):
@@ -267,6 +281,9 @@ class MemorySide(Side):
         plan = plan_from_histogram(pixels, counts, hist_order, threshold=MEMORY_PARTITION_ROWS)
         return cls(label=label, ra=ra, dec=dec, schema=table.schema, partitions=plan.partitions,
                    rows=table, index=index)
+
+    def part_rows(self) -> np.ndarray:
+        return np.searchsorted(self.index, self.ends) - np.searchsorted(self.index, self.starts)
 
     def _slice(self, a: int, b: int) -> tuple[int, int]:
         return int(np.searchsorted(self.index, a, "left")), int(np.searchsorted(self.index, b, "left"))

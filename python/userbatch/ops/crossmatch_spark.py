@@ -24,6 +24,7 @@ from .crossmatch import (
     DIST_COLUMN,
     RANK_COLUMN,
     Crossmatch,
+    largest_first,
     output_schema,
     run_task,
 )
@@ -51,10 +52,11 @@ def run_spark(xm: Crossmatch, spark=None):
     sschema = from_arrow_schema(schema)
     tasks = plan.tasks
     # Match tasks are dealt round-robin into a few Spark tasks per core: a Spark task costs ~0.1 s to schedule and
-    # start, and neighbouring pixels (similar sizes) land in different groups. A Spark task runs its match tasks
+    # start, and dealing them largest first evens out the groups. A Spark task runs its match tasks
     # one after the other and streams each result, so memory stays that of the largest match task.
     n_groups = min(len(tasks), max(1, spark.sparkContext.defaultParallelism) * SPARK_TASKS_PER_CORE)
-    groups = [[t.tid for t in tasks[g::n_groups]] for g in range(n_groups)]
+    ordered = largest_first(tasks, left, right)
+    groups = [[t.tid for t in ordered[g::n_groups]] for g in range(n_groups)]
 
     def run(batches):
         for batch in batches:
