@@ -208,21 +208,7 @@ def main(argv=None) -> int:
         ap.error("--repeats must be at least 5")
 
     if args.work is None:  # parent: pin the code, then run the measurements in a child process
-        work = C.WORK_DIR / f"cone-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
-        work.mkdir(parents=True)
-        env, code = C.code_env(work, args.live_source)
-        env["BENCH_CODE"] = code
-        log.info("code measured: %s", code)
-        try:
-            import subprocess
-
-            return subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
-                                   "--work", str(work)], env=env, check=False).returncode
-        finally:
-            if args.keep:
-                log.info("work dir kept: %s", work)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+        return C.run_measuring_child(__file__, "cone", args, argv)
     work = args.work
     C.check_frozen_source()
     os.environ["USERBATCH_HOME"] = str(work / "userbatch_home")

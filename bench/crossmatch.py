@@ -684,19 +684,7 @@ def main(argv=None) -> int:
         ap.error("--margin-arcsec must be at least the match radius")
 
     if args.work is None:  # parent: pin the code, then measure in a child process
-        work = C.WORK_DIR / f"crossmatch-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
-        work.mkdir(parents=True)
-        env, code = C.code_env(work, args.live_source)
-        env["BENCH_CODE"] = code
-        log.info("code measured: %s", code)
-        try:
-            return subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
-                                   "--work", str(work)], env=env, check=False).returncode
-        finally:
-            if args.keep:
-                log.info("work dir kept: %s", work)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+        return C.run_measuring_child(__file__, "crossmatch", args, argv)
     C.check_frozen_source()
     return measure(args)
 

@@ -1,7 +1,24 @@
 """Small simulated catalogues for tests: uniform sky plus the hard places (RA=0 seam, both poles, a dense clump)."""
 
+import contextlib
+
 import numpy as np
 import pandas as pd
+import pytest
+
+
+@contextlib.contextmanager
+def module_facility(tmp_path_factory, name: str):
+    """A facility (its own SQLite catalog and warehouse) for a whole test module, so a module-scoped fixture writes
+    its tables once and every test of the module reads them."""
+    base = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("USERBATCH_DB_URL", f"sqlite:///{base / 'facility.db'}")
+    mp.setenv("USERBATCH_WAREHOUSE", str(base / "warehouse"))
+    try:
+        yield base
+    finally:
+        mp.undo()
 
 
 def sky_points(n: int, seed: int = 0, id_start: int = 1) -> pd.DataFrame:

@@ -11,7 +11,6 @@ The tables are written once for the module (Spark writes cost seconds); each tes
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import astropy.units as u
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pytest
 from astropy.coordinates import Distance, SkyCoord, search_around_sky
 from astropy.time import Time
+from helpers import module_facility
 
 from userbatch.errors import BadCoordinates, ColumnNotFound, TableNotFound, UserbatchError
 from userbatch.ops.crossmatch import MarginTooSmall, crossmatch
@@ -235,21 +235,14 @@ def assert_ranks_in_distance_order(got: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def xm(spark, session_home, tmp_path_factory):
     """A facility for the module with the two differently partitioned tables written once."""
-    base = tmp_path_factory.mktemp("xmatch")
-    old = {k: os.environ.get(k) for k in ("USERBATCH_DB_URL", "USERBATCH_WAREHOUSE")}
-    os.environ["USERBATCH_DB_URL"] = f"sqlite:///{base / 'facility.db'}"
-    os.environ["USERBATCH_WAREHOUSE"] = str(base / "warehouse")
-    left = make_left()
-    right = make_right(left)
-    write_table(spark.createDataFrame(left), "xm.left", pixel_threshold=LEFT_THRESHOLD, margin_radius_arcsec=MARGIN)
-    write_table(spark.createDataFrame(right), "xm.right", pixel_threshold=RIGHT_THRESHOLD,
-                margin_radius_arcsec=MARGIN)
-    yield SimpleNamespace(left=left, right=right, base=base, spark=spark)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with module_facility(tmp_path_factory, "xmatch") as base:
+        left = make_left()
+        right = make_right(left)
+        write_table(spark.createDataFrame(left), "xm.left", pixel_threshold=LEFT_THRESHOLD,
+                    margin_radius_arcsec=MARGIN)
+        write_table(spark.createDataFrame(right), "xm.right", pixel_threshold=RIGHT_THRESHOLD,
+                    margin_radius_arcsec=MARGIN)
+        yield SimpleNamespace(left=left, right=right, base=base, spark=spark)
 
 
 def _inputs(xm, source: str):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
-from helpers import sky_points
+from helpers import module_facility, sky_points
 
 from userbatch.errors import TableNotFound, UserbatchError
 from userbatch.facility.jobmain import job_main, resolve, run_template
@@ -143,21 +143,18 @@ def tables(spark, session_home, tmp_path_factory):
     """One facility for the module's job runs (each writes its own output table), the inputs written once."""
     from userbatch.tables.write import write_table
 
-    base = tmp_path_factory.mktemp("jobs")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("USERBATCH_DB_URL", f"sqlite:///{base / 'facility.db'}")
-    mp.setenv("USERBATCH_WAREHOUSE", str(base / "warehouse"))
-    left = sky_points(1500, seed=5)
-    rng = np.random.default_rng(6)
-    take = rng.choice(len(left), 1000, replace=False)
-    moved = SkyCoord(left.coord_ra.to_numpy()[take] * u.deg, left.coord_dec.to_numpy()[take] * u.deg) \
-        .directional_offset_by(rng.uniform(0, 360, 1000) * u.deg, rng.uniform(0, 3, 1000) * u.arcsec)
-    right = pd.DataFrame({"objectId": np.arange(10_000, 11_000, dtype=np.int64), "coord_ra": moved.ra.deg % 360,
-                          "coord_dec": moved.dec.deg, "r_psfFlux": rng.lognormal(8, 1, 1000), "band": "r"})
-    write_table(spark.createDataFrame(left), "t.left", pixel_threshold=300, margin_radius_arcsec=5)
-    write_table(spark.createDataFrame(right), "t.right", pixel_threshold=200, margin_radius_arcsec=5)
-    yield left, right
-    mp.undo()
+    with module_facility(tmp_path_factory, "jobs"):
+        left = sky_points(1500, seed=5)
+        rng = np.random.default_rng(6)
+        take = rng.choice(len(left), 1000, replace=False)
+        moved = SkyCoord(left.coord_ra.to_numpy()[take] * u.deg, left.coord_dec.to_numpy()[take] * u.deg) \
+            .directional_offset_by(rng.uniform(0, 360, 1000) * u.deg, rng.uniform(0, 3, 1000) * u.arcsec)
+        right = pd.DataFrame({"objectId": np.arange(10_000, 11_000, dtype=np.int64),
+                              "coord_ra": moved.ra.deg % 360, "coord_dec": moved.dec.deg,
+                              "r_psfFlux": rng.lognormal(8, 1, 1000), "band": "r"})
+        write_table(spark.createDataFrame(left), "t.left", pixel_threshold=300, margin_radius_arcsec=5)
+        write_table(spark.createDataFrame(right), "t.right", pixel_threshold=200, margin_radius_arcsec=5)
+        yield left, right
 
 
 def _pairs(df):

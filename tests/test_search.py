@@ -3,7 +3,7 @@
 import astropy.units as u
 import pytest
 from astropy.coordinates import SkyCoord
-from helpers import sky_points
+from helpers import module_facility, sky_points
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from userbatch.errors import BadCoordinates, ColumnNotFound, TableNotFound, UserbatchError
@@ -16,20 +16,10 @@ N = 6000
 @pytest.fixture(scope="module")
 def table(spark, session_home, tmp_path_factory):
     """One table for the module (module-scoped home so hypothesis examples reuse it)."""
-    import os
-
-    base = tmp_path_factory.mktemp("search")
-    old = {k: os.environ.get(k) for k in ("USERBATCH_DB_URL", "USERBATCH_WAREHOUSE")}
-    os.environ["USERBATCH_DB_URL"] = f"sqlite:///{base / 'facility.db'}"
-    os.environ["USERBATCH_WAREHOUSE"] = str(base / "warehouse")
-    pdf = sky_points(N, seed=21)
-    write_table(spark.createDataFrame(pdf), "dp1.object", pixel_threshold=250)
-    yield pdf
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with module_facility(tmp_path_factory, "search"):
+        pdf = sky_points(N, seed=21)
+        write_table(spark.createDataFrame(pdf), "dp1.object", pixel_threshold=250)
+        yield pdf
 
 
 def _ids(df):

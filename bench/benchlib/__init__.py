@@ -211,6 +211,28 @@ def code_env(work: Path, live_source: bool) -> tuple[dict, str]:
     return frozen_source_env(work)
 
 
+def run_measuring_child(script: str, label: str, args, argv: list[str] | None) -> int:
+    """The parent's whole job: pin the code (:func:`code_env`), re-run ``script`` with the same arguments plus
+    ``--work DIR`` in a child process that measures, then remove the work dir unless ``--keep``."""
+    import subprocess
+    import sys
+    import time
+
+    work = WORK_DIR / f"{label}-{args.rows}-{time.strftime('%Y%m%d-%H%M%S')}"
+    work.mkdir(parents=True)
+    env, code = code_env(work, args.live_source)
+    env["BENCH_CODE"] = code
+    log.info("code measured: %s", code)
+    try:
+        return subprocess.run([sys.executable, script, *(argv if argv is not None else sys.argv[1:]),
+                               "--work", str(work)], env=env, check=False).returncode
+    finally:
+        if args.keep:
+            log.info("work dir kept: %s", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def check_frozen_source() -> None:
     """In a child: make sure ``userbatch`` really comes from the frozen copy."""
     frozen = os.environ.get("BENCH_FROZEN_SOURCE")

@@ -75,6 +75,24 @@ def _gather(xyz, order):
     return out
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _advance(skr, ptr, o, lo, nr):
+    """Move sweep pointer ``o`` to the first right key >= ``lo`` (keys only grow, so pointers never go back)."""
+    p = ptr[o]
+    while p < nr and skr[p] < lo:
+        p += 1
+    ptr[o] = p
+    return p
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _d2(rxyz, p, x, y, z):
+    ex = rxyz[p, 0] - x
+    ey = rxyz[p, 1] - y
+    ez = rxyz[p, 2] - z
+    return ex * ex + ey * ey + ez * ez
+
+
 @njit(nogil=True, cache=True)
 def _sweep(lxyz, kl, rxyz, skr, dmax2, dmin2, k, n_cells):
     """Both sides sorted by cube key; indices returned are positions in the sorted arrays."""
@@ -105,17 +123,10 @@ def _sweep(lxyz, kl, rxyz, skr, dmax2, dmin2, k, n_cells):
             bj = -1
             bd = 0.0
             for o in range(9):
-                lo = key + offs[o] - 1
+                p = _advance(skr, ptr, o, key + offs[o] - 1, nr)
                 hi = key + offs[o] + 1
-                p = ptr[o]
-                while p < nr and skr[p] < lo:
-                    p += 1
-                ptr[o] = p
                 while p < nr and skr[p] <= hi:
-                    ex = rxyz[p, 0] - x
-                    ey = rxyz[p, 1] - y
-                    ez = rxyz[p, 2] - z
-                    d2 = ex * ex + ey * ey + ez * ez
+                    d2 = _d2(rxyz, p, x, y, z)
                     if d2 <= dmax2 and d2 >= dmin2 and (bj < 0 or d2 < bd or (d2 == bd and p < bj)):
                         bj = p
                         bd = d2
@@ -129,18 +140,10 @@ def _sweep(lxyz, kl, rxyz, skr, dmax2, dmin2, k, n_cells):
             continue
         nc = 0
         for o in range(9):
-            lo = key + offs[o] - 1
+            p = _advance(skr, ptr, o, key + offs[o] - 1, nr)
             hi = key + offs[o] + 1
-            p = ptr[o]
-            while p < nr and skr[p] < lo:
-                p += 1
-            ptr[o] = p
             while p < nr and skr[p] <= hi:
-                j = p
-                ex = rxyz[j, 0] - x
-                ey = rxyz[j, 1] - y
-                ez = rxyz[j, 2] - z
-                d2 = ex * ex + ey * ey + ez * ez
+                d2 = _d2(rxyz, p, x, y, z)
                 if d2 <= dmax2 and d2 >= dmin2:
                     if nc == cj.shape[0]:
                         cj2 = np.empty(2 * nc, dtype=np.int64)
@@ -149,7 +152,7 @@ def _sweep(lxyz, kl, rxyz, skr, dmax2, dmin2, k, n_cells):
                         cd2[:nc] = cd
                         cj = cj2
                         cd = cd2
-                    cj[nc] = j
+                    cj[nc] = p
                     cd[nc] = d2
                     nc += 1
                 p += 1
