@@ -142,8 +142,14 @@ class Box(Region):
         return self.ra_max_deg - self.ra_min_deg >= 360.0
 
     @property
+    def ra_bounds(self) -> tuple[float, float]:
+        """(lo, hi) in [0, 360]: RA 360 as a lower bound is RA 0 (Box(360, 0) is the line RA = 0, not the sky)."""
+        return self.ra_min_deg % 360.0, self.ra_max_deg % 360.0 if self.ra_max_deg != 360.0 else 360.0
+
+    @property
     def wraps(self) -> bool:
-        return self.ra_min_deg > self.ra_max_deg
+        lo, hi = self.ra_bounds
+        return lo > hi
 
     def sphgeom(self) -> sg.Region:
         lat = sg.AngleInterval.fromDegrees(self.dec_min_deg, self.dec_max_deg)
@@ -176,7 +182,7 @@ class Box(Region):
         in_dec = (dec >= self.dec_min_deg) & (dec <= self.dec_max_deg)
         if self.full_ra:
             return in_dec
-        lo, hi = self.ra_min_deg % 360.0, self.ra_max_deg % 360.0 if self.ra_max_deg != 360.0 else 360.0
+        lo, hi = self.ra_bounds
         in_ra = (ra >= lo) | (ra <= hi) if self.wraps else (ra >= lo) & (ra <= hi)
         return in_dec & in_ra
 
@@ -185,7 +191,7 @@ class Box(Region):
         if self.full_ra:
             return dec
         ra = f"pmod(`{ra_col}`, 360.0D)"
-        lo, hi = self.ra_min_deg % 360.0, self.ra_max_deg % 360.0 if self.ra_max_deg != 360.0 else 360.0
+        lo, hi = self.ra_bounds
         op = "OR" if self.wraps else "AND"
         return f"({dec} AND ({ra} >= {lo!r} {op} {ra} <= {hi!r}))"
 

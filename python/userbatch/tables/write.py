@@ -384,6 +384,7 @@ def write_table(
     location: str | None = None,
     provenance: Provenance | None = None,
     source_files: list[str] | None = None,
+    partitions: np.ndarray | None = None,
 ) -> WriteResult:
     """Write ``df`` as table ``name`` (``create``, ``append`` or ``overwrite``) and commit it atomically.
 
@@ -392,7 +393,8 @@ def write_table(
     ``reject``-ed (dropped, counted, reported), ``quarantine``-d (kept in ``<name>_quarantine`` with the reason) or
     make the write fail (``error``). ``append`` and ``overwrite`` use the layout the table was created with.
     ``source_files``: Parquet files holding exactly the rows of ``df`` (as ingest knows them); the partition plan
-    then counts pixels from their coordinate columns without a Spark pass.
+    then counts pixels from their coordinate columns without a Spark pass. ``partitions``: (order, pixel) pairs
+    to use as they are, whatever their row counts (a director table's layout, so children land with their parent).
     """
     timings: dict = {}
     cat = catalog or Catalog()
@@ -417,7 +419,8 @@ def write_table(
     try:
         prov = provenance or Provenance()
         if entry.spatial:
-            result = _write_spatial(df, entry, mode, created, prov, on_bad_coords, cat, timings, source_files)
+            result = _write_spatial(df, entry, mode, created, prov, on_bad_coords, cat, timings, source_files,
+                                    partitions)
         else:
             with _stage("write", timings):
                 data = df.drop(*[c for c in PARTITION_COLUMNS if c in df.columns])
@@ -436,7 +439,7 @@ def write_table(
 
 
 def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings,
-                   source_files=None) -> WriteResult:
+                   source_files=None, fixed_partitions=None) -> WriteResult:
     """The input is read twice: its coordinates alone for the histogram, then whole for the write. A
     non-deterministic input must be cached by the caller (the write fails loudly rather than lose rows)."""
     from pyspark.sql import functions as F
@@ -448,6 +451,8 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
     ra, dec = entry.ra_column, entry.dec_column
     with _stage("plan", timings):
         existing = partitions_of(resolve(entry)) if (mode == "append" and not created) else None
+        if fixed_partitions is not None and len(fixed_partitions):
+            existing = np.asarray(fixed_partitions, dtype=np.int64).reshape(-1, 2)
         if existing is not None and len(existing) == 0:
             existing = None
         hist_order = entry.partition_order if entry.partition_order is not None else (
