@@ -357,3 +357,19 @@ def test_periodogram_bad_inputs():
     few = df.iloc[:3]
     out = periodogram(few, bands="gri").to_pandas()
     assert out.best_period_day.isna().all() and (out.n_points >= 1).all()
+
+
+def test_light_curve_jobs_write_tables_with_provenance(lc):
+    from userbatch.facility.jobmain import run_template
+    from userbatch.tables.read import read_table
+
+    out = run_template("forced_source_stats", {"source": "dp1.forced_source", "output": "u.job_stats",
+                                               "bands": ["g", "r"], "lc_features": ["Eta"]})
+    stats = read_table("u.job_stats").toPandas()
+    assert out["outputs"][0]["rows"] == len(stats) == lc["fs"].objectId.nunique()
+    assert {"g_psfFluxMean", "r_lc_eta"} <= set(stats.columns)
+    out = run_template("periodogram", {"source": "dp1.forced_source", "output": "u.job_periods",
+                                       "multiband": True, "top_n": 2, "min_period_day": 0.1})
+    periods = read_table("u.job_periods").toPandas()
+    assert out["outputs"][0]["rows"] == len(periods) and "peak_periods_day" in periods.columns
+    assert {i["table"] for i in out["inputs"]} == {"dp1.forced_source"}

@@ -47,3 +47,35 @@ def crossmatch(params: dict[str, Any], provenance: Provenance) -> dict:
                       pixel_threshold=p["pixel_threshold"], margin_radius_arcsec=p["margin_radius_arcsec"])
     return {"outputs": [{"table": result.table, "version": result.version, "rows": result.rows}],
             "inputs": provenance.inputs, "plan": xm.explain(), "write": asdict(result)}
+
+
+def forced_source_stats(params: dict[str, Any], provenance: Provenance) -> dict:
+    """Per-object light-curve features of a ForcedSource table (see ``conf/templates/forced_source_stats.yaml``)."""
+    from ..ops.lightcurves import features
+    from ..spark import session
+
+    p = params
+    spark = session(app_name="userbatch-forced_source_stats")
+    f = features(p["source"], bands=p["bands"], layout=p["layout"], lc_features=p["lc_features"],
+                 time_column=p["time_column"], version=p["source_version"], engine=p["engine"], spark=spark)
+    log.info("forced_source_stats: %s", f.explain())
+    result = f.write(p["output"], mode=p["write_mode"], provenance=provenance)
+    return {"outputs": [{"table": result.table, "version": result.version, "rows": result.rows}],
+            "inputs": provenance.inputs, "plan": f.explain()}
+
+
+def periodogram(params: dict[str, Any], provenance: Provenance) -> dict:
+    """Lomb–Scargle periodograms per object (see ``conf/templates/periodogram.yaml``)."""
+    from ..ops.periodogram import periodogram as run
+    from ..spark import session
+
+    p = params
+    spark = session(app_name="userbatch-periodogram")
+    pg = run(p["source"], bands=p["bands"], multiband=p["multiband"], min_period_day=p["min_period_day"],
+             max_period_day=p["max_period_day"], baseline_day=p["baseline_day"],
+             samples_per_peak=p["samples_per_peak"], top_n=p["top_n"], fap=p["fap"], backend=p["backend"],
+             time_column=p["time_column"], version=p["source_version"], engine=p["engine"], spark=spark)
+    log.info("periodogram: %s", pg.explain())
+    result = pg.write(p["output"], mode=p["write_mode"], provenance=provenance)
+    return {"outputs": [{"table": result.table, "version": result.version, "rows": result.rows}],
+            "inputs": provenance.inputs, "plan": pg.explain()}

@@ -59,10 +59,10 @@ def job_main(name: str, argv: list[str] | None = None) -> int:
     logging.getLogger("userbatch").setLevel(logging.INFO)
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
-        template, params = resolve(name, args.config, args.param)
         if args.usage:
-            print(template.usage())
+            print(load_template(name).usage())
             return 0
+        template, params = resolve(name, args.config, args.param)
         if args.show:
             print(json.dumps(params, indent=2, default=str))
             return 0
