@@ -373,3 +373,27 @@ def test_light_curve_jobs_write_tables_with_provenance(lc):
     periods = read_table("u.job_periods").toPandas()
     assert out["outputs"][0]["rows"] == len(periods) and "peak_periods_day" in periods.columns
     assert {i["table"] for i in out["inputs"]} == {"dp1.forced_source"}
+
+
+def test_cli_ingest_with_parent_and_lightcurve_plot(lc, tmp_path):
+    from click.testing import CliRunner
+
+    from userbatch.cli import main
+
+    fs = lc["fs"].drop(columns="expMidptMJD")
+    path = tmp_path / "fs.parquet"
+    fs.to_parquet(path)
+    run = CliRunner().invoke(main, ["ingest", str(path), "--table", "dp1.fs_cli", "--parent", "dp1.object",
+                                    "--visits", "dp1.visit"], catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    assert f"{len(fs):,} rows" in run.output and "of dp1.object" in run.output
+
+    obj = lc["object"]
+    oid = int(obj[obj.variability_class == "periodic"].objectId.iloc[0])
+    png = tmp_path / "lc.png"
+    run = CliRunner().invoke(main, ["lightcurve", "plot", str(oid), "--table", "dp1.fs_cli", "-o", str(png)],
+                             catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    run = CliRunner().invoke(main, ["lightcurve", "plot", "123456789012", "--table", "dp1.fs_cli"])
+    assert run.exit_code == 2 and run.output.startswith("error: no rows for objectId 123456789012")

@@ -106,13 +106,30 @@ def main(ctx, master, verbose):
 @click.option("--visibility", type=click.Choice(["public", "group", "private"]), default="public", show_default=True)
 @click.option("--group", help="Owning group (for --visibility group).")
 @click.option("--description", default="")
+@click.option("--parent", help="Director table: place each row in this table's partition of its parent (e.g. "
+              "dp1.object); positions come from the parent.")
+@click.option("--key", default="objectId", show_default=True, help="With --parent: the column joining child to parent.")
+@click.option("--visits", help="With --parent: a Visit table whose time column is joined on 'visit' once, at ingest.")
+@click.option("--time-column", default="expMidptMJD", show_default=True, help="With --visits: the time column.")
 @click.pass_context
 def ingest(ctx, paths, table, fmt, mode, ra_column, dec_column, no_spatial, order, threshold, highest_order,
-           margin_arcsec, bad_coords, visibility, group, description):
+           margin_arcsec, bad_coords, visibility, group, description, parent, key, visits, time_column):
     """Ingest Parquet, CSV or FITS files into a HEALPix-partitioned Delta table."""
     from .tables.ingest import ingest as do_ingest
 
     spark = _spark(ctx)
+    if parent:
+        from .tables.director import VisitTimes, write_child_table
+        from .tables.ingest import read_input
+
+        df, _ = read_input(spark, list(paths), fmt)
+        res = write_child_table(df, table, parent=parent, key=key, mode=mode, visibility=visibility, group=group,
+                                description=description,
+                                times=VisitTimes(visits, column=time_column) if visits else None)
+        click.echo(f"{res.table}: version {res.version}, {res.rows:,} rows in {res.partitions} partition(s) of "
+                   f"{parent}" + (f"; refused {res.rejected:,} row(s) without a parent or visit" if res.rejected
+                                  else ""))
+        return
     res = do_ingest(list(paths), table, fmt=fmt, mode=mode, spark=spark,
                     ra_column=None if no_spatial else ra_column, dec_column=None if no_spatial else dec_column,
                     partition_order=order, pixel_threshold=threshold, highest_order=highest_order,
@@ -376,6 +393,29 @@ def jobs_run(ctx, template, config, params, show):
         return
     _spark(ctx)
     click.echo(json.dumps(run_template(template, resolved), indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ light curves
+
+@main.group()
+def lightcurve():
+    """Look at light curves."""
+
+
+@lightcurve.command("plot")
+@click.argument("object_id")
+@click.option("--table", "-t", default="dp1.forced_source", show_default=True, help="ForcedSource table.")
+@click.option("--output", "-o", type=click.Path(), help="PNG to write (default lightcurve_<OBJECT_ID>.png).")
+@click.option("--min-period", type=float, default=0.05, show_default=True, help="Shortest period searched (days).")
+@click.option("--key", default="objectId", show_default=True)
+@click.pass_context
+def lightcurve_plot(ctx, object_id, table, output, min_period, key):
+    """Plot OBJECT_ID's multi-band light curve, its periodogram and the curve folded at the best period."""
+    from .viz import plot_lightcurve
+
+    out = plot_lightcurve(table, object_id, output or f"lightcurve_{object_id}.png", min_period_day=min_period,
+                          key=key)
+    click.echo(f"wrote {out}")
 
 
 # ------------------------------------------------------------------------------------------------ simulate / demo

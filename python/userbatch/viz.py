@@ -88,3 +88,92 @@ def _zoom_panel(ax, pix: np.ndarray, density: np.ndarray, order: int, half_width
     ax.set_xlabel(f"ΔRA·cos(Dec) from {ra0:.2f}° (deg)")
     ax.set_ylabel("Dec (deg)")
     ax.set_title(f"around the densest pixel ({ra0:.2f}, {dec[peak]:.2f})")
+
+
+BAND_COLORS = {"u": "#56b4e9", "g": "#009e73", "r": "#f0e442", "i": "#e69f00", "z": "#d55e00", "y": "#cc79a7"}
+
+
+def object_rows(table: str, object_id, key: str = "objectId", columns=None):
+    """One object's rows of a catalog table, read with pyarrow: the files' statistics prune the rest."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from .errors import UserbatchError
+    from .tables.catalog import Catalog
+    from .tables.read import resolve
+
+    entry = Catalog().get(table)
+    snap = resolve(entry)
+    if key not in snap.schema.names:
+        raise UserbatchError(f"{table} has no column {key!r}")
+    typ = snap.schema.field(key).type
+    try:
+        value = pa.scalar(int(object_id) if pa.types.is_integer(typ) else str(object_id), typ)
+    except ValueError:
+        raise UserbatchError(f"{key} of {table} is {typ}; {object_id!r} is not one") from None
+    paths = [f"{snap.location}/{p}" for p in snap.files.column("path").to_pylist()]
+    ds = pads.dataset(paths, schema=snap.schema, format="parquet")
+    rows = ds.to_table(columns=columns, filter=pads.field(key) == value)
+    if rows.num_rows == 0:
+        raise UserbatchError(f"no rows for {key} {object_id} in {table}")
+    return rows, entry
+
+
+def plot_lightcurve(table: str, object_id, out: str | Path, *, min_period_day: float = 0.05,
+                    key: str = "objectId") -> Path:
+    """A PNG of one object: flux against time per band, its multiband periodogram, the curve folded at the best
+    period."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .ops.lightcurves import DEFAULT_TIME_COLUMN, LSST_BANDS
+    from .ops.periodogram import make_grid, powers
+
+    first, entry = object_rows(table, object_id, key)
+    tcol = entry.properties.get("time_column") or DEFAULT_TIME_COLUMN
+    df = first.select([key, "band", tcol, "psfFlux", "psfFluxErr"]).to_pandas()
+    df = df[np.isfinite(df.psfFlux) & (df.psfFluxErr > 0) & np.isfinite(df[tcol])].sort_values(tcol)
+    bands = [b for b in LSST_BANDS if b in set(df.band)]
+    fig, axes = plt.subplots(3, 1, figsize=(10, 11))
+    for b in bands:
+        d = df[df.band == b]
+        axes[0].errorbar(d[tcol], d.psfFlux, d.psfFluxErr, fmt="o", ms=3, color=BAND_COLORS[b], label=b)
+    axes[0].set(xlabel=f"{tcol} (MJD)", ylabel="psfFlux (nJy)", title=f"{table} {key}={object_id}")
+    axes[0].legend(ncol=len(bands) or 1, fontsize=8)
+    span = float(df[tcol].max() - df[tcol].min()) if len(df) > 1 else 0.0
+    if len(df) >= 5 and span > 0:
+        grid = make_grid(span, min_period_day=min_period_day)
+        num, den = 0.0, 0.0
+        for b in bands:
+            d = df[df.band == b]
+            if len(d) < 5:
+                continue
+            t, y, dy = d[tcol].to_numpy(), d.psfFlux.to_numpy(), d.psfFluxErr.to_numpy()
+            w = 1 / dy ** 2
+            chi0 = float(np.sum(w * (y - np.sum(w * y) / np.sum(w)) ** 2))
+            num = num + chi0 * powers(t, y[None, :], dy[None, :], grid, "finufft")[0]
+            den += chi0
+        if den > 0:
+            p = num / den
+            freq = grid.frequencies
+            best = 1.0 / freq[int(np.argmax(p))]
+            axes[1].plot(1.0 / freq, p, lw=0.6, color="k")
+            axes[1].axvline(best, color="tab:red", lw=0.8)
+            axes[1].set(xscale="log", xlabel="period (days)", ylabel="multiband LS power",
+                        title=f"best period {best:.5g} d")
+            for b in bands:
+                d = df[df.band == b]
+                phase = ((d[tcol] - df[tcol].min()) / best) % 1.0
+                axes[2].errorbar(phase, d.psfFlux, d.psfFluxErr, fmt="o", ms=3, color=BAND_COLORS[b])
+            axes[2].set(xlabel=f"phase at {best:.5g} d", ylabel="psfFlux (nJy)")
+    else:
+        axes[1].text(0.5, 0.5, "too few points for a periodogram", ha="center", transform=axes[1].transAxes)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    log.info("wrote %s", out)
+    return out
