@@ -28,6 +28,7 @@ import pyarrow as pa
 from ..errors import ColumnNotFound, UserbatchError
 from ..tables.catalog import Catalog
 from .lightcurve_kernels import FEATURES, N_FEATURES, segment_features
+from .per_object import PerObject
 
 log = logging.getLogger(__name__)
 
@@ -182,94 +183,13 @@ def _codes(bandv: np.ndarray, bands) -> np.ndarray:
 # ---------------------------------------------------------------- the API
 
 
-@dataclass
-class Features:
-    """A planned feature computation; read it with :meth:`to_arrow`/:meth:`to_pandas`/:meth:`to_spark` or
-    :meth:`write` it as a table."""
+class Features(PerObject):
+    """Planned light-curve features; read with :meth:`to_arrow`/:meth:`to_pandas`/:meth:`to_spark` or
+    :meth:`write` them as a table."""
 
-    spec: Spec
-    source: object  # ("director", FileSide) | ("table", entry, version) | ("arrow", pa.Table) | ("spark", df)
-    engine: str
-    spark: object = None
-    table: str | None = None
-    version: int | None = None
-
-    def explain(self) -> str:
-        kind = self.source[0]
-        if kind == "director":
-            side = self.source[1]
-            return (f"director table {self.table}@{self.version}: {len(side.partitions)} partitions, one unit each, "
-                    f"no shuffle; engine {self.engine}")
-        if kind == "table":
-            return f"table {self.table}@{self.version} (not a director table): one shuffle by object; engine spark"
-        return f"{kind} input; engine {self.engine}"
-
-    def _units(self):
-        side = self.source[1]
-        return [(side.files[i], side.schema) for i in np.argsort(-side.part_rows(), kind="stable")]
-
-    def to_arrow(self) -> pa.Table:
-        kind = self.source[0]
-        spec = self.spec
-        if kind == "arrow":
-            return compute(self.source[1], spec)
-        if kind == "director" and self.engine == "local":
-            from .crossmatch_sides import _read
-            from .partition_tasks import run_local
-
-            schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
-            return run_local(self._units(), lambda u: compute(_read(u[0], u[1], spec.columns), spec), schema)
-        return self.to_spark().toArrow()
-
-    def to_pandas(self):
-        return self.to_arrow().to_pandas()
-
-    def to_spark(self, spark=None):
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        from ..spark import active_session, session
-
-        spark = spark or self.spark or active_session() or session()
-        spec = self.spec
-        kind = self.source[0]
-        if kind == "director" and self.engine == "spark":
-            from .crossmatch_sides import _read
-            from .partition_tasks import run_spark
-
-            schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
-            return run_spark(spark, self._units(), lambda u: compute(_read(u[0], u[1], spec.columns), spec), schema)
-        if kind in ("table", "spark"):
-            if kind == "table":
-                from ..tables.read import read_table
-
-                df = read_table(self.source[1], self.source[2], spark=spark, columns=spec.columns)
-            else:
-                df = self.source[1].select(*spec.columns)
-            otype = pa.int64() if df.schema[spec.object_column].dataType.typeName() == "long" else pa.string()
-            schema = spec.schema(otype)
-            n = max(1, spark.sparkContext.defaultParallelism * 2)
-
-            def run(batches):
-                tables = [pa.Table.from_batches([b]) for b in batches]
-                if tables:
-                    yield from compute(pa.concat_tables(tables), spec).cast(schema).to_batches()
-
-            return df.repartition(n, spec.object_column).mapInArrow(run, from_arrow_schema(schema))
-        t = self.to_arrow()
-        return spark.createDataFrame(t.to_pandas(), from_arrow_schema(t.schema))
-
-    def write(self, name: str, mode: str = "create", *, catalog: Catalog | None = None, provenance=None,
-              **write_options):
-        """Write the features as a table (not spatial: one row per object or per object and band)."""
-        from ..tables.provenance import Provenance
-        from ..tables.write import write_table
-
-        prov = provenance or Provenance(job="forced_source_stats")
-        if self.table:
-            prov.add_input(self.table, self.version)
-        prov.parameters.setdefault("features", self.parameters())
-        return write_table(self.to_spark(), name, mode, catalog=catalog, ra_column=None, dec_column=None,
-                           provenance=prov, **write_options)
+    kernel = staticmethod(compute)
+    job = "forced_source_stats"
+    param_key = "features"
 
     def parameters(self) -> dict:
         s = self.spec

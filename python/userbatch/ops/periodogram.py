@@ -35,6 +35,7 @@ import pyarrow as pa
 from ..errors import UserbatchError
 from ..tables.catalog import Catalog
 from .lightcurves import DEFAULT_TIME_COLUMN, LSST_BANDS
+from .per_object import PerObject
 
 log = logging.getLogger(__name__)
 
@@ -274,84 +275,17 @@ def compute(table: pa.Table, spec: Spec) -> pa.Table:
 # ---------------------------------------------------------------- the API
 
 
-@dataclass
-class Periodograms:
-    spec: Spec
-    source: tuple
-    engine: str
-    spark: object = None
-    table: str | None = None
-    version: int | None = None
+class Periodograms(PerObject):
+    """Planned periodograms; read or write them as :class:`~userbatch.ops.lightcurves.Features`."""
+
+    kernel = staticmethod(compute)
+    job = "periodogram"
+    param_key = "periodogram"
 
     def explain(self) -> str:
         g = self.spec.grid
-        return (f"{self.source[0]} input; grid {g.nf:,} frequencies {g.fmin:.4g}..{g.fmax:.4g} /day "
-                f"(periods {1 / g.fmax:.3g}..{1 / g.fmin:.4g} d); backend {self.spec.backend}; engine {self.engine}")
-
-    def _units(self):
-        side = self.source[1]
-        return [(side.files[i], side.schema) for i in np.argsort(-side.part_rows(), kind="stable")]
-
-    def to_arrow(self) -> pa.Table:
-        spec = self.spec
-        if self.source[0] == "arrow":
-            return compute(self.source[1], spec)
-        if self.source[0] == "director" and self.engine == "local":
-            from .crossmatch_sides import _read
-            from .partition_tasks import run_local
-
-            schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
-            return run_local(self._units(), lambda u: compute(_read(u[0], u[1], spec.columns), spec), schema)
-        return self.to_spark().toArrow()
-
-    def to_pandas(self):
-        return self.to_arrow().to_pandas()
-
-    def to_spark(self, spark=None):
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        from ..spark import active_session, session
-
-        spark = spark or self.spark or active_session() or session()
-        spec = self.spec
-        kind = self.source[0]
-        if kind == "director" and self.engine == "spark":
-            from .crossmatch_sides import _read
-            from .partition_tasks import run_spark
-
-            schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
-            return run_spark(spark, self._units(), lambda u: compute(_read(u[0], u[1], spec.columns), spec), schema)
-        if kind in ("table", "spark"):
-            if kind == "table":
-                from ..tables.read import read_table
-
-                df = read_table(self.source[1], self.source[2], spark=spark, columns=spec.columns)
-            else:
-                df = self.source[1].select(*spec.columns)
-            otype = pa.int64() if df.schema[spec.object_column].dataType.typeName() == "long" else pa.string()
-            schema = spec.schema(otype)
-
-            def run(batches):
-                tables = [pa.Table.from_batches([b]) for b in batches]
-                if tables:
-                    yield from compute(pa.concat_tables(tables), spec).cast(schema).to_batches()
-
-            n = max(1, spark.sparkContext.defaultParallelism * 2)
-            return df.repartition(n, spec.object_column).mapInArrow(run, from_arrow_schema(schema))
-        t = self.to_arrow()
-        return spark.createDataFrame(t.to_pandas(), from_arrow_schema(t.schema))
-
-    def write(self, name: str, mode: str = "create", *, catalog: Catalog | None = None, provenance=None,
-              **write_options):
-        from ..tables.provenance import Provenance
-        from ..tables.write import write_table
-
-        prov = provenance or Provenance(job="periodogram")
-        if self.table:
-            prov.add_input(self.table, self.version)
-        prov.parameters.setdefault("periodogram", self.parameters())
-        return write_table(self.to_spark(), name, mode, catalog=catalog, ra_column=None, dec_column=None,
-                           provenance=prov, **write_options)
+        return (f"{super().explain()}; grid {g.nf:,} frequencies {g.fmin:.4g}..{g.fmax:.4g} /day "
+                f"(periods {1 / g.fmax:.3g}..{1 / g.fmin:.4g} d); backend {self.spec.backend}")
 
     def parameters(self) -> dict:
         s, g = self.spec, self.spec.grid
