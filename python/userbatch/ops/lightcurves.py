@@ -111,28 +111,51 @@ class Spec:
         return pa.schema(fields)
 
 
+@dataclass
+class Series:
+    """Usable rows sorted by (object, band, time); ``starts`` bound each (object, band) light curve."""
+
+    objects: np.ndarray  # every object of the input, sorted, usable rows or not
+    obj: np.ndarray  # the input's object column (all rows)
+    code_all: np.ndarray  # the input's band codes (-1: a band not asked for)
+    obj_i: np.ndarray  # per usable row: index into objects
+    code: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+    dy: np.ndarray
+    starts: np.ndarray
+
+
+def series(table: pa.Table, spec) -> Series:
+    """Light curves of ``table``: rows of the asked-for bands with finite time, flux and a positive error."""
+
+    def col(name, dtype=np.float64):
+        v = table.column(name).to_numpy(zero_copy_only=False)
+        return v.astype(dtype) if dtype is not None else v
+
+    obj = col(spec.object_column, None)
+    code_all = _codes(col(spec.band_column, str), spec.bands)
+    t, y, dy = col(spec.time_column), col(spec.flux_column), col(spec.err_column)
+    objects = np.unique(obj)
+    ok = (code_all >= 0) & np.isfinite(y) & np.isfinite(dy) & (dy > 0) & np.isfinite(t)
+    obj_i = np.searchsorted(objects, obj[ok])
+    code, t, y, dy = code_all[ok], t[ok], y[ok], dy[ok]
+    order = np.lexsort((t, code, obj_i))
+    obj_i, code, t, y, dy = obj_i[order], code[order], t[order], y[order], dy[order]
+    change = np.ones(len(obj_i), dtype=bool)
+    change[1:] = (obj_i[1:] != obj_i[:-1]) | (code[1:] != code[:-1])
+    starts = np.append(np.flatnonzero(change), len(obj_i)).astype(np.int64)
+    return Series(objects, obj, code_all, obj_i, code, t, y, dy, starts)
+
+
 def compute(table: pa.Table, spec: Spec) -> pa.Table:
     """Features of every object in ``table`` (all of each object's rows must be in it)."""
     obj_type = table.schema.field(spec.object_column).type
     schema = spec.schema(obj_type)
     if table.num_rows == 0:
         return schema.empty_table()
-    obj = table.column(spec.object_column).to_numpy(zero_copy_only=False)
-    bandv = table.column(spec.band_column).to_numpy(zero_copy_only=False).astype(str)
-    t = table.column(spec.time_column).to_numpy(zero_copy_only=False).astype(np.float64)
-    f = table.column(spec.flux_column).to_numpy(zero_copy_only=False).astype(np.float64)
-    e = table.column(spec.err_column).to_numpy(zero_copy_only=False).astype(np.float64)
-    objects = np.unique(obj)  # every object in the input gets a row, even with no usable point
-    code_all = _codes(bandv, spec.bands)
-    code = code_all
-    ok = (code >= 0) & np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(t)
-    obj_i = np.searchsorted(objects, obj[ok])
-    code, t, f, e = code[ok], t[ok], f[ok], e[ok]
-    order = np.lexsort((t, code, obj_i))
-    obj_i, code, t, f, e = obj_i[order], code[order], t[order], f[order], e[order]
-    change = np.ones(len(obj_i), dtype=bool)
-    change[1:] = (obj_i[1:] != obj_i[:-1]) | (code[1:] != code[:-1])
-    starts = np.append(np.flatnonzero(change), len(obj_i)).astype(np.int64)
+    ser = series(table, spec)
+    objects, obj_i, code, t, f, e, starts = ser.objects, ser.obj_i, ser.code, ser.t, ser.y, ser.dy, ser.starts
     nseg = len(starts) - 1
     vals = np.empty((nseg, N_FEATURES), dtype=np.float64)
     segment_features(starts, t, f, e, vals)
@@ -152,9 +175,9 @@ def compute(table: pa.Table, spec: Spec) -> pa.Table:
 
     if spec.layout == "long":
         # one row per (object, band) that has any row in the input, usable or not
-        inband = code_all >= 0
-        present = np.unique(np.column_stack([np.searchsorted(objects, obj[inband]), code_all[inband]]), axis=0) \
-            .reshape(-1, 2)
+        inband = ser.code_all >= 0
+        present = np.unique(np.column_stack([np.searchsorted(objects, ser.obj[inband]), ser.code_all[inband]]),
+                            axis=0).reshape(-1, 2)
         full = np.full((len(present), len(names)), np.nan)
         full[:, nd] = 0
         key = present[:, 0] * len(spec.bands) + present[:, 1]

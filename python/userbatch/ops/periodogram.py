@@ -35,6 +35,7 @@ import pyarrow as pa
 from ..errors import UserbatchError
 from ..tables.catalog import Catalog
 from .lightcurves import DEFAULT_TIME_COLUMN, LSST_BANDS
+from .lightcurves import series as series_of
 from .per_object import PerObject
 
 log = logging.getLogger(__name__)
@@ -168,24 +169,8 @@ def compute(table: pa.Table, spec: Spec) -> pa.Table:
     schema = spec.schema(otype)
     if table.num_rows == 0:
         return schema.empty_table()
-    obj = table.column(spec.object_column).to_numpy(zero_copy_only=False)
-    band = table.column(spec.band_column).to_numpy(zero_copy_only=False).astype(str)
-    t = table.column(spec.time_column).to_numpy(zero_copy_only=False).astype(np.float64)
-    y = table.column(spec.flux_column).to_numpy(zero_copy_only=False).astype(np.float64)
-    dy = table.column(spec.err_column).to_numpy(zero_copy_only=False).astype(np.float64)
-    code = np.full(len(band), -1, np.int64)
-    for i, b in enumerate(spec.bands):
-        code[band == b] = i
-    ok = (code >= 0) & np.isfinite(t) & np.isfinite(y) & np.isfinite(dy) & (dy > 0)
-    objects = np.unique(obj)
-    oi = np.searchsorted(objects, obj[ok])
-    code, t, y, dy = code[ok], t[ok], y[ok], dy[ok]
-    # series: (object, band) pairs, rows sorted by time inside each
-    order = np.lexsort((t, code, oi))
-    oi, code, t, y, dy = oi[order], code[order], t[order], y[order], dy[order]
-    change = np.ones(len(oi), bool)
-    change[1:] = (oi[1:] != oi[:-1]) | (code[1:] != code[:-1])
-    starts = np.append(np.flatnonzero(change), len(oi))
+    ser = series_of(table, spec)
+    objects, oi, code, t, y, dy, starts = ser.objects, ser.obj_i, ser.code, ser.t, ser.y, ser.dy, ser.starts
     series = [(int(oi[a]), int(code[a]), a, b) for a, b in zip(starts[:-1], starts[1:])]
     grid = spec.grid
     power = {}
