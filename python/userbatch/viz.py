@@ -166,8 +166,10 @@ def plot_lightcurve(table: str, object_id, out: str | Path, *, min_period_day: f
             for b in bands:
                 d = df[df.band == b]
                 phase = ((d[tcol] - df[tcol].min()) / best) % 1.0
-                axes[2].errorbar(phase, d.psfFlux, d.psfFluxErr, fmt="o", ms=3, color=BAND_COLORS[b])
-            axes[2].set(xlabel=f"phase at {best:.5g} d", ylabel="psfFlux (nJy)")
+                scale = float(np.median(d.psfFlux)) or 1.0  # bands differ by colour: compare shapes
+                axes[2].errorbar(phase, d.psfFlux / scale, d.psfFluxErr / abs(scale), fmt="o", ms=3,
+                                 color=BAND_COLORS[b], label=b)
+            axes[2].set(xlabel=f"phase at {best:.5g} d", ylabel="psfFlux / band median")
     else:
         axes[1].text(0.5, 0.5, "too few points for a periodogram", ha="center", transform=axes[1].transAxes)
     fig.tight_layout()
