@@ -161,7 +161,8 @@ def compute(table: pa.Table, spec: Spec) -> pa.Table:
     segment_features(starts, t, f, e, vals)
     extractor = make_extractor(spec.lc_features)
     if extractor is not None and nseg:
-        lcs = [(t[a:b], f[a:b], e[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+        # copies, not views: light-curve handles a view of a large array many times slower (measured ~100x)
+        lcs = [(t[a:b].copy(), f[a:b].copy(), e[a:b].copy()) for a, b in zip(starts[:-1], starts[1:])]
         extra = np.asarray(extractor.many(lcs, fill_value=np.nan, sorted=True, check=False, n_jobs=1))
         vals = np.hstack([vals, extra.reshape(nseg, -1)])
     seg_obj, seg_band = obj_i[starts[:-1]], code[starts[:-1]]
