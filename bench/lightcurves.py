@@ -30,7 +30,6 @@ Last line: ``RESULT lc_speedup_vs_pandas=<baseline warm / userbatch local warm> 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -125,46 +124,8 @@ def build_dir(args) -> Path:
 def build_worker(args) -> int:
     """Child process: the three userbatch tables under build_dir, their catalog entries in ``tables.json``."""
     meta = ensure_lc_input(args)
-    src = input_dir(args)
-    ddir = build_dir(args)
-    shutil.rmtree(ddir, ignore_errors=True)
-    ddir.mkdir(parents=True)
-    # a catalog of its own: the build's entries never reach a user's or the run's catalog
-    os.environ["USERBATCH_HOME"] = str(args.work / "build_home")
-    os.environ.pop("USERBATCH_WAREHOUSE", None)
-    os.environ.pop("USERBATCH_DB_URL", None)
-    import userbatch
-    from userbatch.tables.catalog import Catalog
-    from userbatch.tables.director import VisitTimes, write_child_table
-    from userbatch.tables.write import write_table
-
-    spark = userbatch.session(master="local[2]")
-    t: dict = {}
-    res: dict = {}
-    with C.timed(t, "object"):
-        r = write_table(spark.read.parquet(str(src / meta["object"])), OBJECT, pixel_threshold=threshold_of(args),
-                        ra_column="coord_ra", dec_column="coord_dec", location=str(ddir / "object"),
-                        description="bench/lightcurves.py simulated Object")
-        res["object"] = {"rows": r.rows, "partitions": r.partitions}
-    with C.timed(t, "visit"):
-        r = write_table(spark.read.parquet(str(src / meta["visit"])), VISIT, ra_column=None, dec_column=None,
-                        location=str(ddir / "visit"), description="bench/lightcurves.py simulated Visit")
-        res["visit"] = {"rows": r.rows}
-    with C.timed(t, "forced_source"):
-        r = write_child_table(spark.read.parquet(*[str(src / f) for f in meta["forced_source"]]), FORCED,
-                              parent=OBJECT, times=VisitTimes(VISIT), location=str(ddir / "forced_source"),
-                              description="bench/lightcurves.py simulated ForcedSource (director child of Object)")
-        res["forced_source"] = {"rows": r.rows, "partitions": r.partitions, "rejected": r.rejected}
-    spark.stop()
-    cat = Catalog()
-    entries = {}
-    for name in (OBJECT, VISIT, FORCED):
-        d = dataclasses.asdict(cat.get(name))
-        for k in ("owner", "created_at"):
-            d.pop(k, None)
-        entries[name] = d
-    (ddir / "tables.json").write_text(json.dumps({"entries": entries, "results": res, "build_s": t}, indent=1))
-    return 0
+    return C.build_survey_tables(input_dir(args), meta, build_dir(args), args.work, threshold_of(args),
+                                 (OBJECT, VISIT, FORCED), "bench/lightcurves.py")
 
 
 def ensure_built(args, env: dict) -> dict:

@@ -274,3 +274,52 @@ def process_tree_cpu_s(root_pid: int) -> float:
             total += stats[pid][1]
             todo.extend(p for p, (pp, _) in stats.items() if pp == pid)
     return total / tick
+
+
+def build_survey_tables(src: Path, meta: dict, ddir: Path, work: Path, threshold: int, names: tuple[str, str, str],
+                        label: str) -> int:
+    """Child process body shared by the light-curve benchmarks: Object (HEALPix, ``threshold`` rows per pixel),
+    Visit (non-spatial) and ForcedSource as a director child of Object with visit times, under ``ddir``; their
+    catalog entries, row counts and build times in ``ddir/tables.json``."""
+    import dataclasses
+    import json
+
+    obj_name, visit_name, fs_name = names
+    shutil.rmtree(ddir, ignore_errors=True)
+    ddir.mkdir(parents=True)
+    # a catalog of its own: the build's entries never reach a user's or the run's catalog
+    os.environ["USERBATCH_HOME"] = str(work / "build_home")
+    os.environ.pop("USERBATCH_WAREHOUSE", None)
+    os.environ.pop("USERBATCH_DB_URL", None)
+    import userbatch
+    from userbatch.tables.catalog import Catalog
+    from userbatch.tables.director import VisitTimes, write_child_table
+    from userbatch.tables.write import write_table
+
+    spark = userbatch.session(master="local[2]")
+    t: dict = {}
+    res: dict = {}
+    with timed(t, "object"):
+        r = write_table(spark.read.parquet(str(src / meta["object"])), obj_name, pixel_threshold=threshold,
+                        ra_column="coord_ra", dec_column="coord_dec", location=str(ddir / "object"),
+                        description=f"{label} simulated Object")
+        res["object"] = {"rows": r.rows, "partitions": r.partitions}
+    with timed(t, "visit"):
+        r = write_table(spark.read.parquet(str(src / meta["visit"])), visit_name, ra_column=None, dec_column=None,
+                        location=str(ddir / "visit"), description=f"{label} simulated Visit")
+        res["visit"] = {"rows": r.rows}
+    with timed(t, "forced_source"):
+        r = write_child_table(spark.read.parquet(*[str(src / f) for f in meta["forced_source"]]), fs_name,
+                              parent=obj_name, times=VisitTimes(visit_name), location=str(ddir / "forced_source"),
+                              description=f"{label} simulated ForcedSource (director child of Object)")
+        res["forced_source"] = {"rows": r.rows, "partitions": r.partitions, "rejected": r.rejected}
+    spark.stop()
+    cat = Catalog()
+    entries = {}
+    for name in names:
+        d = dataclasses.asdict(cat.get(name))
+        for k in ("owner", "created_at"):
+            d.pop(k, None)
+        entries[name] = d
+    (ddir / "tables.json").write_text(json.dumps({"entries": entries, "results": res, "build_s": t}, indent=1))
+    return 0
