@@ -403,7 +403,7 @@ def measure(args) -> int:
     checks = [(ok, "userbatch local vs baseline:\n" + "\n".join(notes))]
     r["objects_out"] = results["userbatch"].num_rows
     r["columns_out"] = results["userbatch"].num_columns
-    del df
+    df = None  # frees the baseline input before the end-to-end runs (the lambdas above are done)
     gc.collect()
 
     # end to end, once each: the same computation from files
