@@ -235,25 +235,26 @@ def baseline_features(df):
     out["psfFluxMax"] = red["max"].to_numpy()
     out["psfFluxSkew"] = red["skew"].to_numpy()
 
-    # Stetson J about Stetson's iteratively reweighted mean: all groups at once, each stops when it converges
+    # Stetson J about Stetson's iteratively reweighted mean: all groups at once, each stops when it converges.
+    # The rows of still-iterating groups are kept in compressed copies, re-compressed when a quarter has stopped.
     nf = np.sqrt(n / np.where(two, n - 1.0, np.nan))
     smean = mean.copy()
     active = two.copy()
     rows = np.flatnonzero(active[gid])
+    gr, fr, er, wr, nfr = gid[rows], f[rows], e[rows], w[rows], nf[gid[rows]]
     for _ in range(20):
-        if not len(rows):
-            break
-        gr = gid[rows]
-        chi = np.abs(nf[gr] * (f[rows] - smean[gr]) / e[rows])
-        ww = w[rows] / (1.0 + (chi / 2.0) ** 2)
-        sw2 = np.bincount(gr, weights=ww, minlength=ng)
-        swf2 = np.bincount(gr, weights=ww * f[rows], minlength=ng)
         act = np.flatnonzero(active)
-        new = swf2[act] / sw2[act]
+        if not len(act):
+            break
+        chi = np.abs(nfr * (fr - smean[gr]) / er)
+        ww = wr / (1.0 + (chi / 2.0) ** 2)
+        new = np.bincount(gr, weights=ww * fr, minlength=ng)[act] / np.bincount(gr, weights=ww, minlength=ng)[act]
         diff = np.abs(new - smean[act])
         smean[act] = new
         active[act[(diff / np.abs(new) < 1e-6) & (diff < 1e-6)]] = False
-        rows = rows[active[gr]]
+        keep = active[gr]
+        if keep.sum() < 0.75 * len(gr):
+            gr, fr, er, wr, nfr = gr[keep], fr[keep], er[keep], wr[keep], nfr[keep]
     p = (nf[gid] * (f - smean[gid]) / e) ** 2 - 1.0
     out["psfFluxStetsonJ"] = np.where(two, gsum(np.copysign(np.sqrt(np.abs(p)), p)) / n, np.nan)
 
@@ -415,8 +416,8 @@ def measure(args) -> int:
     if not args.no_raw:
         r["e2e_raw_s"], _, base3 = timed_call(lambda: baseline_features(read_raw(src, meta)))
         checks.append((base3.index.equals(results["baseline"].index) and len(base3) == len(results["baseline"]),
-                       f"baseline from raw Parquet + Visit merge: {len(base3):,} objects (same set as from the "
-                       f"director table)"))
+                       (f"baseline from raw Parquet + Visit merge: {len(base3):,} objects (same set as from the "
+                        "director table)")))
         del base3
         gc.collect()
         log.info("baseline end to end from raw ForcedSource + Visit (merge): %.2f s", r["e2e_raw_s"])
