@@ -78,8 +78,8 @@ def extractor_names(extractor) -> list[str]:
 
 
 @dataclass
-class Spec:
-    """What to compute, and from which columns; travels to Spark executors."""
+class Columns:
+    """Where a light curve's values are, and which bands are used: shared by every per-object computation."""
 
     object_column: str = "objectId"
     band_column: str = "band"
@@ -87,13 +87,19 @@ class Spec:
     flux_column: str = "psfFlux"
     err_column: str = "psfFluxErr"
     bands: tuple[str, ...] = LSST_BANDS
-    layout: str = "wide"
-    lc_features: list = field(default_factory=list)
-    extra_names: list[str] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
         return [self.object_column, self.band_column, self.time_column, self.flux_column, self.err_column]
+
+
+@dataclass
+class Spec(Columns):
+    """What to compute, and from which columns; travels to Spark executors."""
+
+    layout: str = "wide"
+    lc_features: list = field(default_factory=list)
+    extra_names: list[str] = field(default_factory=list)
 
     def feature_names(self) -> list[str]:
         return list(FEATURES) + self.extra_names

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from ..errors import UserbatchError
 from ..tables.catalog import Catalog
-from .lightcurves import DEFAULT_TIME_COLUMN, LSST_BANDS
+from .lightcurves import LSST_BANDS, Columns
 from .lightcurves import series as series_of
 from .per_object import PerObject
 
@@ -132,22 +132,12 @@ def _peaks(p: np.ndarray, n: int) -> np.ndarray:
 
 
 @dataclass
-class Spec:
-    object_column: str = "objectId"
-    band_column: str = "band"
-    time_column: str = DEFAULT_TIME_COLUMN
-    flux_column: str = "psfFlux"
-    err_column: str = "psfFluxErr"
-    bands: tuple[str, ...] = LSST_BANDS
+class Spec(Columns):
     multiband: bool = False
     top_n: int = 1
     fap: bool = True
     backend: str = "finufft"
     grid: Grid | None = None
-
-    @property
-    def columns(self) -> list[str]:
-        return [self.object_column, self.band_column, self.time_column, self.flux_column, self.err_column]
 
     def schema(self, object_type=pa.int64()) -> pa.Schema:
         fields = [pa.field(self.object_column, object_type)]
