@@ -395,6 +395,338 @@ def jobs_run(ctx, template, config, params, show):
     click.echo(json.dumps(run_template(template, resolved), indent=2, default=str))
 
 
+# ------------------------------------------------------------------------------------------------ facility
+
+def _facility():
+    """The facility API when USERBATCH_API_URL is set, else the facility in this process."""
+    from .facility.client import client_from_env
+
+    remote = client_from_env()
+    if remote is not None:
+        return remote
+    from .facility.service import Facility
+
+    return Facility()
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _run_line(r: dict) -> str:
+    charge = r.get("charged_core_hours")
+    money = f"charged {charge:.4f} core-h" if charge is not None else f"reserved {r['reserved_core_hours']:.2f} core-h"
+    return (f"{r['id']}  {r['state']:9s} {r['kind']:8s} {r['name'][:24]:24s} {r['user']:10s} "
+            f"{(r.get('group') or '-'):10s} {r['cores']:>2d} cores  {money}  {r['submitted_at'][:19]}")
+
+
+def _show_run(r: dict) -> None:
+    click.echo(_run_line(r))
+    p = r.get("progress") or {}
+    if p:
+        click.echo(f"  stage: {p.get('stage')}  tasks {p.get('tasks_done')}/{p.get('tasks_total')}")
+    elif r.get("stage") and r["stage"] != r["state"]:
+        click.echo(f"  stage: {r['stage']}")
+    if r.get("error"):
+        click.echo(f"  error: {r['error']}")
+    for o in (r.get("result") or {}).get("outputs", []):
+        click.echo(f"  output: {o['table']}@v{o['version']} ({o['rows']:,} rows)")
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("template", required=False)
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Template parameter (repeatable).")
+@click.option("--file", "job_file", type=click.Path(), help="Job file (YAML: template, parameters).")
+@click.option("--script", type=click.Path(exists=True, dir_okay=False), help="A PySpark script to run instead.")
+@click.option("--arg", "script_args", multiple=True, help="Argument passed to --script (repeatable).")
+@click.option("--workflow", type=click.Path(exists=True, dir_okay=False), help="A SQL workflow YAML to run once.")
+@click.option("--group", help="Charge this group's allocation (you must be a member).")
+@click.option("--cores", type=int, help="Cores to run on (default from the facility config).")
+@click.option("--max-hours", type=float, help="Wall-time limit; cores x hours is reserved from your quota.")
+@click.option("--wait", is_flag=True, help="Wait for the run to end and print its charge.")
+@click.option("--json", "as_json", is_flag=True)
+def submit(template, params, job_file, script, script_args, workflow, group, cores, max_hours, wait, as_json):
+    """Submit a run and return its id at once: a TEMPLATE with -p/--file, a --script, or a --workflow."""
+    from .facility.templates import parse_overrides
+
+    fac = _facility()
+    kwargs = dict(group=group, cores=cores, max_hours=max_hours)
+    if script:
+        run = fac.submit(script=(Path(script).name, Path(script).read_text()), script_args=list(script_args),
+                         **kwargs)
+    elif workflow:
+        run = fac.submit(workflow=Path(workflow).read_text(), **kwargs)
+    else:
+        if not template and not job_file:
+            raise UserbatchError("name a TEMPLATE ('userbatch jobs list'), or give --file, --script or --workflow")
+        run = fac.submit(template=template, params=parse_overrides(list(params)), job_file=job_file, **kwargs)
+    if wait:
+        run = fac.wait(run["id"])
+    if as_json:
+        _echo_json(run)
+    elif wait:
+        _show_run(run)
+    else:
+        click.echo(run["id"])
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(run_id, as_json):
+    """A run's state, stage and Spark progress (tasks done/total)."""
+    r = _facility().status(run_id)
+    _echo_json(r) if as_json else _show_run(r)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--tail", type=int, default=200, show_default=True, help="Last lines (0 for all).")
+def logs(run_id, tail):
+    """The driver log of a run."""
+    click.echo(_facility().logs(run_id, tail or None))
+
+
+@main.command()
+@click.argument("run_id")
+def cancel(run_id):
+    """Cancel a queued or running run (its Spark application is stopped; used time is charged)."""
+    r = _facility().cancel(run_id)
+    click.echo(f"{r['id']}: {r['state']}" + (" (stopping)" if r["state"] not in ("cancelled",) else ""))
+
+
+@main.command()
+@click.option("--user", help="Another user's runs (admins).")
+@click.option("--state", help="queued, running, succeeded, failed, cancelled, or active.")
+@click.option("--all", "all_users", is_flag=True, help="Everyone's runs (admins).")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(user, state, all_users, limit, as_json):
+    """Your runs, newest first."""
+    rows = _facility().runs(user=user, state=state, all_users=all_users, limit=limit)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("no runs")
+    for r in rows:
+        click.echo(_run_line(r))
+
+
+@main.command()
+@click.argument("run_id")
+def results(run_id):
+    """The tables a run wrote (with versions) and the inputs it read."""
+    res = _facility().results(run_id)
+    click.echo(f"{res['id']}: {res['state']}")
+    for o in res["outputs"]:
+        click.echo(f"  output {o['table']}@v{o['version']}  {o['rows']:,} rows")
+    for i in res["inputs"]:
+        click.echo(f"  input  {i['table']}@v{i['version']}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--output-map", multiple=True, metavar="OLD=NEW", help="Write output OLD as NEW (default OLD_rerun_<id>).")
+@click.option("--wait", is_flag=True)
+def rerun(run_id, output_map, wait):
+    """Run RUN_ID again from exactly the input versions it read."""
+    mapping = dict(m.split("=", 1) for m in output_map if "=" in m)
+    r = _facility().rerun(run_id, output_map=mapping, wait=wait)
+    _show_run(r) if wait else click.echo(r["id"])
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--output", "-o", type=click.Path(), default=".", show_default=True, help="Directory or .tar.gz.")
+def export(run_id, output):
+    """A self-contained bundle of a run (job, resolved config, input versions, submit command)."""
+    click.echo(str(_facility().export(run_id, output)))
+
+
+@main.command()
+@click.argument("table")
+@click.option("--json", "as_json", is_flag=True)
+def provenance(table, as_json):
+    """How TABLE[@VERSION] came to be: its run, parameters and inputs, walked back."""
+    name, _, ver = table.partition("@")
+    if ver and not ver.lstrip("v").isdigit():
+        raise UserbatchError(f"{table}: use NAME or NAME@VERSION")
+    tree = _facility().provenance(name, int(ver.lstrip("v")) if ver else None)
+    if as_json:
+        _echo_json(tree)
+        return
+
+    def show(node, indent=0):
+        pad = "  " * indent
+        what = f"{node['table']}@v{node.get('version')}" if node.get("table") else node.get("path", "?")
+        extra = " ".join(f"{k}={node[k]}" for k in ("job", "run_id", "user", "code_version") if node.get(k))
+        click.echo(f"{pad}{what}  {extra}{('  ' + node['note']) if node.get('note') else ''}")
+        for child in node.get("inputs", []):
+            show(child, indent + 1)
+
+    show(tree)
+
+
+@main.group()
+def quota():
+    """Allocations: show yours, change them (admins)."""
+
+
+@quota.command("show")
+@click.option("--user", help="Another user's (admins).")
+@click.option("--json", "as_json", is_flag=True)
+def quota_show(user, as_json):
+    q = _facility().quota_show(user)
+    if as_json:
+        _echo_json(q)
+        return
+    click.echo(f"{'':24s} {'allocation':>10s} {'used':>10s} {'reserved':>10s} {'remaining':>10s}  cores      storage GB")
+    for b in [q["user"], *q["groups"]]:
+        click.echo(f"{b['subject_kind'] + ' ' + b['subject']:24s} {b['core_hours']:>10.2f} {b['used']:>10.4f} "
+                   f"{b['reserved']:>10.2f} {b['remaining']:>10.2f}  {b['running_cores']}/{b['max_cores']:<8d} "
+                   f"{b['storage_used_gb']:.3f}/{b['storage_gb']:.0f}   ({b['period']})")
+
+
+@quota.command("set")
+@click.option("--user")
+@click.option("--group")
+@click.option("--core-hours", type=float)
+@click.option("--max-cores", type=int)
+@click.option("--storage-gb", type=float)
+def quota_set(user, group, core_hours, max_cores, storage_gb):
+    """Change a user's or group's allocation (admins; audited)."""
+    if bool(user) == bool(group):
+        raise UserbatchError("give exactly one of --user or --group")
+    after = _facility().quota_set("user" if user else "group", user or group, core_hours=core_hours,
+                                  max_cores=max_cores, storage_gb=storage_gb)
+    click.echo(f"{'user' if user else 'group'} {user or group}: {after}")
+
+
+@quota.command("audit")
+@click.option("--limit", type=int, default=50, show_default=True)
+def quota_audit(limit):
+    """Recent quota, user, group and token changes (admins)."""
+    for a in _facility().audit_log(limit):
+        click.echo(f"{a['at'][:19]} {a['actor']:10s} {a['action']:14s} {a['subject']:20s} {a['before']} -> {a['after']}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def capacity(as_json):
+    """Allocations against the facility's user-computing capacity."""
+    c = _facility().capacity()
+    if as_json:
+        _echo_json(c)
+        return
+    click.echo(f"capacity: {c['total_cores']} cores x {c['user_fraction']:.0%} for users = "
+               f"{c['user_capacity_core_hours']:,.0f} core-hours per {c['period']}")
+    click.echo(f"allocated: {c['allocated_core_hours']:,.0f} core-hours ({c['allocated_fraction']:.1%}): users "
+               f"{c['allocated_user_core_hours']:,.0f}, groups {c['allocated_group_core_hours']:,.0f}")
+    for w in c["warnings"]:
+        click.echo(f"warning: {w}")
+
+
+@main.group()
+def workflow():
+    """Scheduled SQL workflows (YAML files of named SQL steps)."""
+
+
+@workflow.command("run")
+@click.argument("source")
+@click.option("--group")
+@click.option("--wait", is_flag=True)
+def workflow_run(source, group, wait):
+    """Run a workflow once: a YAML file, or the name of one you registered."""
+    fac = _facility()
+    r = fac.submit(workflow=Path(source).read_text(), group=group) if Path(source).is_file() \
+        else fac.run_workflow(source)
+    if wait:
+        r = fac.wait(r["id"])
+        _show_run(r)
+    else:
+        click.echo(r["id"])
+
+
+@workflow.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--group")
+def workflow_add(path, group):
+    """Register a workflow; with a 'schedule:' (cron) the facility runs it when due."""
+    w = _facility().add_workflow(Path(path).read_text(), group=group)
+    click.echo(f"workflow {w['name']} ({w['id']}) schedule={w['schedule'] or 'none'} next={w['next_run_at']}")
+
+
+@workflow.command("list")
+def workflow_list():
+    for w in _facility().workflows():
+        click.echo(f"{w['name']:24s} {w['owner']:10s} {w['schedule'] or '-':16s} next={w['next_run_at']} "
+                   f"last={w['last_run_id']}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--no-worker", is_flag=True, help="Only the API (another process runs the worker).")
+def serve(host, port, no_worker):
+    """Start the REST API (OpenAPI docs at /docs) and the worker that launches queued runs."""
+    from .facility.api import serve as run_server
+
+    run_server(host=host, port=port, with_worker=not no_worker)
+
+
+@main.command()
+@click.option("--until-idle", is_flag=True, help="Exit once nothing is queued or running.")
+def worker(until_idle):
+    """Run the facility worker in the foreground."""
+    from .facility.worker import main as worker_main
+
+    sys.exit(worker_main(["--until-idle"] if until_idle else []))
+
+
+@main.group()
+def admin():
+    """Users, groups and API tokens (admins)."""
+
+
+@admin.command("user")
+@click.argument("name")
+@click.option("--admin", "is_admin", is_flag=True)
+@click.option("--group", "groups", multiple=True)
+def admin_user(name, is_admin, groups):
+    """Add a user (or add them to groups)."""
+    click.echo(json.dumps(_facility().add_user(name, admin=is_admin, groups=list(groups))))
+
+
+@admin.command("group")
+@click.argument("name")
+@click.option("--member", "members", multiple=True)
+@click.option("--description", default="")
+def admin_group(name, members, description):
+    """Add a group (or members to it)."""
+    click.echo(json.dumps(_facility().add_group(name, members=list(members), description=description)))
+
+
+@admin.command("token")
+@click.argument("user", required=False)
+@click.option("--label", default="")
+@click.option("--revoke", metavar="TOKEN_ID", help="Revoke this token instead.")
+def admin_token(user, label, revoke):
+    """Create an API token for USER (default yourself); it is shown once and stored hashed."""
+    fac = _facility()
+    if revoke:
+        click.echo(json.dumps(fac.revoke_token(revoke)))
+        return
+    t = fac.create_token(user, label=label)
+    click.echo(f"token for {t['user']} (id {t['id']}): {t['token']}")
+
+
+@admin.command("users")
+def admin_users():
+    for u in _facility().users():
+        click.echo(f"{u['user']:16s} admin={u['admin']} groups={','.join(u['groups'])}")
+
+
 # ------------------------------------------------------------------------------------------------ light curves
 
 @main.group()

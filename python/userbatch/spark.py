@@ -62,9 +62,14 @@ def session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
+    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))  # launched by spark-submit: its JVM is configured
     master = master or os.environ.get("SPARK_MASTER") or "local[*]"
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {**_base_conf(master), **(conf or {})}.items():
+    base = _base_conf(master)
+    if submitted:  # what spark-submit was given (driver memory, app name, event log) stands
+        for key in ("spark.driver.memory", "spark.driver.extraJavaOptions"):
+            base.pop(key)
+    for key, value in {**base, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("USERBATCH_SPARK_LOG_LEVEL", "ERROR"))

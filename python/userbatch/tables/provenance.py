@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import settings
+from . import runctx
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,8 +33,8 @@ def code_version() -> str:
 
 @dataclass
 class Provenance:
-    job: str = "interactive"
-    run_id: str | None = None
+    job: str = field(default_factory=lambda: runctx.job_name() or "interactive")
+    run_id: str | None = field(default_factory=runctx.run_id)
     user: str = field(default_factory=lambda: settings().user)
     group: str | None = None
     inputs: list[dict] = field(default_factory=list)  # [{"table": name, "version": int}] or {"path": ...}

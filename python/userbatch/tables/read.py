@@ -18,7 +18,7 @@ import pyarrow.dataset as pads
 
 from ..errors import UserbatchError
 from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
-from . import delta
+from . import delta, runctx
 from .catalog import Catalog, TableEntry
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,19 @@ def path_pixel(path: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def resolve(entry: TableEntry, version: int | None = None, timestamp=None) -> delta.Snapshot:
-    """The files of one version of a table, whatever its format."""
+def resolve(entry: TableEntry, version: int | None = None, timestamp=None, record: bool = True) -> delta.Snapshot:
+    """The files of one version of a table, whatever its format.
+
+    Without a version or timestamp, a facility run reads the version its inputs are pinned to (see
+    :mod:`.runctx`); ``record`` notes the version read as one of the run's inputs.
+    """
     if entry.format == "delta":
-        return delta.snapshot(entry.location, version=version, timestamp=timestamp)
+        if version is None and timestamp is None:
+            version = runctx.pinned_version(entry.name)
+        snap = delta.snapshot(entry.location, version=version, timestamp=timestamp)
+        if record:
+            runctx.record_read(entry.name, snap.version)
+        return snap
     if version is not None or timestamp is not None:
         raise UserbatchError(f"table {entry.name} is {entry.format}, which keeps no history; drop version/timestamp")
     if entry.format == "hats":

@@ -25,7 +25,7 @@ def _glob_escape(text: str) -> str:
 
 
 def view_sql(entry: TableEntry, version: int | None = None) -> str:
-    snap = resolve(entry, version=version)
+    snap = resolve(entry, version=version, record=False)
     if snap.files.num_rows == 0:
         cols = ", ".join(f"CAST(NULL AS {sql_type}) AS `{name}`" for name, sql_type in _spark_fields(snap.schema))
         return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT {cols or '1 AS `_empty`'} WHERE false"

@@ -35,8 +35,9 @@ from ..sky.healpix import (
     valid_radec_mask,
 )
 from ..sky.margins import margin_order, margin_pairs
-from . import delta
+from . import delta, runctx
 from .catalog import Catalog, TableEntry
+from .info import partitions_of
 from .partitioning import (
     DEFAULT_HIGHEST_ORDER,
     DEFAULT_THRESHOLD,
@@ -44,7 +45,6 @@ from .partitioning import (
     pack_tasks,
     plan_from_histogram,
 )
-from .info import partitions_of
 from .placement import task_keys
 from .provenance import Provenance
 from .read import resolve, to_spark
@@ -397,6 +397,8 @@ def write_table(
     to use as they are, whatever their row counts (a director table's layout, so children land with their parent).
     """
     timings: dict = {}
+    name = runctx.output_name(name)
+    runctx.check_writable(name)
     cat = catalog or Catalog()
     if on_bad_coords not in BAD_COORD_POLICIES:
         raise UserbatchError(f"on_bad_coords must be one of {', '.join(BAD_COORD_POLICIES)}")
@@ -427,13 +429,14 @@ def write_table(
                 rel, _, schema = _write_files(data, Path(entry.location), partitioned=False)
             with _stage("commit", timings):
                 version = _commit(Path(entry.location), rel, schema, mode, {**prov.as_dict()})
-            rows = resolve(entry).num_rows
+            rows = resolve(entry, record=False).num_rows
             result = WriteResult(entry.name, version, rows)
     except BaseException:
         if created and not delta.is_delta_table(entry.location):
             cat.drop(name)
         raise
     result.timings_s = timings
+    runctx.record_write(result.table, result.version, result.rows)
     _refresh_view(entry)
     return result
 
@@ -450,7 +453,7 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
     columns = src.columns + [SPATIAL_INDEX_COLUMN]
     ra, dec = entry.ra_column, entry.dec_column
     with _stage("plan", timings):
-        existing = partitions_of(resolve(entry)) if (mode == "append" and not created) else None
+        existing = partitions_of(resolve(entry, record=False)) if (mode == "append" and not created) else None
         if fixed_partitions is not None and len(fixed_partitions):
             existing = np.asarray(fixed_partitions, dtype=np.int64).reshape(-1, 2)
         if existing is not None and len(existing) == 0:
@@ -513,7 +516,7 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
             meta = {**prov.as_dict(), "margin_of": entry.name, "margin_order": m_order,
                     "radius_arcsec": entry.margin_radius_arcsec}
             if rebuild_margin:
-                source = good.select(*columns).unionByName(to_spark(spark, resolve(entry)).select(*columns))
+                source = good.select(*columns).unionByName(to_spark(spark, resolve(entry, record=False)).select(*columns))
                 dests = _margin_destinations(spark, plan, keys, m_order)
                 copies = _with_margin_copies(source, dests, m_order, columns, keep_own=False)
                 out = copies.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY, MARGIN_FLAG).sortWithinPartitions(

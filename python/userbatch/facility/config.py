@@ -1,0 +1,141 @@
+"""The facility configuration: capacity, the user-computing fraction, accounting period, default and seeded
+quotas, admins, namespace owners and the runner — one YAML file (``conf/facility.yaml``, or
+``USERBATCH_FACILITY_CONFIG``).
+
+The database holds the live quotas (admins change them there, audited); this file seeds them — a user or group
+first seen gets the quota the file gives it — and declares what the database cannot: how big the facility is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserbatchError
+
+DEFAULT_PATH = Path(__file__).resolve().parents[3] / "conf" / "facility.yaml"
+PERIODS = ("month", "quarter", "year")
+HOURS_PER_PERIOD = {"month": 730.0, "quarter": 2190.0, "year": 8760.0}
+
+
+class ConfigError(UserbatchError):
+    """The facility configuration file cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    core_hours: float
+    max_cores: int
+    storage_gb: float
+
+    @classmethod
+    def parse(cls, doc: Any, where: str) -> "Limits":
+        if not isinstance(doc, dict) or set(doc) - {"core_hours", "max_cores", "storage_gb"}:
+            raise ConfigError(f"{where} must be a mapping of core_hours, max_cores, storage_gb; got {doc!r}")
+        try:
+            lim = cls(float(doc.get("core_hours", 0)), int(doc.get("max_cores", 0)), float(doc.get("storage_gb", 0)))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: core_hours, max_cores and storage_gb must be numbers") from None
+        if lim.core_hours < 0 or lim.max_cores < 0 or lim.storage_gb < 0:
+            raise ConfigError(f"{where}: limits cannot be negative")
+        return lim
+
+
+@dataclass(frozen=True)
+class FacilityConfig:
+    total_cores: int = 64
+    user_fraction: float = 0.10
+    period: str = "month"
+    user_defaults: Limits = Limits(100.0, 4, 50.0)
+    group_defaults: Limits = Limits(1000.0, 16, 500.0)
+    admins: tuple[str, ...] = ()
+    users: dict[str, Limits] = field(default_factory=dict)
+    groups: dict[str, dict] = field(default_factory=dict)  # name -> {"members": [...], "limits": Limits}
+    namespaces: dict[str, dict] = field(default_factory=dict)  # name -> {"owner": user} or {"group": g}
+    runner: dict = field(default_factory=lambda: {"kind": "local"})
+    max_concurrent_runs: int = 2
+    default_cores: int = 2
+    default_max_hours: float = 1.0
+    queue_prefix: str = "root.users"
+    path: str | None = None
+
+    @property
+    def user_capacity_core_hours(self) -> float:
+        """Core-hours per period the facility gives to user computing (total × fraction × hours)."""
+        return self.total_cores * self.user_fraction * HOURS_PER_PERIOD[self.period]
+
+    def period_label(self, when: datetime | None = None) -> str:
+        when = when or datetime.now(timezone.utc)
+        if self.period == "month":
+            return f"{when.year}-{when.month:02d}"
+        if self.period == "quarter":
+            return f"{when.year}Q{(when.month - 1) // 3 + 1}"
+        return str(when.year)
+
+    def queue_for(self, user: str, group: str | None) -> str:
+        return f"{self.queue_prefix}.{group}" if group else f"{self.queue_prefix}.{user}"
+
+
+def load_config(path: str | Path | None = None) -> FacilityConfig:
+    path = Path(path or os.environ.get("USERBATCH_FACILITY_CONFIG") or DEFAULT_PATH)
+    if not path.is_file():
+        raise ConfigError(f"facility config {path} not found; set USERBATCH_FACILITY_CONFIG")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"facility config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_config(doc, str(path))
+
+
+def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
+    where = f"facility config {path or ''}".strip()
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    known = {"capacity", "period", "defaults", "admins", "users", "groups", "namespaces", "runner", "runs"}
+    extra = sorted(set(doc) - known)
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
+    cap = doc.get("capacity") or {}
+    period = doc.get("period", "month")
+    if period not in PERIODS:
+        raise ConfigError(f"{where}: period must be one of {', '.join(PERIODS)}")
+    defaults = doc.get("defaults") or {}
+    users = {u: Limits.parse(v, f"{where}: users.{u}") for u, v in (doc.get("users") or {}).items()}
+    groups = {}
+    for g, spec in (doc.get("groups") or {}).items():
+        spec = spec or {}
+        groups[g] = {"members": list(spec.get("members", [])),
+                     "limits": Limits.parse(spec["quota"], f"{where}: groups.{g}.quota") if "quota" in spec
+                     else None,
+                     "description": str(spec.get("description", ""))}
+    runs = doc.get("runs") or {}
+    try:
+        cfg = FacilityConfig(
+            total_cores=int(cap.get("cores", 64)),
+            user_fraction=float(cap.get("user_fraction", 0.10)),
+            period=period,
+            user_defaults=Limits.parse(defaults.get("user", {"core_hours": 100, "max_cores": 4, "storage_gb": 50}),
+                                       f"{where}: defaults.user"),
+            group_defaults=Limits.parse(defaults.get("group", {"core_hours": 1000, "max_cores": 16,
+                                                               "storage_gb": 500}), f"{where}: defaults.group"),
+            admins=tuple(doc.get("admins") or ()),
+            users=users,
+            groups=groups,
+            namespaces=dict(doc.get("namespaces") or {}),
+            runner=dict(doc.get("runner") or {"kind": "local"}),
+            max_concurrent_runs=int(runs.get("max_concurrent", 2)),
+            default_cores=int(runs.get("default_cores", 2)),
+            default_max_hours=float(runs.get("default_max_hours", 1.0)),
+            queue_prefix=str(runs.get("queue_prefix", "root.users")),
+            path=path,
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if not 0 < cfg.user_fraction <= 1:
+        raise ConfigError(f"{where}: capacity.user_fraction must be in (0, 1]")
+    return cfg

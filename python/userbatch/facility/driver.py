@@ -1,0 +1,175 @@
+"""The driver of every facility run: ``spark-submit .../driver.py RUN_DIR``.
+
+It reads the run's ``spec.json`` (written at submit), opens the Spark session with the run's pinned catalog views,
+runs the templated job, the user's script or the SQL workflow, and leaves in ``RUN_DIR``:
+
+* ``progress.json`` — the stage and Spark's task counts, refreshed every second (``userbatch status``);
+* ``result.json`` — outputs and inputs with their versions, the catalog versions the session saw, the Spark
+  configuration and code version (the run's provenance);
+* ``error.json`` — on failure, the error in one line and the traceback.
+
+The process exits 0 on success, 1 on failure; the worker reads the files, not the exit code alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import runpy
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+log = logging.getLogger("userbatch.facility.driver")
+
+_SECRET_HINTS = ("password", "secret", "token", "credential")
+
+
+class Progress:
+    """Writes the stage and cumulative task counts of the active Spark jobs to progress.json, once a second."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "progress.json"
+        self.stage = "starting"
+        self.spark = None
+        self._stages: dict[int, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ub-progress", daemon=True)
+
+    def start(self):
+        self._write()
+        self._thread.start()
+        return self
+
+    def set(self, stage: str):
+        self.stage = stage
+        log.info("stage: %s", stage)
+        self._write()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._write()
+
+    def _loop(self):
+        while not self._stop.wait(1.0):
+            try:
+                self._write()
+            except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
+                pass
+
+    def _write(self):
+        active = 0
+        if self.spark is not None:
+            tracker = self.spark.sparkContext.statusTracker()
+            ids = tracker.getActiveStageIds()
+            active = len(ids)
+            for sid in ids:
+                info = tracker.getStageInfo(sid)
+                if info is not None:
+                    self._stages[sid] = (info.numTasks, info.numCompletedTasks)
+        done = sum(d for _, d in self._stages.values())
+        total = sum(t for t, _ in self._stages.values())
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stage": self.stage, "tasks_done": done, "tasks_total": total,
+                                   "active_stages": active, "updated": time.time()}))
+        tmp.replace(self.path)
+
+
+def _spark_conf(spark) -> dict:
+    conf = dict(spark.sparkContext.getConf().getAll())
+    return {k: ("***" if any(h in k.lower() for h in _SECRET_HINTS) else v) for k, v in sorted(conf.items())}
+
+
+def main(run_dir: str) -> int:
+    run_dir = Path(run_dir).resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stdout)
+    for noisy in ("py4j", "alembic", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    spec = json.loads((run_dir / "spec.json").read_text())
+    progress = Progress(run_dir).start()
+    result: dict = {"run_id": spec["run_id"], "kind": spec["kind"]}
+    try:
+        from userbatch.spark import session
+        from userbatch.tables import runctx
+        from userbatch.tables.provenance import Provenance, code_version
+
+        progress.set("starting Spark")
+        spark = session(app_name=f"userbatch-{spec['run_id']}")
+        progress.spark = spark
+        result["app_id"] = spark.sparkContext.applicationId
+        (run_dir / "app_id").write_text(result["app_id"])
+        views = {}
+        from userbatch.tables.catalog import Catalog
+        from userbatch.tables.read import resolve
+
+        for entry in Catalog().list():
+            try:
+                views[entry.name] = resolve(entry, record=False).version
+            except Exception:  # noqa: BLE001 - an unreadable table is simply not part of the snapshot
+                continue
+        result["catalog_versions"] = views
+        kind = spec["kind"]
+        progress.set(f"running {kind} {spec['name']}")
+        if kind == "template":
+            from userbatch.facility.jobmain import run_template
+
+            summary = run_template(spec["name"], spec["params"], run_id=spec["run_id"])
+        elif kind == "script":
+            script = run_dir / spec["script"]
+            sys.argv = [str(script), *spec.get("args", [])]
+            sys.path.insert(0, str(run_dir))
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as e:
+                if e.code not in (None, 0):
+                    raise RuntimeError(f"the script exited with status {e.code}") from None
+            summary = {}
+        elif kind == "workflow":
+            from userbatch.facility.workflows import parse_workflow, run_workflow
+
+            wf = parse_workflow(spec["workflow"])
+            summary = run_workflow(wf, spark, Provenance(job=f"workflow:{wf.name}", run_id=spec["run_id"],
+                                                         parameters={"workflow": wf.as_dict()}))
+        else:
+            raise RuntimeError(f"unknown run kind {kind!r}")
+        progress.set("finishing")
+        result.update({
+            "summary": summary,
+            "outputs": runctx.writes(),
+            "inputs": [{"table": t, "version": v} for t, v in sorted(runctx.reads().items())],
+            "spark_conf": _spark_conf(spark),
+            "code_version": code_version(),
+            "python": sys.version.split()[0],
+        })
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+        progress.set("done")
+        status = 0
+    except BaseException as e:  # noqa: BLE001 - every failure is reported to the facility, then re-signalled
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        (run_dir / "error.json").write_text(json.dumps({"error": f"{type(e).__name__}: {first}",
+                                                        "traceback": traceback.format_exc()}, indent=2))
+        log.error("run failed: %s", first)
+        traceback.print_exc(file=sys.stdout)
+        progress.set("failed")
+        status = 1
+    finally:
+        progress.stop()
+        try:
+            from pyspark.sql import SparkSession
+
+            active = SparkSession.getActiveSession()
+            if active is not None:
+                active.stop()  # writes the event log's ApplicationEnd: accounting reads it
+        except Exception:  # noqa: BLE001
+            pass
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main(sys.argv[1]))

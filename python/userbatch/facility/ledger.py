@@ -1,0 +1,199 @@
+"""The quota ledger: allocations, reservations and charges in core-hours, per user and per group.
+
+A run is charged to (user, group). At submit its worst case — cores × max wall hours — is *reserved* against both
+the user's and the group's allocation for the current period; when it ends the reservation is released and what
+Spark actually used is *charged*. ``remaining = allocation − charged − reserved``. Every check-then-change runs in
+:func:`userbatch.tables.db.transaction` with ``lock=True``, so concurrent submitters are serialised and the sum
+of reservations can never pass an allocation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import UserbatchError
+from .config import FacilityConfig, Limits
+from .models import ACTIVE_STATES, AuditRow, ChargeRow, GroupRow, MembershipRow, QuotaRow, RunRow, UserRow
+
+log = logging.getLogger(__name__)
+
+
+class QuotaExceeded(UserbatchError):
+    """A run asks for more than the user's or group's allocation has left."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Balance:
+    """One allocation's state in a period, as ``userbatch quota show`` prints it."""
+
+    subject_kind: str
+    subject: str
+    period: str
+    core_hours: float
+    used: float
+    reserved: float
+    max_cores: int
+    running_cores: int
+    storage_gb: float
+    storage_used_gb: float
+
+    @property
+    def remaining(self) -> float:
+        return self.core_hours - self.used - self.reserved
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "remaining": self.remaining}
+
+
+def ensure_user(session: Session, cfg: FacilityConfig, name: str) -> UserRow:
+    """The user's row, created on first sight with the quota the config gives (and its config groups)."""
+    row = session.get(UserRow, name)
+    if row is None:
+        row = UserRow(name=name, is_admin=name in cfg.admins, active=True, created_at=now())
+        session.add(row)
+        session.flush()
+        limits = cfg.users.get(name, cfg.user_defaults)
+        _seed_quota(session, "user", name, limits)
+        for g, spec in cfg.groups.items():
+            if name in spec["members"]:
+                ensure_group(session, cfg, g)
+                if session.get(MembershipRow, (name, g)) is None:
+                    session.add(MembershipRow(user=name, group=g))
+        session.flush()
+    return row
+
+
+def ensure_group(session: Session, cfg: FacilityConfig, name: str) -> GroupRow:
+    row = session.get(GroupRow, name)
+    if row is None:
+        spec = cfg.groups.get(name, {})
+        row = GroupRow(name=name, description=spec.get("description", ""), created_at=now())
+        session.add(row)
+        session.flush()
+        _seed_quota(session, "group", name, spec.get("limits") or cfg.group_defaults)
+    return row
+
+
+def _seed_quota(session: Session, kind: str, subject: str, limits: Limits) -> None:
+    if session.get(QuotaRow, (kind, subject)) is None:
+        session.add(QuotaRow(subject_kind=kind, subject=subject, core_hours=limits.core_hours,
+                             max_cores=limits.max_cores, storage_gb=limits.storage_gb, updated_at=now(),
+                             updated_by="config"))
+        audit(session, "config", "quota.seed", kind, subject, None, asdict(limits))
+
+
+def groups_of(session: Session, user: str) -> list[str]:
+    return sorted(session.scalars(select(MembershipRow.group).where(MembershipRow.user == user)))
+
+
+def audit(session: Session, actor: str, action: str, kind: str, subject: str, before, after) -> None:
+    session.add(AuditRow(at=now(), actor=actor, action=action, subject_kind=kind, subject=subject,
+                         before=json.dumps(before, sort_keys=True, default=str),
+                         after=json.dumps(after, sort_keys=True, default=str)))
+
+
+def set_quota(session: Session, actor: str, kind: str, subject: str, **limits) -> dict:
+    """Change an allocation (admins only; checked by the caller) and audit the change."""
+    if kind not in ("user", "group"):
+        raise UserbatchError(f"a quota belongs to a user or a group, not {kind!r}")
+    row = session.get(QuotaRow, (kind, subject))
+    if row is None:
+        raise UserbatchError(f"no {kind} {subject!r}; add it first ('userbatch admin {kind} add {subject}')")
+    changes = {k: v for k, v in limits.items() if v is not None}
+    for k, v in changes.items():
+        if k not in ("core_hours", "max_cores", "storage_gb"):
+            raise UserbatchError(f"unknown quota field {k!r}; use core_hours, max_cores, storage_gb")
+        if v < 0:
+            raise UserbatchError(f"quota {k} cannot be negative")
+    before = {"core_hours": row.core_hours, "max_cores": row.max_cores, "storage_gb": row.storage_gb}
+    for k, v in changes.items():
+        setattr(row, k, int(v) if k == "max_cores" else float(v))
+    row.updated_at, row.updated_by = now(), actor
+    after = {"core_hours": row.core_hours, "max_cores": row.max_cores, "storage_gb": row.storage_gb}
+    audit(session, actor, "quota.set", kind, subject, before, after)
+    return after
+
+
+def _subject_filter(model, kind: str, subject: str):
+    return (model.user == subject) if kind == "user" else (model.group == subject)
+
+
+def balance(session: Session, cfg: FacilityConfig, kind: str, subject: str, period: str | None = None,
+            exclude_run: str | None = None) -> Balance:
+    period = period or cfg.period_label()
+    q = session.get(QuotaRow, (kind, subject))
+    if q is None:
+        raise UserbatchError(f"no quota for {kind} {subject!r}")
+    used = session.scalar(select(func.coalesce(func.sum(ChargeRow.core_hours), 0.0)).where(
+        _subject_filter(ChargeRow, kind, subject), ChargeRow.period == period)) or 0.0
+    active = select(RunRow).where(_subject_filter(RunRow, kind, subject), RunRow.state.in_(ACTIVE_STATES))
+    if exclude_run:
+        active = active.where(RunRow.id != exclude_run)
+    runs = list(session.scalars(active))
+    reserved = sum(r.reserved_core_hours for r in runs)
+    running = sum(r.cores for r in runs if r.state in ("starting", "running"))
+    return Balance(kind, subject, period, q.core_hours, float(used), float(reserved), q.max_cores, running,
+                   q.storage_gb, storage_used_gb(session, kind, subject))
+
+
+def storage_used_gb(session: Session, kind: str, subject: str) -> float:
+    """Bytes under the locations of the tables a user owns (or a group's namespace holds), in GB."""
+    from ..tables.catalog import _TableRow
+
+    rows = session.scalars(select(_TableRow).where(
+        (_TableRow.owner == subject) if kind == "user" else (_TableRow.name.startswith(f"g_{subject}."))))
+    total = 0
+    for row in rows:
+        root = Path(row.location)
+        if root.is_dir():
+            total += sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    return total / 1e9
+
+
+def check_admission(session: Session, cfg: FacilityConfig, user: str, group: str | None, cores: int,
+                    core_hours: float, exclude_run: str | None = None) -> None:
+    """Raise QuotaExceeded unless both the user's and the group's allocation can take ``core_hours`` more and
+    ``cores`` fits their concurrency limit at all; the message says how much is left."""
+    subjects = [("user", user)] + ([("group", group)] if group else [])
+    for kind, subject in subjects:
+        b = balance(session, cfg, kind, subject, exclude_run=exclude_run)
+        if cores > b.max_cores:
+            raise QuotaExceeded(f"{kind} {subject} may use at most {b.max_cores} cores at once; this run asks for "
+                                f"{cores} (ask for fewer cores)")
+        if core_hours > b.remaining + 1e-9:
+            raise QuotaExceeded(
+                f"{kind} {subject} has {max(b.remaining, 0):.2f} core-hours left of {b.core_hours:.2f} in "
+                f"{b.period} (used {b.used:.2f}, reserved by active runs {b.reserved:.2f}); this run reserves "
+                f"{core_hours:.2f} ({cores} cores x {core_hours / max(cores, 1):.2f} h): ask for fewer cores or "
+                f"a shorter --max-hours, or wait for running jobs to finish")
+        if b.storage_gb and b.storage_used_gb >= b.storage_gb:
+            raise QuotaExceeded(f"{kind} {subject} uses {b.storage_used_gb:.2f} GB of its {b.storage_gb:.2f} GB "
+                                "storage quota; drop tables before writing more")
+
+
+def fits_concurrency(session: Session, cfg: FacilityConfig, run: RunRow) -> bool:
+    """Whether starting ``run`` now keeps the user's and group's running cores within their limits."""
+    for kind, subject in [("user", run.user)] + ([("group", run.group)] if run.group else []):
+        b = balance(session, cfg, kind, subject, exclude_run=run.id)
+        if b.running_cores + run.cores > b.max_cores:
+            return False
+    return True
+
+
+def charge(session: Session, run: RunRow, core_hours: float, cpu_hours: float, source: str) -> None:
+    """Release the run's reservation and charge what it used, in one transaction with its final state."""
+    run.reserved_core_hours = 0.0
+    run.charged_core_hours = core_hours
+    session.add(ChargeRow(run_id=run.id, user=run.user, group=run.group, period=run.period,
+                          core_hours=core_hours, cpu_hours=cpu_hours, source=source, at=now()))

@@ -1,0 +1,210 @@
+"""Runners: how a facility run becomes a Spark application on some resource manager.
+
+Every run is one ``spark-submit`` of the facility's driver (:mod:`userbatch.facility.driver`) with the run's
+directory as its argument; a runner only decides the master, the resources and where the user's queue is named.
+:class:`SubmitSpec` is what the facility knows about a run, :meth:`Runner.argv` turns it into the exact
+``spark-submit`` command line (the same text ``userbatch export`` writes into a bundle), and :meth:`Runner.launch`
+starts it here. Local and standalone launch on this machine; YARN and Kubernetes (``cluster_runners``) render
+their commands and pod templates for a site whose cluster is reachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserbatchError
+
+log = logging.getLogger(__name__)
+
+#: The driver every run executes (a file, because spark-submit wants a file).
+DRIVER = Path(__file__).resolve().with_name("driver.py")
+
+
+@dataclass(frozen=True)
+class SubmitSpec:
+    """The resources and identity of one run, independent of where it runs."""
+
+    run_id: str
+    run_dir: str
+    user: str
+    group: str | None = None
+    queue: str | None = None  # the scheduler queue (YARN queue, YuniKorn queue); from the facility config
+    cores: int = 2  # total executor cores (local[cores] on the local runner)
+    executor_cores: int = 2
+    executor_memory: str = "2g"
+    driver_memory: str = "2g"
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def app_name(self) -> str:
+        return f"userbatch-{self.run_id}"
+
+    @property
+    def num_executors(self) -> int:
+        return max(1, -(-self.cores // max(1, self.executor_cores)))
+
+
+def spark_submit() -> str:
+    """The spark-submit of the pyspark wheel in this environment."""
+    exe = Path(sys.executable).with_name("spark-submit")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("spark-submit")
+    if not found:
+        raise UserbatchError("spark-submit not found: install pyspark in the facility's environment")
+    return found
+
+
+def event_log_conf(run_dir: str) -> dict[str, str]:
+    """Spark's event log for one run, uncompressed and in one file: accounting reads executor time from it."""
+    ev = Path(run_dir) / "eventlog"
+    return {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": ev.as_uri(),
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+    }
+
+
+class Runner:
+    """One way of running a SubmitSpec. Subclasses set :attr:`kind` and :meth:`master_args`."""
+
+    kind = "base"
+    #: True where :meth:`launch` can start the application from this machine.
+    launchable = False
+
+    def master_args(self, spec: SubmitSpec) -> list[str]:
+        raise NotImplementedError
+
+    def conf(self, spec: SubmitSpec) -> dict[str, str]:
+        """Spark configuration common to every runner; subclasses add their scheduler's settings."""
+        return {
+            "spark.app.name": spec.app_name,
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.driver.memory": spec.driver_memory,
+            "spark.driver.extraJavaOptions": "-Dlog4j2.level=warn",
+            **event_log_conf(spec.run_dir),
+            **spec.spark_conf,
+        }
+
+    def argv(self, spec: SubmitSpec, submit: str = "spark-submit") -> list[str]:
+        """The exact spark-submit command line for ``spec``."""
+        args = [submit, *self.master_args(spec)]
+        for key, value in sorted(self.conf(spec).items()):
+            args += ["--conf", f"{key}={value}"]
+        return [*args, str(DRIVER), spec.run_dir]
+
+    def environment(self, spec: SubmitSpec) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(spec.env)
+        env["PYSPARK_PYTHON"] = sys.executable
+        env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+        return env
+
+    def launch(self, spec: SubmitSpec, log_path: Path) -> subprocess.Popen:
+        """Start the application; its process group is the run (cancel signals the whole group)."""
+        if not self.launchable:
+            raise UserbatchError(f"the {self.kind} runner cannot launch from this machine; "
+                                 "use 'userbatch export' for the submit command")
+        (Path(spec.run_dir) / "eventlog").mkdir(parents=True, exist_ok=True)
+        argv = self.argv(spec, spark_submit())
+        log.info("run %s: %s", spec.run_id, " ".join(argv))
+        out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self.environment(spec), cwd=spec.run_dir, start_new_session=True)
+        finally:
+            out.close()
+
+
+class LocalRunner(Runner):
+    """``local[cores]`` on this machine: the embedded default."""
+
+    kind = "local"
+    launchable = True
+
+    def master_args(self, spec):
+        return ["--master", f"local[{spec.cores}]"]
+
+    def environment(self, spec):
+        env = super().environment(spec)
+        env["SPARK_MASTER"] = f"local[{spec.cores}]"
+        return env
+
+
+class StandaloneRunner(Runner):
+    """A Spark standalone cluster (``spark://host:port``), driver in client mode on the facility host so that
+    cancel can stop it; the run gets at most ``cores`` executor cores."""
+
+    kind = "standalone"
+    launchable = True
+
+    def __init__(self, master: str):
+        if not master.startswith("spark://"):
+            raise UserbatchError(f"a standalone master URL starts with spark://; got {master!r}")
+        self.master = master
+
+    def master_args(self, spec):
+        return ["--master", self.master, "--deploy-mode", "client",
+                "--total-executor-cores", str(spec.cores), "--executor-cores", str(min(spec.executor_cores,
+                                                                                        spec.cores)),
+                "--executor-memory", spec.executor_memory]
+
+    def environment(self, spec):
+        env = super().environment(spec)
+        env["SPARK_MASTER"] = self.master
+        return env
+
+
+def terminate(proc_or_pid, grace_s: float = 10.0) -> None:
+    """Stop a run's process group: SIGTERM (Spark's shutdown hook writes the event log's end), then SIGKILL."""
+    import time
+
+    pid = proc_or_pid if isinstance(proc_or_pid, int) else proc_or_pid.pid
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if not isinstance(proc_or_pid, int) and proc_or_pid.poll() is not None:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def runner_for(kind: str, **options) -> Runner:
+    """The runner named in the facility config (``runner: {kind: local|standalone|yarn|kubernetes, ...}``)."""
+    if kind == "local":
+        return LocalRunner()
+    if kind == "standalone":
+        return StandaloneRunner(options.get("master") or os.environ.get("USERBATCH_SPARK_MASTER", ""))
+    if kind in ("yarn", "kubernetes"):
+        from .cluster_runners import KubernetesRunner, YarnRunner
+
+        cls = YarnRunner if kind == "yarn" else KubernetesRunner
+        return cls(**options)
+    raise UserbatchError(f"runner kind {kind!r} is not one of local, standalone, yarn, kubernetes")

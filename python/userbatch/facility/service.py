@@ -1,0 +1,635 @@
+"""The facility's operations, one method each, for one caller: what the CLI runs in-process and the REST API runs
+per request.
+
+:class:`Identity` is who asks (user, groups, admin); :class:`Facility` checks what they may do — their own runs,
+tables they can read, namespaces they can write (``u_<user>``, ``g_<group>`` of their groups, and namespaces the
+config gives them), admin-only quota changes — and then acts through the ledger and the worker. Every method
+returns plain data (dicts and lists), so the CLI prints the same thing whether it talks to this class or to the
+API (:mod:`.client`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import secrets
+import shlex
+import shutil
+import tarfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from ..config import settings
+from ..errors import AccessDenied, UserbatchError
+from ..tables.db import engine_for, transaction
+from ..tables.names import parse_table_name
+from . import ledger
+from .config import FacilityConfig, load_config
+from .models import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    AuditRow,
+    GroupRow,
+    MembershipRow,
+    QuotaRow,
+    RunRow,
+    TokenRow,
+    UserRow,
+    WorkflowRow,
+)
+
+log = logging.getLogger(__name__)
+
+_USER = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_SCRIPT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.py$")
+
+
+class RunNotFound(UserbatchError):
+    """No run with that id."""
+
+
+class AuthError(UserbatchError):
+    """A missing, unknown or revoked API token."""
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _USER.match(name):
+        raise UserbatchError(f"{kind} name {name!r} must be a lower-case identifier (a-z, 0-9, _; at most 32)")
+    return name
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    groups: tuple[str, ...] = ()
+    is_admin: bool = False
+
+    @classmethod
+    def lookup(cls, user: str, engine: Engine, config: FacilityConfig | None = None) -> "Identity":
+        """The identity of ``user`` as the database knows it (created on first sight with the config's quota)."""
+        config = config or load_config()
+        _check_name("user", user)
+        with transaction(engine, lock=True) as s:
+            row = ledger.ensure_user(s, config, user)
+            if not row.active:
+                raise AuthError(f"user {user} is disabled")
+            return cls(user, tuple(ledger.groups_of(s, user)), bool(row.is_admin))
+
+    @classmethod
+    def from_token(cls, token: str | None, engine: Engine) -> "Identity":
+        if not token:
+            raise AuthError("this request needs a bearer token (Authorization: Bearer <token>); "
+                            "an admin creates one with 'userbatch admin token create USER'")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with transaction(engine) as s:
+            row = s.scalars(select(TokenRow).where(TokenRow.digest == digest)).first()
+            if row is None or row.revoked:
+                raise AuthError("unknown or revoked token")
+            row.last_used_at = ledger.now()
+            user = s.get(UserRow, row.user)
+            if user is None or not user.active:
+                raise AuthError(f"user {row.user} is disabled")
+            return cls(user.name, tuple(ledger.groups_of(s, user.name)), bool(user.is_admin))
+
+
+class Facility:
+    def __init__(self, identity: Identity | None = None, db_url: str | None = None,
+                 config: FacilityConfig | None = None, start_worker: bool = True):
+        self.db_url = db_url or settings().db_url
+        self.engine = engine_for(self.db_url)
+        self.config = config or load_config()
+        self.identity = identity or Identity.lookup(settings().user, self.engine, self.config)
+        self.start_worker = start_worker
+
+    @property
+    def user(self) -> str:
+        return self.identity.user
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _catalog(self):
+        from ..tables.catalog import Catalog
+
+        return Catalog(db_url=self.db_url, user=self.user, groups=self.identity.groups)
+
+    def write_namespaces(self) -> list[str]:
+        if self.identity.is_admin:
+            return ["*"]
+        spaces = [f"u_{self.user}"] + [f"g_{g}" for g in self.identity.groups]
+        for ns, spec in self.config.namespaces.items():
+            if (spec or {}).get("owner") == self.user or (spec or {}).get("group") in self.identity.groups:
+                spaces.append(ns)
+        return spaces
+
+    def check_writable(self, table: str) -> None:
+        ns, _ = parse_table_name(table)
+        spaces = self.write_namespaces()
+        if "*" not in spaces and ns not in spaces:
+            raise AccessDenied(f"{self.user} may write tables only in {', '.join(spaces)}; {table} is in {ns} "
+                               f"(write to u_{self.user}.<name>)")
+
+    def _require_admin(self, what: str) -> None:
+        if not self.identity.is_admin:
+            raise AccessDenied(f"only an admin may {what}")
+
+    def _own_run(self, s, run_id: str) -> RunRow:
+        if not isinstance(run_id, str) or not re.fullmatch(r"[0-9a-f]{4,16}", run_id):
+            raise RunNotFound(f"{run_id!r} is not a run id ('userbatch runs' lists yours)")
+        run = s.get(RunRow, run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id}; 'userbatch runs' lists yours")
+        if run.user != self.user and not self.identity.is_admin:
+            raise AccessDenied(f"run {run_id} belongs to {run.user}")
+        return run
+
+    def _group_for(self, group: str | None) -> str | None:
+        if group is None:
+            return None
+        if group not in self.identity.groups and not self.identity.is_admin:
+            raise AccessDenied(f"{self.user} is not a member of group {group}; "
+                               f"their groups: {', '.join(self.identity.groups) or 'none'}")
+        return group
+
+    # ------------------------------------------------------------------------------------------- submit
+    def submit(self, template: str | None = None, params: dict | None = None, job_file: str | None = None,
+               script: tuple[str, str] | None = None, script_args: list[str] | None = None,
+               workflow: str | None = None, group: str | None = None, cores: int | None = None,
+               max_hours: float | None = None, pins: dict | None = None, output_map: dict | None = None,
+               rerun_of: str | None = None, workflow_id: str | None = None, spark_conf: dict | None = None) -> dict:
+        """Queue a run and return it at once. Exactly one of ``template`` (with ``params``/``job_file``),
+        ``script`` (file name, text) or ``workflow`` (YAML text)."""
+        chosen = [x for x in (template or job_file, script, workflow) if x]
+        if len(chosen) != 1:
+            raise UserbatchError("submit exactly one of: a template (with -p/--file), --script, or a workflow")
+        cores = int(cores or self.config.default_cores)
+        max_hours = float(max_hours or self.config.default_max_hours)
+        if cores < 1 or not (0 < max_hours <= 24 * 31):
+            raise UserbatchError("cores must be >= 1 and max-hours in (0, 744]")
+        group = self._group_for(group)
+        output_map = dict(output_map or {})
+        spec: dict[str, Any] = {"pins": dict(pins or {}), "output_map": output_map,
+                                "groups": list(self.identity.groups), "spark_conf": dict(spark_conf or {})}
+        reads: list[str] = []
+        writes: list[str] = []
+        if template or job_file:
+            from .templates import load_template, read_job_file
+
+            values = dict(params or {})
+            if job_file:
+                name, file_values = read_job_file(job_file, template=template)
+                values = {**file_values, **values}
+                template = name
+            t = load_template(template)
+            resolved = t.resolve(values)
+            kind, name = "template", template
+            spec.update(params=resolved)
+            for pname, p in t.params.items():
+                if p.type == "table" and resolved.get(pname):
+                    (writes if pname.startswith("output") else reads).append(resolved[pname])
+        elif script:
+            fname, text = script
+            fname = Path(fname).name
+            if not _SCRIPT.match(fname):
+                fname = "script.py"
+            try:
+                compile(text, fname, "exec")
+            except SyntaxError as e:
+                raise UserbatchError(f"script {fname} has a syntax error at line {e.lineno}: {e.msg}") from None
+            kind, name = "script", fname
+            spec.update(script=fname, args=list(script_args or []))
+        else:
+            from .workflows import check_tables, parse_workflow, pins_for
+
+            wf = parse_workflow(workflow)
+            check_tables(wf, self._catalog())
+            kind, name = "workflow", wf.name
+            spec.update(workflow=wf.to_yaml())
+            spec["pins"] = {**pins_for(wf, self._catalog()), **spec["pins"]}
+            writes += wf.outputs()
+        for table in writes:
+            self.check_writable(output_map.get(table, table))
+        for table in output_map.values():
+            self.check_writable(table)
+        catalog = self._catalog()
+        for table in reads:
+            catalog.get(table)  # TableNotFound / AccessDenied before anything is queued
+        spec["write_namespaces"] = self.write_namespaces()
+        run_id = uuid.uuid4().hex[:12]
+        run_dir = settings().home / "runs" / run_id
+        core_hours = cores * max_hours
+        with transaction(self.engine, lock=True) as s:
+            ledger.check_admission(s, self.config, self.user, group, cores, core_hours)
+            run_dir.mkdir(parents=True)
+            if kind == "script":
+                (run_dir / spec["script"]).write_text(script[1])
+            spec.update(run_id=run_id, kind=kind, name=name, user=self.user, group=group)
+            (run_dir / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
+            s.add(RunRow(id=run_id, user=self.user, group=group, kind=kind, name=name,
+                         spec=json.dumps(spec, default=str), state="queued", stage="queued",
+                         runner=self.config.runner.get("kind", "local"), cores=cores, max_hours=max_hours,
+                         reserved_core_hours=core_hours, period=self.config.period_label(),
+                         submitted_at=ledger.now(), run_dir=str(run_dir), rerun_of=rerun_of,
+                         workflow_id=workflow_id, error="", result="{}", cancel_requested=False))
+        log.info("run %s queued: %s %s for %s (%d cores, %.2f h)", run_id, kind, name, self.user, cores, max_hours)
+        if self.start_worker:
+            from .worker import ensure_worker
+
+            ensure_worker(self.db_url)
+        return self.status(run_id)
+
+    # ------------------------------------------------------------------------------------------- runs
+    def status(self, run_id: str) -> dict:
+        with transaction(self.engine) as s:
+            return _run_dict(self._own_run(s, run_id))
+
+    def runs(self, user: str | None = None, state: str | None = None, all_users: bool = False,
+             limit: int = 100) -> list[dict]:
+        if (all_users or (user and user != self.user)) and not self.identity.is_admin:
+            raise AccessDenied("only an admin may list other users' runs")
+        stmt = select(RunRow).order_by(RunRow.submitted_at.desc()).limit(limit)
+        if not all_users:
+            stmt = stmt.where(RunRow.user == (user or self.user))
+        if state:
+            if state not in ("queued", "starting", "running", *FINAL_STATES, "active"):
+                raise UserbatchError(f"unknown state {state!r}")
+            stmt = stmt.where(RunRow.state.in_(ACTIVE_STATES) if state == "active" else RunRow.state == state)
+        with transaction(self.engine) as s:
+            return [_run_dict(r, brief=True) for r in s.scalars(stmt)]
+
+    def logs(self, run_id: str, tail: int | None = 200) -> str:
+        with transaction(self.engine) as s:
+            run = self._own_run(s, run_id)
+        path = Path(run.run_dir) / "driver.log"
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-tail:] if tail else lines)
+
+    def cancel(self, run_id: str) -> dict:
+        with transaction(self.engine, lock=True) as s:
+            run = self._own_run(s, run_id)
+            if run.state in FINAL_STATES:
+                raise UserbatchError(f"run {run_id} already ended ({run.state})")
+            run.cancel_requested = True
+            if run.state == "queued":
+                run.state, run.ended_at, run.stage = "cancelled", ledger.now(), "cancelled"
+                ledger.charge(s, run, 0.0, 0.0, "never-started")
+        if self.start_worker:
+            from .worker import ensure_worker
+
+            ensure_worker(self.db_url)
+        return self.status(run_id)
+
+    def wait(self, run_id: str, timeout_s: float = 600, poll_s: float = 0.5) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.status(run_id)
+            if run["state"] in FINAL_STATES or time.monotonic() > deadline:
+                return run
+            time.sleep(poll_s)
+
+    def results(self, run_id: str) -> dict:
+        run = self.status(run_id)
+        res = run.get("result") or {}
+        return {"id": run_id, "state": run["state"], "outputs": res.get("outputs", []),
+                "inputs": res.get("inputs", [])}
+
+    # ------------------------------------------------------------------------------------------- reproduce
+    def rerun(self, run_id: str, output_map: dict | None = None, wait: bool = False) -> dict:
+        """Submit the run again with every input pinned to the version it read; outputs go to
+        ``<table>_rerun_<id>`` unless ``output_map`` says otherwise."""
+        with transaction(self.engine) as s:
+            run = self._own_run(s, run_id)
+            spec, result = json.loads(run.spec), json.loads(run.result or "{}")
+            if run.state != "succeeded":
+                raise UserbatchError(f"run {run_id} did not succeed ({run.state}); only a finished run has pinned "
+                                     "inputs to rerun from")
+            cores, max_hours, group = run.cores, run.max_hours, run.group
+        pins = {**result.get("catalog_versions", {}), **{i["table"]: i["version"] for i in result.get("inputs", [])},
+                **spec.get("pins", {})}
+        tag = uuid.uuid4().hex[:6]
+        outputs = [o["table"] for o in result.get("outputs", [])]
+        original_names = {v: k for k, v in spec.get("output_map", {}).items()}
+        mapping = {}
+        for out in outputs:
+            orig = original_names.get(out, out)
+            ns, t = parse_table_name(out)
+            mapping[orig] = f"{ns}.{t[:50]}_rerun_{tag}"
+        mapping.update(output_map or {})
+        for t in outputs:  # outputs are not inputs of the rerun, even if the original read them back
+            pins.pop(t, None)
+        common = dict(group=group, cores=cores, max_hours=max_hours, pins=pins, output_map=mapping,
+                      rerun_of=run_id, spark_conf=spec.get("spark_conf"))
+        if spec["kind"] == "template":
+            new = self.submit(template=spec["name"], params=spec["params"], **common)
+        elif spec["kind"] == "script":
+            text = (Path(run.run_dir) / spec["script"]).read_text()
+            new = self.submit(script=(spec["script"], text), script_args=spec.get("args"), **common)
+        else:
+            new = self.submit(workflow=spec["workflow"], **common)
+        return self.wait(new["id"]) if wait else new
+
+    def export(self, run_id: str, dest: str | Path) -> Path:
+        """A self-contained bundle (tar.gz) to run this job elsewhere: the job (template + entry script, or the
+        user's script, or the workflow), resolved parameters, pinned input versions, and the submit command."""
+        from .runners import LocalRunner, SubmitSpec
+
+        with transaction(self.engine) as s:
+            run = self._own_run(s, run_id)
+            spec, result = json.loads(run.spec), json.loads(run.result or "{}")
+            cores, rdir = run.cores, Path(run.run_dir)
+        catalog = self._catalog()
+        inputs = []
+        for i in result.get("inputs", []):
+            entry = catalog.get(i["table"])
+            inputs.append({"table": i["table"], "version": i["version"], "location": entry.location,
+                           "format": entry.format})
+        pins = {i["table"]: i["version"] for i in inputs}
+        bundle_spec = {**spec, "pins": {**spec.get("pins", {}), **pins}, "exported_from": run_id}
+        files: dict[str, bytes] = {}
+        files["spec.json"] = json.dumps(bundle_spec, indent=2, default=str).encode()
+        files["inputs.json"] = json.dumps(inputs, indent=2).encode()
+        files["result.json"] = json.dumps(result, indent=2, default=str).encode()
+        if spec["kind"] == "template":
+            from .templates import load_template
+
+            t = load_template(spec["name"])
+            files[f"templates/{t.name}.yaml"] = t.path.read_bytes()
+            files["job.yaml"] = _yaml({"template": t.name, "parameters": spec["params"]}).encode()
+        elif spec["kind"] == "script":
+            files[spec["script"]] = (rdir / spec["script"]).read_bytes()
+        else:
+            files["workflow.yaml"] = spec["workflow"].encode()
+        argv = LocalRunner().argv(SubmitSpec(run_id="$RUN_ID", run_dir="$BUNDLE", user=spec["user"], cores=cores))
+        argv[-2] = "$(python -c 'import userbatch.facility.driver as d; print(d.__file__)')"
+        env = {"USERBATCH_PINS": json.dumps(bundle_spec["pins"]), "USERBATCH_OUTPUT_MAP": json.dumps(
+            spec.get("output_map", {})), "USERBATCH_RUN_ID": "$RUN_ID", "USERBATCH_JOB": f"{spec['kind']}:{spec['name']}"}
+        lines = ["#!/usr/bin/env bash",
+                 f"# Re-run userbatch run {run_id} ({spec['kind']} {spec['name']}) with its inputs pinned.",
+                 "# Needs: the userbatch package, and the input tables (inputs.json: name, version, location)",
+                 "# registered in this site's catalog under the same names.",
+                 "set -euo pipefail", 'BUNDLE="$(cd "$(dirname "$0")" && pwd)"', 'RUN_ID="${RUN_ID:-export'
+                 + run_id[:6] + '}"', 'export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$(command -v python)}"',
+                 'export USERBATCH_TEMPLATE_PATH="$BUNDLE/templates"']
+        lines += [f"export {k}={shlex.quote(v) if '$' not in v else chr(34) + v + chr(34)}" for k, v in env.items()]
+        lines.append(" ".join(a if a.startswith(("$", '"$')) else shlex.quote(a) for a in argv))
+        files["submit.sh"] = ("\n".join(lines) + "\n").encode()
+        files["README.md"] = (f"# userbatch run {run_id}\n\n{spec['kind']} `{spec['name']}` by {spec['user']}; "
+                              f"inputs pinned in inputs.json; run `bash submit.sh` (or set SPARK_MASTER and "
+                              "edit --master for a cluster).\n").encode()
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / f"userbatch-run-{run_id}.tar.gz"
+        with tarfile.open(dest, "w:gz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(f"userbatch-run-{run_id}/{name}")
+                info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+                tar.addfile(info, io.BytesIO(data))
+        return dest
+
+    def provenance(self, table: str, version: int | None = None, depth: int = 8) -> dict:
+        """How a table version came to be, and recursively its inputs' (tables the caller can read)."""
+        from ..tables import delta
+
+        catalog = self._catalog()
+
+        def walk(name: str, ver: int | None, level: int, seen: set) -> dict:
+            entry = catalog.get(name)
+            node: dict[str, Any] = {"table": name, "version": ver}
+            if entry.format != "delta":
+                node["note"] = f"{entry.format} table: no history"
+                return node
+            hist = delta.history(entry.location)
+            if not hist:
+                return node
+            if ver is None:
+                ver = hist[0]["version"]
+                node["version"] = ver
+            commit = next((h for h in hist if h["version"] == ver), None)
+            if commit is None:
+                raise UserbatchError(f"{name} has no version {ver}; versions {hist[-1]['version']}..{hist[0]['version']}")
+            p = commit["provenance"]
+            node.update(run_id=p.get("run_id"), job=p.get("job"), user=p.get("user"), group=p.get("group"),
+                        code_version=p.get("code_version"), timestamp=str(commit["timestamp"]),
+                        parameters=p.get("parameters", {}), inputs=[])
+            if (name, ver) in seen or level >= depth:
+                return node
+            seen.add((name, ver))
+            for i in p.get("inputs", []):
+                if i.get("table"):
+                    try:
+                        node["inputs"].append(walk(i["table"], i.get("version"), level + 1, seen))
+                    except UserbatchError as e:
+                        node["inputs"].append({"table": i["table"], "version": i.get("version"), "note": str(e)})
+                else:
+                    node["inputs"].append({k: v for k, v in i.items()})
+            return node
+
+        return walk(table, version, 0, set())
+
+    # ------------------------------------------------------------------------------------------- quotas
+    def quota_show(self, user: str | None = None) -> dict:
+        user = user or self.user
+        if user != self.user and not self.identity.is_admin:
+            raise AccessDenied("only an admin may see another user's quota")
+        with transaction(self.engine, lock=True) as s:
+            ledger.ensure_user(s, self.config, _check_name("user", user))
+            groups = ledger.groups_of(s, user)
+            out = {"user": ledger.balance(s, self.config, "user", user).as_dict(),
+                   "groups": [ledger.balance(s, self.config, "group", g).as_dict() for g in groups]}
+        return out
+
+    def quota_set(self, kind: str, subject: str, core_hours: float | None = None, max_cores: int | None = None,
+                  storage_gb: float | None = None) -> dict:
+        self._require_admin("change quotas")
+        _check_name(kind, subject)
+        with transaction(self.engine, lock=True) as s:
+            if kind == "user":
+                ledger.ensure_user(s, self.config, subject)
+            elif kind == "group":
+                ledger.ensure_group(s, self.config, subject)
+            return ledger.set_quota(s, self.user, kind, subject, core_hours=core_hours, max_cores=max_cores,
+                                    storage_gb=storage_gb)
+
+    def audit_log(self, limit: int = 50) -> list[dict]:
+        self._require_admin("read the audit log")
+        with transaction(self.engine) as s:
+            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
+            return [{"at": str(r.at), "actor": r.actor, "action": r.action, "subject": f"{r.subject_kind}:{r.subject}",
+                     "before": json.loads(r.before), "after": json.loads(r.after)} for r in rows]
+
+    def capacity(self) -> dict:
+        cfg = self.config
+        with transaction(self.engine) as s:
+            quotas = list(s.scalars(select(QuotaRow)))
+        users = sum(q.core_hours for q in quotas if q.subject_kind == "user")
+        groups = sum(q.core_hours for q in quotas if q.subject_kind == "group")
+        cap = cfg.user_capacity_core_hours
+        allocated = users + groups
+        warnings = []
+        if allocated > cap:
+            warnings.append(f"allocations ({allocated:,.0f} core-hours per {cfg.period}) exceed the user-computing "
+                            f"capacity ({cap:,.0f} = {cfg.total_cores} cores x {cfg.user_fraction:.0%} x "
+                            f"{cap / (cfg.total_cores * cfg.user_fraction):,.0f} h) by {allocated / cap - 1:.0%}")
+        return {"total_cores": cfg.total_cores, "user_fraction": cfg.user_fraction, "period": cfg.period,
+                "user_capacity_core_hours": cap, "allocated_user_core_hours": users,
+                "allocated_group_core_hours": groups, "allocated_core_hours": allocated,
+                "allocated_fraction": allocated / cap if cap else float("inf"),
+                "user_max_cores_total": sum(q.max_cores for q in quotas if q.subject_kind == "user"),
+                "warnings": warnings}
+
+    # ------------------------------------------------------------------------------------------- admin
+    def add_user(self, name: str, admin: bool = False, groups: list[str] | None = None) -> dict:
+        self._require_admin("add users")
+        _check_name("user", name)
+        with transaction(self.engine, lock=True) as s:
+            row = ledger.ensure_user(s, self.config, name)
+            if admin and not row.is_admin:
+                row.is_admin = True
+            for g in groups or []:
+                ledger.ensure_group(s, self.config, _check_name("group", g))
+                if s.get(MembershipRow, (name, g)) is None:
+                    s.add(MembershipRow(user=name, group=g))
+            ledger.audit(s, self.user, "user.add", "user", name, None, {"admin": bool(row.is_admin),
+                                                                         "groups": groups or []})
+            return {"user": name, "admin": bool(row.is_admin), "groups": ledger.groups_of(s, name)}
+
+    def add_group(self, name: str, members: list[str] | None = None, description: str = "") -> dict:
+        self._require_admin("add groups")
+        _check_name("group", name)
+        with transaction(self.engine, lock=True) as s:
+            g = ledger.ensure_group(s, self.config, name)
+            if description:
+                g.description = description
+            for m in members or []:
+                ledger.ensure_user(s, self.config, _check_name("user", m))
+                if s.get(MembershipRow, (m, name)) is None:
+                    s.add(MembershipRow(user=m, group=name))
+            ledger.audit(s, self.user, "group.add", "group", name, None, {"members": members or []})
+            members_now = sorted(s.scalars(select(MembershipRow.user).where(MembershipRow.group == name)))
+        return {"group": name, "members": members_now}
+
+    def create_token(self, user: str | None = None, label: str = "") -> dict:
+        """A new API token for ``user`` (yourself, or anyone for an admin); the plaintext is returned once."""
+        user = user or self.user
+        if user != self.user:
+            self._require_admin("create tokens for other users")
+        token = "ub_" + secrets.token_urlsafe(32)
+        tid = uuid.uuid4().hex[:12]
+        with transaction(self.engine, lock=True) as s:
+            ledger.ensure_user(s, self.config, _check_name("user", user))
+            s.add(TokenRow(id=tid, user=user, digest=hashlib.sha256(token.encode()).hexdigest(), label=label,
+                           created_at=ledger.now(), revoked=False))
+            ledger.audit(s, self.user, "token.create", "user", user, None, {"token_id": tid, "label": label})
+        return {"id": tid, "user": user, "token": token}
+
+    def revoke_token(self, token_id: str) -> dict:
+        with transaction(self.engine, lock=True) as s:
+            row = s.get(TokenRow, token_id)
+            if row is None or (row.user != self.user and not self.identity.is_admin):
+                raise UserbatchError(f"no token {token_id} of yours")
+            row.revoked = True
+            ledger.audit(s, self.user, "token.revoke", "user", row.user, None, {"token_id": token_id})
+        return {"id": token_id, "revoked": True}
+
+    def users(self) -> list[dict]:
+        self._require_admin("list users")
+        with transaction(self.engine) as s:
+            return [{"user": u.name, "admin": u.is_admin, "active": u.active, "groups": ledger.groups_of(s, u.name)}
+                    for u in s.scalars(select(UserRow).order_by(UserRow.name))]
+
+    def groups(self) -> list[dict]:
+        with transaction(self.engine) as s:
+            return [{"group": g.name, "description": g.description,
+                     "members": sorted(s.scalars(select(MembershipRow.user).where(MembershipRow.group == g.name)))}
+                    for g in s.scalars(select(GroupRow).order_by(GroupRow.name))
+                    if self.identity.is_admin or g.name in self.identity.groups]
+
+    # ------------------------------------------------------------------------------------------- workflows
+    def add_workflow(self, text: str, group: str | None = None) -> dict:
+        """Register (or replace) a workflow of yours; with a schedule, the scheduler submits it when due."""
+        from .workflows import check_tables, next_run, parse_workflow
+
+        wf = parse_workflow(text)
+        check_tables(wf, self._catalog())
+        for t in wf.outputs():
+            self.check_writable(t)
+        group = self._group_for(group)
+        with transaction(self.engine, lock=True) as s:
+            row = s.scalars(select(WorkflowRow).where(WorkflowRow.owner == self.user,
+                                                      WorkflowRow.name == wf.name)).first()
+            if row is None:
+                row = WorkflowRow(id=uuid.uuid4().hex[:12], owner=self.user, name=wf.name, created_at=ledger.now(),
+                                  enabled=True)
+                s.add(row)
+            row.group, row.spec, row.schedule = group, wf.to_yaml(), wf.schedule
+            row.next_run_at = next_run(wf.schedule, ledger.now()) if wf.schedule else None
+            return _workflow_dict(row)
+
+    def workflows(self) -> list[dict]:
+        with transaction(self.engine) as s:
+            stmt = select(WorkflowRow).order_by(WorkflowRow.name)
+            if not self.identity.is_admin:
+                stmt = stmt.where(WorkflowRow.owner == self.user)
+            return [_workflow_dict(w) for w in s.scalars(stmt)]
+
+    def run_workflow(self, name_or_id: str, scheduled: bool = False) -> dict:
+        with transaction(self.engine) as s:
+            row = s.get(WorkflowRow, name_or_id) or s.scalars(select(WorkflowRow).where(
+                WorkflowRow.owner == self.user, WorkflowRow.name == name_or_id)).first()
+            if row is None or (row.owner != self.user and not self.identity.is_admin):
+                raise UserbatchError(f"no workflow {name_or_id!r} of yours; 'userbatch workflow list' shows them")
+            text, group, wid = row.spec, row.group, row.id
+        run = self.submit(workflow=text, group=group, workflow_id=wid)
+        with transaction(self.engine) as s:
+            s.get(WorkflowRow, wid).last_run_id = run["id"]
+        return run
+
+
+def _yaml(doc) -> str:
+    import yaml
+
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _workflow_dict(w: WorkflowRow) -> dict:
+    return {"id": w.id, "name": w.name, "owner": w.owner, "group": w.group, "schedule": w.schedule,
+            "enabled": w.enabled, "next_run_at": str(w.next_run_at) if w.next_run_at else None,
+            "last_run_id": w.last_run_id}
+
+
+def _run_dict(r: RunRow, brief: bool = False) -> dict:
+    d = {"id": r.id, "user": r.user, "group": r.group, "kind": r.kind, "name": r.name, "state": r.state,
+         "stage": r.stage, "runner": r.runner, "cores": r.cores, "max_hours": r.max_hours,
+         "reserved_core_hours": r.reserved_core_hours, "charged_core_hours": r.charged_core_hours,
+         "period": r.period, "submitted_at": _iso(r.submitted_at), "started_at": _iso(r.started_at),
+         "ended_at": _iso(r.ended_at), "error": r.error, "rerun_of": r.rerun_of, "app_id": r.app_id}
+    if brief:
+        return d
+    progress = {}
+    p = Path(r.run_dir) / "progress.json"
+    if r.state in ("starting", "running") and p.exists():
+        try:
+            progress = json.loads(p.read_text())
+        except (OSError, ValueError):
+            progress = {}
+    spec = json.loads(r.spec)
+    d.update(progress=progress, pid=r.pid, exit_code=r.exit_code, result=json.loads(r.result or "{}"),
+             params=spec.get("params"), pins=spec.get("pins", {}), output_map=spec.get("output_map", {}),
+             run_dir=r.run_dir, cancel_requested=r.cancel_requested)
+    return d
+
+
+def _iso(ts) -> str | None:
+    return ts.isoformat() if ts else None
+
+
+__all__ = ["Facility", "Identity", "RunNotFound", "AuthError", "asdict", "shutil"]
