@@ -48,8 +48,15 @@ class SubmitSpec:
         return f"userbatch-{self.run_id}"
 
     @property
+    def cores_per_executor(self) -> int:
+        """The largest divisor of ``cores`` not above ``executor_cores``: executors x cores is then exactly
+        ``cores``, never more than the quota reserved."""
+        top = max(1, min(self.executor_cores, self.cores))
+        return next(c for c in range(top, 0, -1) if self.cores % c == 0)
+
+    @property
     def num_executors(self) -> int:
-        return max(1, -(-self.cores // max(1, self.executor_cores)))
+        return max(1, self.cores // self.cores_per_executor)
 
 
 def spark_submit() -> str:
@@ -68,7 +75,8 @@ def event_log_conf(run_dir: str) -> dict[str, str]:
     ev = Path(run_dir) / "eventlog"
     return {
         "spark.eventLog.enabled": "true",
-        "spark.eventLog.dir": ev.as_uri(),
+        # a shell variable (an exported bundle's $BUNDLE) stays for the shell to expand
+        "spark.eventLog.dir": f"file://{ev}" if run_dir.startswith("$") else ev.as_uri(),
         "spark.eventLog.compress": "false",
         "spark.eventLog.rolling.enabled": "false",
     }
@@ -87,13 +95,13 @@ class Runner:
     def conf(self, spec: SubmitSpec) -> dict[str, str]:
         """Spark configuration common to every runner; subclasses add their scheduler's settings."""
         return {
+            **spec.spark_conf,  # the user's settings first: the facility's below win (accounting needs them)
             "spark.app.name": spec.app_name,
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.driver.memory": spec.driver_memory,
             "spark.driver.extraJavaOptions": "-Dlog4j2.level=warn",
             **event_log_conf(spec.run_dir),
-            **spec.spark_conf,
         }
 
     def argv(self, spec: SubmitSpec, submit: str = "spark-submit") -> list[str]:
@@ -155,8 +163,7 @@ class StandaloneRunner(Runner):
 
     def master_args(self, spec):
         return ["--master", self.master, "--deploy-mode", "client",
-                "--total-executor-cores", str(spec.cores), "--executor-cores", str(min(spec.executor_cores,
-                                                                                        spec.cores)),
+                "--total-executor-cores", str(spec.cores), "--executor-cores", str(spec.cores_per_executor),
                 "--executor-memory", spec.executor_memory]
 
     def environment(self, spec):

@@ -82,6 +82,13 @@ class Worker:
         self.reconcile()
         return True
 
+    def shutdown(self) -> None:
+        """Stop the runs this worker launched (they would outlive it unwatched) and record them as failed."""
+        for run_id, proc in list(self.procs.items()):
+            terminate(proc)
+            proc.wait()
+            self._finish(run_id, proc.returncode, "failed", "the facility worker shut down while it ran")
+
     def release(self) -> None:
         if self._lock_fh is not None:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
@@ -302,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         w.run(until_idle=args.until_idle)
     finally:
+        w.shutdown()
         w.release()
     return 0
 
