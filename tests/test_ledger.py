@@ -257,6 +257,12 @@ def test_bad_inputs_are_refused_and_queue_nothing(fac_env):
         ann.submit(template="crossmatch", params={"left": "dp1.a", "right": "dp1.b", "output": "u_ann.c"})
     with pytest.raises(UserbatchError, match="exactly one of"):
         ann.submit()
+    for sql in ("DROP TABLE dp1.x", "INSERT INTO dp1.x SELECT 1", "SELECT * FROM parquet.`/etc/passwd`",
+                "SELECT reflect('java.lang.System', 'exit', 1)"):
+        with pytest.raises(UserbatchError):
+            ann.submit(workflow=f"name: w\nsteps:\n  - name: a\n    sql: \"{sql}\"\n")
+    with pytest.raises(UserbatchError, match="YAML"):
+        ann.submit(workflow="name: w\nsteps: [\n")
     bad_job = os.path.join(os.environ["USERBATCH_HOME"], "bad.yaml")
     os.makedirs(os.path.dirname(bad_job), exist_ok=True)
     with open(bad_job, "w") as fh:
@@ -268,3 +274,33 @@ def test_bad_inputs_are_refused_and_queue_nothing(fac_env):
             ann.status(bad_id)
     with engine_for(fac_env).connect() as conn:
         assert conn.execute(select(func.count()).select_from(RunRow)).scalar() == 0
+
+
+def test_a_run_waits_while_the_users_running_cores_are_at_their_limit(fac_env):
+    """max_cores bounds what runs at once: the second 3-core run stays queued while the first holds 3 of 4."""
+    from userbatch.facility.worker import Worker
+    from userbatch.tables.db import transaction
+
+    ann = fac("ann", fac_env)
+    first = ann.submit(script=_script(), cores=3, max_hours=1)
+    second = ann.submit(script=_script(), cores=3, max_hours=1)
+    with transaction(engine_for(fac_env)) as s:
+        s.get(RunRow, first["id"]).state = "running"  # as if the worker had launched it
+    w = Worker(db_url=fac_env, config=load_config())
+    w.start_queued()
+    assert ann.status(second["id"])["state"] == "queued" and not w.procs
+    assert ann.quota_show()["user"]["running_cores"] == 3
+
+
+def test_storage_over_quota_refuses_new_runs(fac_env, tmp_path):
+    from userbatch.tables.catalog import Catalog, TableEntry
+
+    ann, boss = fac("ann", fac_env), fac("boss", fac_env)
+    loc = tmp_path / "u_ann" / "big"
+    loc.mkdir(parents=True)
+    (loc / "part-0.parquet").write_bytes(b"x" * 200_000)
+    Catalog(db_url=fac_env, user="ann").register(TableEntry(name="u_ann.big", location=str(loc), format="parquet"))
+    boss.quota_set("user", "ann", storage_gb=0.0001)  # 100 kB
+    assert ann.quota_show()["user"]["storage_used_gb"] == pytest.approx(0.0002)
+    with pytest.raises(QuotaExceeded, match="storage quota; drop tables"):
+        ann.submit(script=_script(), cores=1, max_hours=0.1)

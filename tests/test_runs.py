@@ -218,6 +218,47 @@ def test_export_bundle_holds_job_config_inputs_and_command(fac, xmatch_run, tmp_
     subprocess.run(["bash", "-n", "-c", read["submit.sh"]], check=True)  # the script at least parses
 
 
+WORKFLOW = """
+name: north_bright
+schedule: "*/5 * * * *"
+steps:
+  - name: north
+    sql: SELECT objectId, coord_ra, coord_dec, r_psfFlux FROM dp1.left WHERE coord_dec > 0
+  - name: bright
+    sql: SELECT objectId, coord_ra, coord_dec FROM north WHERE r_psfFlux > 3000
+    output: u_ann.north_bright
+    ra_column: coord_ra
+    dec_column: coord_dec
+"""
+
+
+def test_a_scheduled_workflow_runs_when_due_as_an_ordinary_job(fac):
+    """The worker's scheduler submits a due workflow under its owner's quota, inputs pinned; the output equals
+    pandas on the same rows, and the schedule moves on."""
+    from datetime import datetime, timedelta, timezone
+
+    from userbatch.facility.models import WorkflowRow
+    from userbatch.tables.db import transaction
+
+    ann = fac["ann"]
+    wf = ann.add_workflow(WORKFLOW)
+    assert wf["schedule"] == "*/5 * * * *" and wf["next_run_at"]
+    with transaction(engine_for(fac["db_url"])) as s:
+        s.get(WorkflowRow, wf["id"]).next_run_at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    deadline = time.monotonic() + 60
+    while not (w := ann.workflows()[0])["last_run_id"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert datetime.fromisoformat(w["next_run_at"]).replace(tzinfo=timezone.utc) > datetime.now(timezone.utc)
+    done = ann.wait(w["last_run_id"], timeout_s=400)
+    assert done["state"] == "succeeded", ann.logs(done["id"], 60)
+    assert done["kind"] == "workflow" and done["pins"] == {"dp1.left": 0} and done["charged_core_hours"] > 0
+    left = fac["left"]
+    want = sorted(left[(left.coord_dec > 0) & (left.r_psfFlux > 3000)].objectId)
+    got = pd.read_parquet(_table_files("u_ann.north_bright"))
+    assert sorted(got.objectId) == want and len(want) > 10
+
+
 def test_cli_submit_starts_its_own_worker_and_waits(fac, tmp_path):
     """No server: 'userbatch submit --wait' queues the run, starts a background worker and prints the charge."""
     script = tmp_path / "count.py"
