@@ -1,7 +1,8 @@
 """The end-to-end demo behind ``userbatch demo`` (and the README's first command).
 
 Simulate a small survey -> ingest Object, Visit, ForcedSource and a Gaia-like catalog -> cone and box searches ->
-an SQL aggregate -> a derived table written twice (versions, time travel) -> history and provenance. Later
+an SQL aggregate -> the facility: user 'demo' submits the cross-match, light-curve and periodogram jobs under a
+quota and is charged what Spark used -> a derived table written twice (versions, time travel) -> provenance. Later
 issues extend this same path. Output goes through ``echo`` so the library itself never prints.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,10 +44,6 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
     from .tables import delta
     from .tables.catalog import Catalog
     from .tables.info import partitions_of, pixel_counts
-    from .ops.crossmatch import crossmatch
-    from .ops.lightcurves import features
-    from .ops.periodogram import periodogram
-    from .sky.motion import Motion
     from .tables.director import VisitTimes, write_child_table
     from .tables.ingest import ingest, read_input
     from .tables.provenance import Provenance
@@ -102,36 +100,75 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
     ).toPandas()
     echo(agg.to_string(index=False))
 
-    echo("\n== cross-match with Gaia: one-to-one, Gaia moved from 2016.0 to the Object epoch first")
-    xm = crossmatch("dp1.object", "ref.gaia", 1.0, one_to_one=True, left_columns=["objectId", "coord_ra", "coord_dec"],
-                    right_columns=["source_id", "truth_objectId", "pmra", "pmdec"],
-                    motion=Motion(epoch=cfg.observation_epoch_jyear, parallax="parallax", ref_epoch=2016.0),
-                    margin_fallback="read")  # the fastest star moves farther than the 5" margin in 9 years
-    echo(xm.explain())
-    res = xm.write("demo.object_gaia", pixel_threshold=threshold)
-    pairs = read_table("demo.object_gaia").toPandas()
-    right = (pairs.objectId == pairs.truth_objectId).mean() if len(pairs) else 0.0
-    echo(f"demo.object_gaia v{res.version}: {res.rows:,} pairs, {right:.1%} the simulator's true counterpart; "
-         f"median separation {pairs._dist_arcsec.median() * 1000:.2f} mas")
+    echo("\n== the facility: user 'demo' submits three jobs under a quota (conf/facility.yaml), walks away")
+    from .facility.service import Facility, Identity
+    from .facility.worker import Worker
+    from .tables.db import engine_for
 
-    echo("\n== light curves: DP1 features per object and band, periodograms (director table: no shuffle)")
-    f = features("dp1.forced_source", bands="gri", lc_features=["StetsonK"])
-    echo(f.explain())
-    res = f.write("demo.fs_stats")
-    echo(f"demo.fs_stats v{res.version}: {res.rows:,} objects x {len(f.spec.schema().names) - 1} feature columns")
-    pg = periodogram("dp1.forced_source", multiband=True, min_period_day=0.1)
-    echo(pg.explain())
-    res = pg.write("demo.periods")
-    periods = read_table("demo.periods").toPandas().merge(
+    db_url = os.environ["USERBATCH_DB_URL"]
+    user = Facility(Identity.lookup("demo", engine_for(db_url)), db_url=db_url, start_worker=False)
+    q = user.quota_show()["user"]
+    echo(f"demo's allocation: {q['core_hours']:.0f} core-hours per {q['period']}, {q['max_cores']} cores at once")
+    worker = Worker(db_url=db_url)
+    worker.acquire()
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.3}, daemon=True)
+    thread.start()
+    try:
+        t_submit = time.perf_counter()
+        jobs = {
+            "crossmatch": user.submit(template="crossmatch", cores=1, max_hours=0.5, params={
+                "left": "dp1.object", "right": "ref.gaia", "radius_arcsec": 1.0, "one_to_one": True,
+                "left_columns": ["objectId", "coord_ra", "coord_dec"],
+                "right_columns": ["source_id", "truth_objectId", "pmra", "pmdec"],
+                # Gaia moved from 2016.0 to the Object epoch; the fastest star outruns the 5" margin in 9 years
+                "motion": {"epoch": cfg.observation_epoch_jyear, "parallax": "parallax", "ref_epoch": 2016.0},
+                "margin_fallback": "read", "output": "u_demo.object_gaia", "pixel_threshold": threshold}),
+            "features": user.submit(template="forced_source_stats", cores=1, max_hours=0.5, params={
+                "source": "dp1.forced_source", "bands": ["g", "r", "i"], "lc_features": ["StetsonK"],
+                "output": "u_demo.fs_stats"}),
+            "periodogram": user.submit(template="periodogram", cores=1, max_hours=0.5, params={
+                "source": "dp1.forced_source", "multiband": True, "min_period_day": 0.1,
+                "output": "u_demo.periods"}),
+        }
+        echo(f"submitted {len(jobs)} runs in {time.perf_counter() - t_submit:.2f} s: "
+             + ", ".join(f"{k}={r['id']}" for k, r in jobs.items()))
+        done = {k: user.wait(r["id"], timeout_s=1800) for k, r in jobs.items()}
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        worker.shutdown()
+        worker.release()
+    for k, r in done.items():
+        outs = ", ".join(f"{o['table']}@v{o['version']} ({o['rows']:,} rows)" for o in r["result"].get("outputs", []))
+        echo(f"{k:12s} {r['id']} {r['state']:9s} charged {r['charged_core_hours'] or 0:.4f} core-hours -> {outs}"
+             + (f"  error: {r['error']}" if r["error"] else ""))
+        if r["state"] != "succeeded":
+            raise UserbatchError(f"demo run {k} {r['state']}: {r['error']}; see 'userbatch logs {r['id']}'")
+    q = user.quota_show()["user"]
+    echo(f"demo's quota now: used {q['used']:.4f} of {q['core_hours']:.0f} core-hours, "
+         f"{q['remaining']:.4f} remaining")
+
+    pairs = read_table("u_demo.object_gaia").toPandas()
+    right = (pairs.objectId == pairs.truth_objectId).mean() if len(pairs) else 0.0
+    echo(f"u_demo.object_gaia: {len(pairs):,} one-to-one pairs, {right:.1%} the simulator's true counterpart; "
+         f"median separation {pairs._dist_arcsec.median() * 1000:.2f} mas")
+    periods = read_table("u_demo.periods").toPandas().merge(
         read_table("dp1.object", columns=["objectId", "variability_class", "period_day"]).toPandas(), on="objectId")
     per = periods[(periods.variability_class == "periodic") & (periods.n_points >= 40)]
     hit = ((per.best_period_day / per.period_day - 1).abs() < 0.01) | ((per.best_period_day / per.period_day - 0.5)
                                                                         .abs() < 0.01)
-    echo(f"demo.periods v{res.version}: {res.rows:,} objects; injected period (or half, for eclipses) found for "
+    echo(f"u_demo.periods: {len(periods):,} objects; injected period (or half, for eclipses) found for "
          f"{hit.sum()} of {len(per)} periodic objects with >= 40 points")
     if len(per):
         star = int(per[hit].objectId.iloc[0]) if hit.any() else int(per.objectId.iloc[0])
         echo(f"light curve of object {star}: {plot_lightcurve('dp1.forced_source', star, home / f'lc_{star}.png')}")
+    echo("provenance of u_demo.object_gaia:")
+    tree = user.provenance("u_demo.object_gaia")
+    echo(f"  v{tree['version']} run={tree['run_id']} job={tree['job']} user={tree['user']} "
+         f"code={tree['code_version']}")
+    for i in tree["inputs"]:
+        echo(f"    <- {i['table']}@v{i['version']} job={i.get('job')} user={i.get('user')}")
 
     echo("\n== a derived table, written twice (versions and time travel)")
     obj_version = resolve(Catalog().get("dp1.object")).version

@@ -86,7 +86,7 @@ def load_config(path: str | Path | None = None) -> FacilityConfig:
     if not path.is_file():
         raise ConfigError(f"facility config {path} not found; set USERBATCH_FACILITY_CONFIG")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"facility config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     return parse_config(doc, str(path))
@@ -136,6 +136,8 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
+    if cfg.total_cores < 1:
+        raise ConfigError(f"{where}: capacity.cores must be at least 1")
     if not 0 < cfg.user_fraction <= 1:
         raise ConfigError(f"{where}: capacity.user_fraction must be in (0, 1]")
     return cfg

@@ -94,7 +94,10 @@ class Identity:
             row = s.scalars(select(TokenRow).where(TokenRow.digest == digest)).first()
             if row is None or row.revoked:
                 raise AuthError("unknown or revoked token")
-            row.last_used_at = ledger.now()
+            now = ledger.now()
+            last = row.last_used_at
+            if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
+                row.last_used_at = now  # at most a write a minute per token, not one per request
             user = s.get(UserRow, row.user)
             if user is None or not user.active:
                 raise AuthError(f"user {row.user} is disabled")
@@ -482,7 +485,7 @@ class Facility:
         return {"total_cores": cfg.total_cores, "user_fraction": cfg.user_fraction, "period": cfg.period,
                 "user_capacity_core_hours": cap, "allocated_user_core_hours": users,
                 "allocated_group_core_hours": groups, "allocated_core_hours": allocated,
-                "allocated_fraction": allocated / cap if cap else float("inf"),
+                "allocated_fraction": allocated / cap if cap else None,
                 "user_max_cores_total": sum(q.max_cores for q in quotas if q.subject_kind == "user"),
                 "warnings": warnings}
 

@@ -153,7 +153,7 @@ class Template:
 
 def _load_yaml(path: Path, what: str) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         raise TemplateError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     except OSError as e:

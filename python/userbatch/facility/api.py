@@ -1,0 +1,383 @@
+"""The facility's REST API: every :class:`~.service.Facility` operation over HTTP, for one caller per request.
+
+A request names its caller with a bearer token (``Authorization: Bearer <token>``; an admin makes one with
+``userbatch admin token create USER``); the token is looked up by its SHA-256 digest, and the request runs as that
+:class:`~.service.Identity` through a :class:`~.service.Facility`, which does all the checking. The API itself
+adds no rules, so the CLI in-process and the CLI through :mod:`.client` behave the same.
+
+Errors are JSON ``{"detail": "<message>", "error": "<exception class>"}`` with the status saying what kind:
+401 no usable token, 403 not allowed, 404 no such run or table, 409 over quota, 400 any other input the caller
+can fix (request-body validation included). OpenAPI docs are at ``/docs``.
+
+:func:`serve` runs the API under uvicorn, and beside it the facility worker (the API never starts one per
+request), in a thread that stops when the server does.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..config import settings
+from ..errors import AccessDenied, TableNotFound, UserbatchError
+from ..tables.db import engine_for
+from .config import FacilityConfig, load_config
+from .ledger import QuotaExceeded
+from .service import AuthError, Facility, Identity, RunNotFound
+
+log = logging.getLogger(__name__)
+
+#: Exception class -> HTTP status; the first match wins (subclasses before their bases), anything else is 400.
+STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (AuthError, 401),
+    (AccessDenied, 403),
+    (RunNotFound, 404),
+    (TableNotFound, 404),
+    (QuotaExceeded, 409),
+)
+
+
+def status_for(exc: UserbatchError) -> int:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            return code
+    return 400
+
+
+# ------------------------------------------------------------------------------------------------ request bodies
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScriptBody(_Body):
+    name: str = Field(description="file name of the PySpark script, e.g. my_job.py")
+    text: str = Field(description="the script's source")
+    args: list[str] = Field(default_factory=list, description="arguments passed to the script")
+
+
+class SubmitBody(_Body):
+    """Exactly one of ``template`` (with ``params``), ``script`` or ``workflow``."""
+
+    template: str | None = Field(None, description="job template name ('userbatch jobs list')")
+    params: dict[str, Any] | None = Field(None, description="template parameters")
+    script: ScriptBody | None = None
+    workflow: str | None = Field(None, description="a SQL workflow, as YAML text")
+    group: str | None = Field(None, description="charge this group's allocation (you must be a member)")
+    cores: int | None = Field(None, description="cores to run on (default from the facility config)")
+    max_hours: float | None = Field(None, description="wall-time limit; cores x hours is reserved from the quota")
+
+
+class RerunBody(_Body):
+    output_map: dict[str, str] | None = Field(None, description="write output OLD as NEW")
+
+
+class QuotaBody(_Body):
+    core_hours: float | None = None
+    max_cores: int | None = None
+    storage_gb: float | None = None
+
+
+class WorkflowBody(_Body):
+    text: str = Field(description="the workflow YAML")
+    group: str | None = None
+
+
+class UserBody(_Body):
+    name: str
+    admin: bool = False
+    groups: list[str] = Field(default_factory=list)
+
+
+class GroupBody(_Body):
+    name: str
+    members: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class TokenBody(_Body):
+    user: str | None = Field(None, description="whose token (default the caller; others need an admin)")
+    label: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message, "error": kind}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _table_dict(e) -> dict:
+    return {"name": e.name, "owner": e.owner, "group": e.group, "visibility": e.visibility, "format": e.format,
+            "description": e.description}
+
+
+def create_app(db_url: str | None = None, config: FacilityConfig | None = None) -> FastAPI:
+    """The API for the facility database at ``db_url`` (default: the settings'), under ``config`` (default: the
+    facility config file). Requests never start a worker: the serving process runs one (:func:`serve`)."""
+    db_url = db_url or settings().db_url
+    config = config or load_config()
+    engine = engine_for(db_url)
+    bearer = HTTPBearer(auto_error=False, description="an API token: 'userbatch admin token create USER'")
+
+    app = FastAPI(title="userbatch", version=_version(), docs_url="/docs", openapi_url="/openapi.json",
+                  description="The Rubin User Batch facility: Spark runs over catalog tables under quotas.")
+
+    @app.exception_handler(UserbatchError)
+    async def _userbatch_error(request: Request, exc: UserbatchError):
+        status = status_for(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status >= 500:  # pragma: no cover - no mapping gives one today
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return _error(status, str(exc), type(exc).__name__, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return _error(400, _validation_message(exc), "UserbatchError")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no endpoint {request.method} {request.url.path}; /docs lists them"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; /docs lists the endpoints"
+        return _error(exc.status_code, message, "HTTPException", getattr(exc, "headers", None))
+
+    def facility(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Facility:
+        identity = Identity.from_token(creds.credentials if creds else None, engine)
+        return Facility(identity, db_url=db_url, config=config, start_worker=False)
+
+    # Route order matters: a run id or table name is a {..:path} parameter (so that ``a/../b`` reaches the
+    # facility and is refused with its message instead of matching no route), hence the longer routes first.
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict:
+        """Liveness (no token needed)."""
+        return {"status": "ok", "version": _version()}
+
+    @app.get("/me", tags=["service"])
+    def me(fac: Facility = Depends(facility)) -> dict:
+        """Who the token belongs to."""
+        i = fac.identity
+        return {"user": i.user, "groups": list(i.groups), "admin": i.is_admin}
+
+    # --------------------------------------------------------------------------------------------- runs
+    @app.post("/runs", status_code=201, tags=["runs"])
+    def submit(body: SubmitBody, fac: Facility = Depends(facility)) -> dict:
+        """Queue a run: a template with parameters, a script, or a workflow (YAML text). Returns at once."""
+        script = (body.script.name, body.script.text) if body.script else None
+        return fac.submit(template=body.template, params=body.params, script=script,
+                          script_args=body.script.args if body.script else None, workflow=body.workflow,
+                          group=body.group, cores=body.cores, max_hours=body.max_hours)
+
+    @app.get("/runs", tags=["runs"])
+    def runs(user: str | None = None, state: str | None = None, all_users: bool = False,
+             limit: int = Query(100, ge=1, le=10_000), fac: Facility = Depends(facility)) -> list[dict]:
+        """Your runs, newest first (another user's, or everyone's, for admins)."""
+        return fac.runs(user=user, state=state, all_users=all_users, limit=limit)
+
+    @app.get("/runs/{run_id:path}/logs", response_class=PlainTextResponse, tags=["runs"])
+    def logs(run_id: str, tail: int = Query(200, ge=0, description="last lines; 0 for all"),
+             fac: Facility = Depends(facility)) -> str:
+        """The run's driver log (text)."""
+        return fac.logs(run_id, tail or None)
+
+    @app.post("/runs/{run_id:path}/cancel", tags=["runs"])
+    def cancel(run_id: str, fac: Facility = Depends(facility)) -> dict:
+        """Cancel a queued run (its reservation is released) or stop a running one (used time is charged)."""
+        return fac.cancel(run_id)
+
+    @app.get("/runs/{run_id:path}/results", tags=["runs"])
+    def results(run_id: str, fac: Facility = Depends(facility)) -> dict:
+        """The tables a run wrote (with versions) and the inputs it read."""
+        return fac.results(run_id)
+
+    @app.post("/runs/{run_id:path}/rerun", status_code=201, tags=["runs"])
+    def rerun(run_id: str, body: RerunBody | None = None, fac: Facility = Depends(facility)) -> dict:
+        """Submit the run again with its inputs pinned to the versions it read."""
+        return fac.rerun(run_id, output_map=body.output_map if body else None)
+
+    @app.get("/runs/{run_id:path}/export", response_class=Response, tags=["runs"],
+             responses={200: {"content": {"application/gzip": {}}, "description": "the bundle (tar.gz)"}})
+    def export(run_id: str, fac: Facility = Depends(facility)) -> Response:
+        """A self-contained bundle (tar.gz) to run this job elsewhere."""
+        with tempfile.TemporaryDirectory(prefix="userbatch-export-") as tmp:
+            path = Path(fac.export(run_id, tmp))
+            data = path.read_bytes()
+        return Response(data, media_type="application/gzip",
+                        headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+
+    @app.get("/runs/{run_id:path}", tags=["runs"])
+    def status(run_id: str, fac: Facility = Depends(facility)) -> dict:
+        """A run: state, stage, Spark progress, reservation and charge, result."""
+        return fac.status(run_id)
+
+    # --------------------------------------------------------------------------------------------- quotas
+    @app.get("/quota", tags=["quotas"])
+    def quota_show(user: str | None = None, fac: Facility = Depends(facility)) -> dict:
+        """Your allocation and your groups' (another user's for admins): used, reserved, remaining."""
+        return fac.quota_show(user)
+
+    @app.put("/quotas/{kind}/{subject}", tags=["quotas"])
+    def quota_set(kind: str, subject: str, body: QuotaBody, fac: Facility = Depends(facility)) -> dict:
+        """Change a user's or group's allocation (admins; audited). Returns the new limits."""
+        return fac.quota_set(kind, subject, core_hours=body.core_hours, max_cores=body.max_cores,
+                             storage_gb=body.storage_gb)
+
+    @app.get("/audit", tags=["quotas"])
+    def audit(limit: int = Query(50, ge=1, le=10_000), fac: Facility = Depends(facility)) -> list[dict]:
+        """Recent quota, user, group and token changes, with values before and after (admins)."""
+        return fac.audit_log(limit)
+
+    @app.get("/capacity", tags=["quotas"])
+    def capacity(fac: Facility = Depends(facility)) -> dict:
+        """Allocations against the facility's user-computing capacity."""
+        return fac.capacity()
+
+    # --------------------------------------------------------------------------------------------- tables
+    @app.get("/tables", tags=["tables"])
+    def tables(namespace: str | None = None, fac: Facility = Depends(facility)) -> list[dict]:
+        """The tables you can read."""
+        from ..tables.catalog import Catalog
+
+        cat = Catalog(db_url=db_url, user=fac.user, groups=fac.identity.groups)
+        return [_table_dict(e) for e in cat.list(namespace)]
+
+    @app.get("/tables/{name:path}/provenance", tags=["tables"])
+    def provenance(name: str, version: int | None = Query(None, ge=0), depth: int = Query(8, ge=0, le=64),
+                   fac: Facility = Depends(facility)) -> dict:
+        """How a table version came to be: its run, parameters and inputs, walked back."""
+        return fac.provenance(name, version, depth=depth)
+
+    @app.get("/tables/{name:path}", tags=["tables"])
+    def table(name: str, fac: Facility = Depends(facility)) -> dict:
+        """One table you can read."""
+        from ..tables.catalog import Catalog
+
+        return _table_dict(Catalog(db_url=db_url, user=fac.user, groups=fac.identity.groups).get(name))
+
+    # --------------------------------------------------------------------------------------------- workflows
+    @app.post("/workflows", status_code=201, tags=["workflows"])
+    def add_workflow(body: WorkflowBody, fac: Facility = Depends(facility)) -> dict:
+        """Register (or replace) a workflow of yours; with a schedule the facility submits it when due."""
+        return fac.add_workflow(body.text, group=body.group)
+
+    @app.get("/workflows", tags=["workflows"])
+    def workflows(fac: Facility = Depends(facility)) -> list[dict]:
+        """Your registered workflows (everyone's for admins)."""
+        return fac.workflows()
+
+    @app.post("/workflows/{name:path}/run", status_code=201, tags=["workflows"])
+    def run_workflow(name: str, fac: Facility = Depends(facility)) -> dict:
+        """Run a registered workflow now (by name or id)."""
+        return fac.run_workflow(name)
+
+    # --------------------------------------------------------------------------------------------- admin
+    @app.get("/users", tags=["admin"])
+    def users(fac: Facility = Depends(facility)) -> list[dict]:
+        """Every user, with their groups (admins)."""
+        return fac.users()
+
+    @app.post("/users", status_code=201, tags=["admin"])
+    def add_user(body: UserBody, fac: Facility = Depends(facility)) -> dict:
+        """Add a user, or add them to groups (admins; audited)."""
+        return fac.add_user(body.name, admin=body.admin, groups=body.groups)
+
+    @app.get("/groups", tags=["admin"])
+    def groups(fac: Facility = Depends(facility)) -> list[dict]:
+        """Your groups with their members (every group for admins)."""
+        return fac.groups()
+
+    @app.post("/groups", status_code=201, tags=["admin"])
+    def add_group(body: GroupBody, fac: Facility = Depends(facility)) -> dict:
+        """Add a group, or members to it (admins; audited)."""
+        return fac.add_group(body.name, members=body.members, description=body.description)
+
+    @app.post("/tokens", status_code=201, tags=["admin"])
+    def create_token(body: TokenBody | None = None, fac: Facility = Depends(facility)) -> dict:
+        """A new API token (yours, or anyone's for an admin). The token is in this answer only: it is stored as
+        its SHA-256 digest."""
+        body = body or TokenBody()
+        return fac.create_token(body.user, label=body.label)
+
+    @app.delete("/tokens/{token_id:path}", tags=["admin"])
+    def revoke_token(token_id: str, fac: Facility = Depends(facility)) -> dict:
+        """Revoke a token of yours (anyone's for an admin)."""
+        return fac.revoke_token(token_id)
+
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("userbatch")
+    except Exception:  # noqa: BLE001 - running from a source tree that is not installed
+        return "0+unknown"
+
+
+def _worker_loop(db_url: str, config: FacilityConfig, stop: threading.Event, retry_s: float = 5.0) -> None:
+    """Run the facility worker until ``stop``; while another process holds the worker lock (a background worker
+    the CLI started), wait for it to exit and take over."""
+    from .worker import Worker
+
+    worker = Worker(db_url=db_url, config=config)
+    waiting_logged = False
+    while not stop.is_set():
+        try:
+            if not worker.acquire():
+                if not waiting_logged:
+                    log.info("another worker serves %s; taking over when it exits", db_url)
+                    waiting_logged = True
+                stop.wait(retry_s)
+                continue
+            log.info("worker started for %s", db_url)
+            worker.run(stop=stop)
+        except Exception:  # noqa: BLE001 - keep serving: log, back off, start again
+            log.exception("the worker failed; restarting it in %.0f s", retry_s)
+            stop.wait(retry_s)
+        finally:
+            worker.release()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, db_url: str | None = None, with_worker: bool = True) -> None:
+    """Run the API (uvicorn) until interrupted and, ``with_worker``, the facility worker in a daemon thread that
+    is stopped when the server shuts down."""
+    import uvicorn
+
+    if not logging.getLogger().handlers:  # the worker's and the facility's log lines go beside uvicorn's
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s")
+    db_url = db_url or settings().db_url
+    config = load_config()
+    app = create_app(db_url, config)
+    stop = threading.Event()
+    thread = None
+    if with_worker:
+        thread = threading.Thread(target=_worker_loop, args=(db_url, config, stop), daemon=True,
+                                  name="userbatch-worker")
+        thread.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=30)
