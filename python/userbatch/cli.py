@@ -672,6 +672,7 @@ def serve(host, port, no_worker):
     """Start the REST API (OpenAPI docs at /docs) and the worker that launches queued runs."""
     from .facility.api import serve as run_server
 
+    logging.getLogger("userbatch").setLevel(logging.INFO)  # the worker's run lines are the server's log
     run_server(host=host, port=port, with_worker=not no_worker)
 
 

@@ -241,13 +241,18 @@ class Worker:
         ledger.charge(s, run, core_hours, cpu_hours, "spark-eventlog")
 
     def reconcile(self) -> None:
-        """Runs this host started that have no live process (a worker that died): finish them from their files."""
+        """Runs this host started under an earlier worker (a restarted ``serve``): a live one is adopted and watched
+        by its pid; one whose process is gone is finished from the files it left."""
         with transaction(self.engine) as s:
-            stale = [r.id for r in s.scalars(select(RunRow).where(RunRow.state.in_(("starting", "running")),
-                                                                 RunRow.host == self.host))
-                     if r.id not in self.procs and not _pid_alive(r.pid)]
-        for run_id in stale:
-            self._finish(run_id, None, None, "the worker that ran it stopped; the run's process is gone")
+            orphans = [(r.id, r.pid, r.run_dir) for r in s.scalars(select(RunRow).where(
+                RunRow.state.in_(("starting", "running")), RunRow.host == self.host)) if r.id not in self.procs]
+        for run_id, pid, run_dir in orphans:
+            if _pid_alive(pid):
+                log.info("run %s: adopting its live process %d", run_id, pid)
+                self.procs[run_id] = _Adopted(pid, Path(run_dir))
+            else:
+                self._finish(run_id, _Adopted(pid, Path(run_dir)).poll(), None,
+                             "the worker that ran it stopped and the run's process is gone")
 
     # -------------------------------------------------------------------------------------------- schedule
     def submit_due_workflows(self) -> None:
@@ -272,6 +277,24 @@ class Worker:
             with transaction(self.engine) as s:
                 w = s.get(WorkflowRow, wf_id)
                 w.next_run_at = next_run(w.schedule, now)
+
+
+class _Adopted:
+    """A run process this worker did not start (so cannot ``wait`` on): watched by pid; its outcome is read from
+    the files the driver leaves, since its exit status is lost."""
+
+    def __init__(self, pid: int, run_dir: Path):
+        self.pid, self.run_dir, self.returncode = pid, run_dir, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _pid_alive(self.pid):
+            self.returncode = 0 if (self.run_dir / "result.json").exists() else 1
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.poll() is None:
+            time.sleep(0.2)
+        return self.returncode
 
 
 def _aware(ts: datetime) -> datetime:
