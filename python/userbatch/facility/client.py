@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,8 +21,7 @@ import httpx
 from .. import errors
 from ..errors import AccessDenied, TableNotFound, UserbatchError
 from .ledger import QuotaExceeded
-from .models import FINAL_STATES
-from .service import AuthError, RunNotFound
+from .service import AuthError, RunNotFound, wait_for_run
 
 _BY_STATUS: dict[int, type[UserbatchError]] = {401: AuthError, 403: AccessDenied, 404: RunNotFound,
                                                409: QuotaExceeded, 400: UserbatchError}
@@ -175,12 +173,7 @@ class Client:
         return self._post(f"/runs/{_seg(run_id)}/cancel")
 
     def wait(self, run_id: str, timeout_s: float = 600, poll_s: float = 1.0) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            run = self.status(run_id)
-            if run["state"] in FINAL_STATES or time.monotonic() > deadline:
-                return run
-            time.sleep(poll_s)
+        return wait_for_run(self.status, run_id, timeout_s, poll_s)
 
     def results(self, run_id: str) -> dict:
         return self._get(f"/runs/{_seg(run_id)}/results")

@@ -292,12 +292,7 @@ class Facility:
         return self.status(run_id)
 
     def wait(self, run_id: str, timeout_s: float = 600, poll_s: float = 0.5) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            run = self.status(run_id)
-            if run["state"] in FINAL_STATES or time.monotonic() > deadline:
-                return run
-            time.sleep(poll_s)
+        return wait_for_run(self.status, run_id, timeout_s, poll_s)
 
     def results(self, run_id: str) -> dict:
         run = self.status(run_id)
@@ -595,6 +590,16 @@ class Facility:
         with transaction(self.engine) as s:
             s.get(WorkflowRow, wid).last_run_id = run["id"]
         return run
+
+
+def wait_for_run(status, run_id: str, timeout_s: float, poll_s: float) -> dict:
+    """Poll ``status(run_id)`` until the run ends or ``timeout_s`` passes; the last status either way."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = status(run_id)
+        if run["state"] in FINAL_STATES or time.monotonic() > deadline:
+            return run
+        time.sleep(poll_s)
 
 
 def _yaml(doc) -> str:
