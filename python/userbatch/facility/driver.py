@@ -134,6 +134,10 @@ def main(run_dir: str) -> int:
             wf = parse_workflow(spec["workflow"])
             summary = run_workflow(wf, spark, Provenance(job=f"workflow:{wf.name}", run_id=spec["run_id"],
                                                          parameters={"workflow": wf.as_dict()}))
+        elif kind == "bps":
+            from userbatch.images.bps_executor import execute
+
+            summary = execute(spark, spec["bps"], run_dir, progress=progress.set)
         else:
             raise RuntimeError(f"unknown run kind {kind!r}")
         progress.set("finishing")

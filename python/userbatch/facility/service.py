@@ -166,10 +166,12 @@ class Facility:
                script: tuple[str, str] | None = None, script_args: list[str] | None = None,
                workflow: str | None = None, group: str | None = None, cores: int | None = None,
                max_hours: float | None = None, pins: dict | None = None, output_map: dict | None = None,
-               rerun_of: str | None = None, workflow_id: str | None = None, spark_conf: dict | None = None) -> dict:
+               rerun_of: str | None = None, workflow_id: str | None = None, spark_conf: dict | None = None,
+               bps: dict | None = None) -> dict:
         """Queue a run and return it at once. Exactly one of ``template`` (with ``params``/``job_file``),
-        ``script`` (file name, text) or ``workflow`` (YAML text)."""
-        chosen = [x for x in (template or job_file, script, workflow) if x]
+        ``script`` (file name, text), ``workflow`` (YAML text) or ``bps`` (a BPS GenericWorkflow prepared by the
+        userbatch WMS plugin: ``{"name": ..., "submit_path": ...}``, executed by :mod:`userbatch.images`)."""
+        chosen = [x for x in (template or job_file, script, workflow, bps) if x]
         if len(chosen) != 1:
             raise UserbatchError("submit exactly one of: a template (with -p/--file), --script, or a workflow")
         cores = int(cores or self.config.default_cores)
@@ -197,6 +199,11 @@ class Facility:
             for pname, p in t.params.items():
                 if p.type == "table" and resolved.get(pname):
                     (writes if pname.startswith("output") else reads).append(resolved[pname])
+        elif bps:
+            if not isinstance(bps, dict) or not bps.get("name") or not bps.get("submit_path"):
+                raise UserbatchError("a bps run needs its workflow name and submit_path")
+            kind, name = "bps", str(bps["name"])[:128]
+            spec.update(bps=dict(bps))
         elif script:
             fname, text = script
             fname = Path(fname).name
