@@ -314,6 +314,9 @@ class Facility:
         with transaction(self.engine) as s:
             run = self._own_run(s, run_id)
             spec, result = json.loads(run.spec), json.loads(run.result or "{}")
+            if run.kind == "bps":
+                raise UserbatchError(f"run {run_id} is a BPS workflow: use 'bps restart' (unfinished jobs) or "
+                                     "'bps submit' again")
             if run.state != "succeeded":
                 raise UserbatchError(f"run {run_id} did not succeed ({run.state}); only a finished run has pinned "
                                      "inputs to rerun from")
