@@ -728,6 +728,56 @@ def admin_users():
         click.echo(f"{u['user']:16s} admin={u['admin']} groups={','.join(u['groups'])}")
 
 
+# ------------------------------------------------------------------------------------------------ images
+
+@main.group()
+def images():
+    """Image pipelines through BPS under your quota (the userbatch WMS plugin)."""
+
+
+@images.command("submit")
+@click.argument("request", type=click.Path(exists=True, dir_okay=False))
+@click.option("--wait", is_flag=True, help="Wait for the run to end and print its charge.")
+def images_submit(request, wait):
+    """Submit REQUEST.yaml (pipeline, butler, inputs, query, config, name, cores, max_hours, group)."""
+    from .facility.service import Facility
+    from .images.bridge import submit as submit_request
+
+    fac = Facility()
+    run = submit_request(request, facility=fac)
+    if wait:
+        _show_run(fac.wait(run["id"]))
+    else:
+        click.echo(run["id"])
+
+
+@images.command("stamps")
+@click.option("--table", "-t", required=True, help="Catalog table whose rows to cut out (objectId, coord_ra/dec).")
+@click.option("--where", help="Spark SQL condition on the table, e.g. \"r_psfFlux > 1e5\".")
+@click.option("--butler", "butler", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--inputs", "-i", multiple=True, required=True, help="Input collection (repeatable).")
+@click.option("--name", required=True, help="Names the output collections u/<you>/<name>.")
+@click.option("--size", "stamp_size", type=int, help="Stamp size in pixels.")
+@click.option("--cores", type=int, default=2, show_default=True)
+@click.option("--max-hours", type=float, default=1.0, show_default=True)
+@click.option("--group")
+@click.option("--wait", is_flag=True)
+@click.pass_context
+def images_stamps(ctx, table, where, butler, inputs, name, stamp_size, cores, max_hours, group, wait):
+    """Postage stamps around the objects a catalog query selects."""
+    from .facility.service import Facility
+    from .images.bridge import stamps
+
+    fac = Facility()
+    run = stamps(table, where, butler, list(inputs), name, facility=fac, cores=cores, max_hours=max_hours,
+                 group=group, stamp_size=stamp_size)
+    click.echo(f"{run['targets']} object(s) -> {run['targets_collection']}", err=True)
+    if wait:
+        _show_run(fac.wait(run["id"]))
+    else:
+        click.echo(run["id"])
+
+
 # ------------------------------------------------------------------------------------------------ light curves
 
 @main.group()

@@ -255,6 +255,13 @@ class Facility:
             ensure_worker(self.db_url)
         return self.status(run_id)
 
+    def check_quota(self, cores: int, max_hours: float, group: str | None = None) -> None:
+        """Would a run of ``cores`` x ``max_hours`` be admitted now? QuotaExceeded if not (nothing is reserved):
+        for work that costs something to prepare (a QuantumGraph) before it is submitted."""
+        group = self._group_for(group)
+        with transaction(self.engine) as s:
+            ledger.check_admission(s, self.config, self.user, group, int(cores), int(cores) * float(max_hours))
+
     # ------------------------------------------------------------------------------------------- runs
     def status(self, run_id: str) -> dict:
         with transaction(self.engine) as s:

@@ -1,0 +1,184 @@
+"""The catalog→image bridge: ``userbatch images submit REQUEST.yaml`` turns a short request (pipeline, butler repo,
+input collections, data query, config overrides) into a BPS submit YAML for the userbatch WMS plugin and submits
+it with plain ``bps submit``, so the workflow becomes one facility run under the user's (or group's) quota — the
+same ids, status, logs, cancel and charge as a Spark job. Outputs land in ``u/<user>/<name>`` collections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import settings
+from ..errors import UserbatchError
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[3]
+SERVICE = "userbatch.images.bps_service.UserbatchService"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_KEYS = {"pipeline", "butler", "inputs", "query", "config", "name", "cores", "max_hours", "group", "retries"}
+
+
+class ImageRequestError(UserbatchError):
+    """An image-processing request that cannot be submitted as written."""
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    pipeline: str
+    butler: str
+    inputs: tuple[str, ...]
+    name: str
+    query: str = ""
+    config: dict = field(default_factory=dict)  # "label:field" -> value, as pipetask -c
+    cores: int = 2
+    max_hours: float = 1.0
+    group: str | None = None
+    retries: int = 1
+
+    def output(self, user: str) -> str:
+        return f"u/{user}/{self.name}"
+
+
+def pipeline_path(name: str) -> Path:
+    """A pipeline file: a path, or the name of one shipped in ``pipelines/`` (``stamps``, ``standard`` ...)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p.resolve()
+    if _NAME.match(name) and (ROOT / "pipelines" / f"{name}.yaml").is_file():
+        return ROOT / "pipelines" / f"{name}.yaml"
+    shipped = sorted(q.stem for q in (ROOT / "pipelines").glob("*.yaml"))
+    raise ImageRequestError(f"pipeline {name!r} is neither a YAML file nor one of {', '.join(shipped)}")
+
+
+def parse_request(source) -> ImageRequest:
+    """A request from a YAML file (path) or a mapping; each mistake names the key."""
+    if isinstance(source, (str, Path)) and not isinstance(source, dict):
+        path = Path(source)
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ImageRequestError(f"cannot read request {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ImageRequestError(f"request {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    else:
+        doc = source
+    if not isinstance(doc, dict):
+        raise ImageRequestError("a request is a mapping: pipeline, butler, inputs, query, config, name, cores, ...")
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise ImageRequestError(f"unknown request key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+    for k in ("pipeline", "butler", "inputs", "name"):
+        if not doc.get(k):
+            raise ImageRequestError(f"the request needs {k!r}")
+    name = doc["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ImageRequestError(f"name {name!r} must be a lower-case identifier (it names u/<user>/<name>)")
+    inputs = doc["inputs"]
+    inputs = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(inputs, list) or not all(isinstance(i, str) and i for i in inputs):
+        raise ImageRequestError("inputs must be a collection name or a list of them")
+    config = doc.get("config") or {}
+    if not isinstance(config, dict) or not all(isinstance(k, str) and ":" in k for k in config):
+        raise ImageRequestError("config must map 'task_label:field' to a value, e.g. {'cutout:stampSize': 41}")
+    butler = Path(str(doc["butler"])).expanduser()
+    if not (butler / "butler.yaml").is_file():
+        raise ImageRequestError(f"no butler repository at {butler} (no butler.yaml)")
+    try:
+        cores, hours, retries = int(doc.get("cores", 2)), float(doc.get("max_hours", 1.0)), int(doc.get("retries", 1))
+    except (TypeError, ValueError):
+        raise ImageRequestError("cores, max_hours and retries must be numbers") from None
+    if cores < 1 or hours <= 0 or retries < 0:
+        raise ImageRequestError("cores >= 1, max_hours > 0 and retries >= 0, please")
+    return ImageRequest(pipeline=str(pipeline_path(str(doc["pipeline"]))), butler=str(butler.resolve()),
+                        inputs=tuple(inputs), name=name, query=str(doc.get("query") or ""), config=dict(config),
+                        cores=cores, max_hours=hours, group=doc.get("group"), retries=retries)
+
+
+def submit_yaml(req: ImageRequest, user: str, submit_root: Path) -> dict:
+    """The BPS submit configuration for ``req`` run by ``user``."""
+    output = req.output(user)
+    overrides = " ".join(f"-c {k}={_scalar(v)}" for k, v in sorted(req.config.items()))
+    doc = {
+        "pipelineYaml": req.pipeline,
+        "wmsServiceClass": SERVICE,
+        "payload": {"payloadName": req.name, "butlerConfig": req.butler, "inCollection": ",".join(req.inputs),
+                    "dataQuery": req.query, "output": output, "outputRun": f"{output}/run"},
+        "submitPath": str(submit_root / req.name),
+        "userbatchCores": req.cores,
+        "userbatchMaxHours": req.max_hours,
+        "numberOfRetries": req.retries,
+    }
+    if req.group:
+        doc["userbatchGroup"] = req.group
+    if overrides:
+        doc["extraQgraphOptions"] = overrides
+    return doc
+
+
+def _scalar(v) -> str:
+    text = str(v).lower() if isinstance(v, bool) else str(v)
+    if re.search(r"\s|[\"'$`;&|]", text):
+        raise ImageRequestError(f"config value {v!r} may not hold spaces or shell characters")
+    return text
+
+
+def submit(source, facility=None, submit_root: str | Path | None = None) -> dict:
+    """Check the quota, write the submit YAML, ``bps submit`` it; returns the facility run (dict)."""
+    from ..facility.service import Facility
+
+    req = parse_request(source)
+    fac = facility or Facility()
+    fac.check_quota(cores=req.cores, max_hours=req.max_hours, group=req.group)  # before any graph is built
+    root = Path(submit_root or settings().home / "bps" / fac.user)
+    root.mkdir(parents=True, exist_ok=True)
+    conf = submit_yaml(req, fac.user, root)
+    if Path(conf["submitPath"]).exists():
+        raise ImageRequestError(f"{conf['submitPath']} exists: a request named {req.name!r} was submitted before; "
+                                "choose another name (outputs go to u/<user>/<name>)")
+    path = root / f"{req.name}_submit.yaml"
+    path.write_text(yaml.safe_dump(conf, sort_keys=False))
+    env = dict(os.environ, USERBATCH_USER=fac.user, BPS_WMS_SERVICE_CLASS=SERVICE)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    bps = Path(sys.executable).with_name("bps")
+    proc = subprocess.run([str(bps), "submit", str(path)], capture_output=True, text=True, env=env, cwd=root)
+    m = re.search(r"Run Id: (\S+)", proc.stdout)
+    if proc.returncode != 0 or not m:
+        last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise ImageRequestError(f"bps submit failed: {last[0]} (submit YAML {path})")
+    log.info("image request %s: facility run %s", req.name, m.group(1))
+    return fac.status(m.group(1))
+
+
+def stamps(table: str, where: str | None, butler: str, inputs: list[str], name: str, facility=None,
+           cores: int = 2, max_hours: float = 1.0, group: str | None = None, stamp_size: int | None = None,
+           submit_root: str | Path | None = None) -> dict:
+    """Postage stamps around the objects a catalog query selects: the query's rows become the ``stamp_targets``
+    dataset in ``u/<user>/<name>/targets``, the data query is narrowed to the visits and detectors that hold them,
+    and the stamps pipeline is submitted through BPS like any other request."""
+    from ..facility.service import Facility
+    from .tasks.targets import stamps_request, targets_data_query
+
+    fac = facility or Facility()
+    fac.check_quota(cores=cores, max_hours=max_hours, group=group)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ImageRequestError(f"name {name!r} must be a lower-case identifier")
+    targets_run = f"u/{fac.user}/{name}/targets"
+    targets = stamps_request(table, where=where, repo=butler, run=targets_run)
+    if len(targets) == 0:
+        raise ImageRequestError(f"the query on {table} selects no objects; nothing to cut out")
+    request = {"pipeline": "stamps", "butler": butler, "inputs": [*inputs, targets_run], "name": name,
+               "query": targets_data_query(butler, targets), "cores": cores, "max_hours": max_hours,
+               "group": group}
+    if stamp_size:
+        request["config"] = {"cutout:stampSize": int(stamp_size)}
+    run = submit(request, facility=fac, submit_root=submit_root)
+    return {**run, "targets": len(targets), "targets_collection": targets_run}

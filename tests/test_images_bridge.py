@@ -1,0 +1,142 @@
+"""The catalog→image bridge: image requests checked (each mistake named, nothing submitted), rendered into BPS
+submit YAML for the userbatch plugin, refused before any graph is built when over quota, and — end to end — the
+stamps of objects chosen by a catalog query cut out by a BPS workflow that ran as one facility run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import module_facility
+
+from userbatch.facility.config import load_config
+from userbatch.facility.ledger import QuotaExceeded
+from userbatch.facility.service import Facility, Identity
+from userbatch.images.bridge import ImageRequestError, parse_request, submit, submit_yaml
+from userbatch.tables.db import engine_for
+
+pytest.importorskip("lsst.ctrl.bps")
+
+CONFIG = """
+defaults:
+  user: {core_hours: 20, max_cores: 4, storage_gb: 5}
+users:
+  poor: {core_hours: 0.01, max_cores: 4, storage_gb: 5}
+runs: {max_concurrent: 2, default_cores: 1, default_max_hours: 0.5}
+"""
+
+
+@pytest.fixture(scope="module")
+def env(session_home, tmp_path_factory):
+    from userbatch.images.sim_repo import build_repo
+
+    with module_facility(tmp_path_factory, "bridge") as base:
+        mp = pytest.MonkeyPatch()
+        (base / "facility.yaml").write_text(CONFIG)
+        mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        mp.delenv("USERBATCH_API_URL", raising=False)
+        info = build_repo(base / "repo", n_visits=1, n_detectors=2)
+        db_url = os.environ["USERBATCH_DB_URL"]
+        cfg = load_config()
+
+        def fac(user):
+            return Facility(Identity.lookup(user, engine_for(db_url), cfg), db_url=db_url, config=cfg,
+                            start_worker=False)
+
+        yield {"base": base, "info": info, "fac": fac, "db_url": db_url, "config": cfg}
+        mp.undo()
+
+
+def _request(env, **changes):
+    return {"pipeline": "stamps", "butler": env["info"].root, "inputs": [env["info"].input_collection],
+            "name": "st", **changes}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"pipeline": "nope"}, "neither a YAML file nor one of"),
+    ({"pipeline": "../../etc/passwd"}, "neither a YAML file"),
+    ({"name": "../x"}, "lower-case identifier"),
+    ({"name": None}, "needs 'name'"),
+    ({"inputs": [3]}, "inputs must be"),
+    ({"config": {"stampSize": 3}}, "task_label:field"),
+    ({"cores": 0}, "cores >= 1"),
+    ({"bogus": 1}, "unknown request key"),
+])
+def test_bad_requests_are_refused_naming_the_key(env, changes, message):
+    with pytest.raises(ImageRequestError, match=message):
+        parse_request(_request(env, **changes))
+
+
+def test_a_butler_path_without_a_repository_and_malformed_yaml(env, tmp_path):
+    with pytest.raises(ImageRequestError, match="no butler repository"):
+        parse_request(_request(env, butler=str(tmp_path)))
+    bad = tmp_path / "r.yaml"
+    bad.write_text("pipeline: [unclosed\n")
+    with pytest.raises(ImageRequestError, match="not valid YAML"):
+        parse_request(bad)
+
+
+def test_submit_yaml_names_the_plugin_the_user_collections_and_overrides(env):
+    req = parse_request(_request(env, config={"cutout:stampSize": 41}, cores=3, max_hours=0.25, group="g1"))
+    doc = submit_yaml(req, "ann", Path("/tmp/sub"))
+    assert doc["wmsServiceClass"] == "userbatch.images.bps_service.UserbatchService"
+    assert doc["payload"]["output"] == "u/ann/st" and doc["payload"]["outputRun"] == "u/ann/st/run"
+    assert doc["extraQgraphOptions"] == "-c cutout:stampSize=41"
+    assert (doc["userbatchCores"], doc["userbatchMaxHours"], doc["userbatchGroup"]) == (3, 0.25, "g1")
+    with pytest.raises(ImageRequestError, match="shell characters"):
+        submit_yaml(parse_request(_request(env, config={"cutout:stampSize": "1; rm -rf /"})), "ann", Path("/t"))
+
+
+def test_over_quota_is_refused_before_any_graph_is_built(env):
+    poor = env["fac"]("poor")
+    with pytest.raises(QuotaExceeded, match="core-hours left"):
+        submit(_request(env, name="poor_try", cores=2, max_hours=1), facility=poor, submit_root=env["base"] / "s")
+    assert not (env["base"] / "s" / "poor_try").exists() and poor.runs() == []
+
+
+def test_stamps_from_a_catalog_query_through_bps(env, spark):
+    """Objects chosen by SQL on a catalog table -> stamp_targets -> a BPS workflow run by the facility worker ->
+    stamps centred on the objects' true positions."""
+    from lsst.daf.butler import Butler
+
+    from userbatch.facility.worker import Worker
+    from userbatch.images.bridge import stamps
+    from userbatch.tables.write import write_table
+
+    truth = env["info"].catalog
+    stars = truth[truth["type"] == "star"].nlargest(6, "flux") if "type" in truth else truth.nlargest(6, "flux")
+    cat = stars.rename(columns={"ra": "coord_ra", "dec": "coord_dec"})[["objectId", "coord_ra", "coord_dec",
+                                                                        "flux"]]
+    write_table(spark.createDataFrame(cat.reset_index(drop=True)), "ubsim.bright", ra_column="coord_ra",
+                dec_column="coord_dec")
+    ann = env["fac"]("ann")
+    worker = Worker(db_url=env["db_url"], config=env["config"])
+    assert worker.acquire()
+    stop = threading.Event()
+    th = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.3}, daemon=True)
+    th.start()
+    try:
+        run = stamps("ubsim.bright", "flux > 0", env["info"].root, [env["info"].input_collection], "bright_stamps",
+                     facility=ann, cores=2, max_hours=0.5, submit_root=env["base"] / "submit")
+        assert run["kind"] == "bps" and run["targets"] == len(cat)
+        done = ann.wait(run["id"], timeout_s=600)
+    finally:
+        stop.set()
+        th.join(timeout=60)
+        worker.shutdown()
+        worker.release()
+    assert done["state"] == "succeeded", ann.logs(run["id"], 80)
+    assert done["charged_core_hours"] > 0
+    butler = Butler.from_config(env["info"].root, collections="u/ann/bright_stamps")
+    try:
+        refs = list(butler.registry.queryDatasets("stamp_catalog", collections="u/ann/bright_stamps"))
+        assert refs
+        got = np.concatenate([np.asarray(butler.get(r)["objectId"]) for r in refs])
+    finally:
+        butler.close()
+    assert set(got) <= set(cat.objectId) and len(set(got)) >= 1
