@@ -1,0 +1,331 @@
+"""The BPS WMS plugin end to end: plain ``bps submit/report/cancel/restart`` on a real butler repository and a real
+QuantumGraph (a tiny PipelineTask from tests/bps_test_tasks.py), each workflow one facility run (a real
+spark-submit launched by a worker thread) whose jobs run ``pipetask run-qbb`` as Spark tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import module_facility
+
+from userbatch.facility.config import load_config
+from userbatch.facility.service import Facility, Identity
+from userbatch.facility.worker import Worker
+from userbatch.tables.db import engine_for
+
+pytest.importorskip("lsst.ctrl.bps")
+
+TESTS = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+SERVICE = "userbatch.images.bps_service.UserbatchService"
+CONFIG = """
+capacity: {cores: 100, user_fraction: 0.10}
+defaults:
+  user:  {core_hours: 20, max_cores: 4, storage_gb: 5}
+  group: {core_hours: 50, max_cores: 8, storage_gb: 50}
+users:
+  poor: {core_hours: 0.01, max_cores: 4, storage_gb: 5}
+admins: [tester]
+runs: {max_concurrent: 3, default_cores: 1, default_max_hours: 0.5}
+"""
+
+
+@pytest.fixture(scope="module")
+def bps_env(session_home, tmp_path_factory):
+    """A facility with a worker thread, a butler repository with two detectors, and the environment ``bps`` and
+    the jobs need (the test tasks importable, the venv's pipetask on PATH, the plugin as default WMS)."""
+    import bps_test_tasks
+
+    with module_facility(tmp_path_factory, "bps") as base:
+        mp = pytest.MonkeyPatch()
+        (base / "facility.yaml").write_text(CONFIG)
+        mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
+        mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        mp.setenv("BPS_WMS_SERVICE_CLASS", SERVICE)
+        mp.setenv("USERBATCH_USER", "tester")
+        mp.delenv("USERBATCH_API_URL", raising=False)
+        repo = base / "repo"
+        bps_test_tasks.make_repo(str(repo))
+        db_url = os.environ["USERBATCH_DB_URL"]
+        config = load_config()
+        worker = Worker(db_url=db_url, config=config)
+        assert worker.acquire()
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.3}, daemon=True)
+        thread.start()
+        fac = Facility(Identity.lookup("tester", engine_for(db_url), config), db_url=db_url, config=config,
+                       start_worker=False)
+        yield {"base": base, "repo": repo, "fac": fac}
+        stop.set()
+        thread.join(timeout=60)
+        worker.shutdown()
+        worker.release()
+        mp.undo()
+
+
+def _workflow(env, name: str, step1_config: dict | None = None, extra: str = "") -> tuple[Path, Path]:
+    """A pipeline and submit YAML named ``name``; returns (submit YAML, submit directory)."""
+    import bps_test_tasks
+
+    base = env["base"]
+    pipe = base / f"{name}_pipeline.yaml"
+    pipe.write_text(bps_test_tasks.pipeline_yaml(2, step1_config))
+    submit_dir = base / "submit" / name
+    yaml = base / f"{name}_submit.yaml"
+    yaml.write_text(f"""
+pipelineYaml: {pipe}
+wmsServiceClass: {SERVICE}
+payload:
+  payloadName: bt_{name}
+  butlerConfig: {env['repo']}
+  inCollection: bt/inputs
+  dataQuery: "instrument='BT'"
+  output: u/tester/{name}
+  outputRun: u/tester/{name}/run
+submitPath: {submit_dir}
+userbatchCores: 2
+userbatchMaxHours: 0.5
+{extra}
+""")
+    return yaml, submit_dir
+
+
+def _bps(*args, user: str = "tester", timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, USERBATCH_USER=user)
+    return subprocess.run([str(BIN / "bps"), *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=str(TESTS.parent))
+
+
+def _submit(yaml: Path) -> str:
+    p = _bps("submit", yaml)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    m = re.search(r"Run Id: (\S+)", p.stdout)
+    assert m, p.stdout
+    return m.group(1)
+
+
+def _report(run_id: str):
+    """The plugin's report as BPS gets it: one WmsRunReport with per-job states."""
+    from userbatch.images.bps_service import UserbatchService
+
+    reports, message = UserbatchService({}).report(run_id)
+    assert len(reports) == 1, message
+    return reports[0]
+
+
+def _states(report) -> dict[str, str]:
+    return {j.name: j.state.name for j in report.jobs}
+
+
+def _datasets(repo: Path, dataset_type: str, collection: str) -> dict[int, int]:
+    from lsst.daf.butler import Butler, MissingCollectionError, MissingDatasetTypeError
+
+    butler = Butler.from_config(str(repo))
+    try:
+        try:
+            refs = butler.query_datasets(dataset_type, collections=collection, explain=False)
+        except (MissingCollectionError, MissingDatasetTypeError):  # run-qbb leaves the registry to the final job
+            return {}
+        return {ref.dataId["detector"]: butler.get(ref)["value"] for ref in refs}
+    finally:
+        butler.close()
+
+
+def test_plan_command_resolution():
+    from userbatch.images.bps_service import _resolve_command
+
+    cmd = _resolve_command("<ENV:CTRL_MPEXEC_DIR>/bin/pipetask run-qbb <FILE:butlerConfig> <FILE:runQgraphFile> "
+                           "--qgraph-node-id {qgraphNodeId}", {"qgraphNodeId": "abc"},
+                           {"butlerConfig": "/repo", "runQgraphFile": "/s/x.qg"})
+    assert cmd == "${CTRL_MPEXEC_DIR}/bin/pipetask run-qbb /repo /s/x.qg --qgraph-node-id abc"
+
+
+def test_submit_report_outputs_and_charge(bps_env):
+    yaml, submit_dir = _workflow(bps_env, "ok")
+    run_id = _submit(yaml)
+    plan = json.loads((submit_dir / "userbatch_plan.json").read_text())
+    assert {j["label"] for j in plan["jobs"]} == {"pipetaskInit", "step1", "step2"}
+    assert plan["final"]["when_run"] == "ALWAYS" and "final_job.bash" in plan["final"]["command"]
+    assert all("<FILE:" not in j["command"] and "{" not in j["command"] for j in plan["jobs"])
+    run = bps_env["fac"].wait(run_id, timeout_s=240)
+    assert run["state"] == "succeeded", (run["error"], bps_env["fac"].logs(run_id, tail=60))
+    assert run["kind"] == "bps" and run["cores"] == 2
+    assert run["charged_core_hours"] > 0
+    assert run["result"]["summary"]["jobs"] == {"SUCCEEDED": 6}
+
+    report = _report(run_id)
+    assert report.state.name == "SUCCEEDED" and report.total_number_jobs == 6
+    assert set(_states(report).values()) == {"SUCCEEDED"}
+    assert report.job_summary["step1"][type(report.state).SUCCEEDED] == 2
+    p = _bps("report", "--id", run_id)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for word in ("SUCCEEDED", "step1", "step2", "pipetaskInit", "finalJob", run_id):
+        assert word in p.stdout, p.stdout
+    assert run_id in _bps("report", "--hist", "1").stdout  # the summary lists the user's recent workflows
+    # the outputs are in the butler's output run collection: value + 1 (step1) + 1 (step2)
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/ok/run") == {0: 2, 1: 12}
+    # every job left its logs in the submit directory
+    assert len(list((submit_dir / "jobs").glob("*/*.1.out"))) == 6
+
+
+def test_failure_retries_prunes_and_restart(bps_env):
+    marker = bps_env["base"] / "fail_marker"
+    marker.write_text("fail while I exist")
+    yaml, submit_dir = _workflow(bps_env, "fail", {"failDetectors": [1], "failIfExists": str(marker)},
+                                 extra="numberOfRetries: 1\nretryUnlessExit: 2\n")
+    run_id = _submit(yaml)
+    run = bps_env["fac"].wait(run_id, timeout_s=240)
+    assert run["state"] == "failed"
+    assert "1 BPS job(s) failed" in run["error"] and "1 pruned" in run["error"]
+    report = _report(run_id)
+    states = _states(report)
+    assert report.state.name == "FAILED"
+    by_label = {(n.split("_")[-2] if "_step" in n else n, n.split("_")[-1]): s for n, s in states.items()}
+    assert by_label[("step1", "1")] == "FAILED" and by_label[("step2", "1")] == "PRUNED"
+    assert by_label[("step1", "0")] == by_label[("step2", "0")] == "SUCCEEDED"
+    assert states["pipetaskInit"] == "SUCCEEDED" and states["finalJob"] == "SUCCEEDED"  # whenRun: ALWAYS
+    jobs = json.loads((submit_dir / "userbatch_jobs.json").read_text())["jobs"]
+    failed = next(n for n, s in states.items() if s == "FAILED")
+    assert jobs[failed]["attempts"] == 2 and jobs[failed]["exit_codes"] == [1, 1]  # 1 + numberOfRetries
+    assert "configured to fail" in (submit_dir / "jobs" / "step1" / f"{failed}.2.err").read_text()
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/fail/run") == {0: 2}
+    p = _bps("report", "--id", run_id)
+    assert "FAILED" in p.stdout and "PRUNED" in p.stdout
+
+    # restart after the cause is gone: only the failed and pruned jobs (and the final job) run again
+    marker.unlink()
+    p = _bps("restart", "--id", submit_dir)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    new_id = re.search(r"Run Id: (\S+)", p.stdout).group(1)
+    assert new_id != run_id
+    run = bps_env["fac"].wait(new_id, timeout_s=240)
+    assert run["state"] == "succeeded", run["error"]
+    assert set(_states(_report(new_id)).values()) == {"SUCCEEDED"}
+    jobs = json.loads((submit_dir / "userbatch_jobs.json").read_text())["jobs"]
+    rerun = {n for n, j in jobs.items() if j["run_id"] == new_id}
+    assert rerun == {n for n, s in states.items() if s in ("FAILED", "PRUNED")} | {"finalJob"}
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/fail/run") == {0: 2, 1: 12}
+    assert _states(_report(run_id)) == states  # the first run's report is still its own
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_cancel_stops_running_jobs(bps_env):
+    yaml, submit_dir = _workflow(bps_env, "slow", {"sleepSeconds": 600.0})
+    run_id = _submit(yaml)
+    state_file = submit_dir / "userbatch_jobs.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            jobs = json.loads(state_file.read_text())["jobs"]
+        except (OSError, ValueError, KeyError):
+            jobs = {}
+        if any(j["label"] == "step1" and j["state"] == "RUNNING" for j in jobs.values()):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"step1 never started: {bps_env['fac'].logs(run_id, tail=40)}")
+    assert _report(run_id).job_state_counts[type(_report(run_id).state).RUNNING] == 2
+    time.sleep(2)  # the pipetask processes are up
+    p = _bps("cancel", "--id", run_id)
+    assert p.returncode == 0 and "Successfully canceled" in p.stdout, p.stdout + p.stderr[-2000:]
+    run = bps_env["fac"].wait(run_id, timeout_s=120)
+    assert run["state"] == "cancelled"
+    report = _report(run_id)
+    assert report.state.name == "DELETED"
+    assert {s for n, s in _states(report).items() if n != "pipetaskInit"} == {"DELETED"}
+    time.sleep(1)
+    assert _processes_mentioning(str(submit_dir)) == []  # no job outlives the run
+    assert _datasets(bps_env["repo"], "bt_in1", "u/tester/slow/run") == {}
+    assert not list(bps_env["repo"].glob("u/tester/slow/**/bt_in1*"))  # nor any file in the datastore
+
+
+def test_over_quota_refused_before_any_job(bps_env):
+    yaml, submit_dir = _workflow(bps_env, "poor")
+    p = _bps("submit", yaml, user="poor")
+    assert p.returncode != 0
+    assert "core-hours" in (p.stdout + p.stderr) and "QuotaExceeded" in (p.stdout + p.stderr)
+    assert bps_env["fac"].runs(user="poor") == []
+    assert not (submit_dir / "userbatch_plan.json").exists()  # refused before the QuantumGraph was built
+    assert not (submit_dir / "userbatch_jobs.json").exists()
+
+
+class _FakeRDD:
+    def __init__(self, data, log):
+        self.data, self.log = data, log
+
+    def map(self, f):
+        self.log.append([d["name"] for d in self.data])
+        return _FakeRDD([f(d) for d in self.data], [])
+
+    def collect(self):
+        return self.data
+
+
+class _FakeSpark:
+    """Just enough of a SparkSession for the executor's scheduling logic: each wave runs in this process."""
+
+    def __init__(self):
+        self.waves: list[list[str]] = []
+        self.sparkContext = self
+
+    def parallelize(self, data, n):
+        assert n == len(data)
+        return _FakeRDD(list(data), self.waves)
+
+    def setJobDescription(self, text):
+        pass
+
+
+def test_executor_waves_retries_cpus_and_restart(tmp_path):
+    """The executor's scheduling without Spark start-up: request_cpus caps a wave, a failing job is retried
+    then fails, its descendants are pruned, the final job runs anyway, and a restart runs only what is left."""
+    from userbatch.images.bps_executor import BpsJobsFailed, execute
+
+    def job(name, parents=(), cpus=1, command="true", retries=0):
+        return {"name": name, "label": name.rstrip("0123456789"), "command": command, "env": {"X": "${HOME}"},
+                "parents": list(parents), "request_cpus": cpus, "number_of_retries": retries,
+                "retry_unless_exit": [2]}
+
+    fail = tmp_path / "fail"
+    fail.write_text("")
+    plan = {"name": "wf", "jobs": [job("a"), job("b", ["a"], cpus=2), job("c", ["a"]),
+                                   job("d", ["b"], command=f"test ! -e {fail} && echo $X", retries=2),
+                                   job("e", ["d"])],
+            "final": {**job("final"), "when_run": "ALWAYS"}}
+    (tmp_path / "userbatch_plan.json").write_text(json.dumps(plan))
+    spark = _FakeSpark()
+    with pytest.raises(BpsJobsFailed, match="1 BPS job"):
+        execute(spark, {"submit_path": str(tmp_path), "cores": 2}, tmp_path / "run1")
+    assert spark.waves == [["a"], ["b"], ["c", "d"], ["d"], ["d"], ["final"]]  # b (2 cpus) runs alone
+    state = json.loads((tmp_path / "userbatch_jobs.json").read_text())["jobs"]
+    assert {n: r["state"] for n, r in state.items()} == {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "SUCCEEDED",
+                                                        "d": "FAILED", "e": "PRUNED", "final": "SUCCEEDED"}
+    assert state["d"]["attempts"] == 3 and state["d"]["exit_codes"] == [1, 1, 1]
+    assert (tmp_path / "jobs" / "d" / "d.3.out").exists()
+
+    fail.unlink()
+    spark = _FakeSpark()
+    summary = execute(spark, {"submit_path": str(tmp_path), "cores": 2}, tmp_path / "run2")
+    assert spark.waves == [["d"], ["e"], ["final"]]
+    assert summary["jobs"] == {"SUCCEEDED": 6} and summary["failed"] == []
+    assert (tmp_path / "jobs" / "d" / "d.4.out").read_text().strip().endswith(os.environ["HOME"])
