@@ -73,6 +73,8 @@ class SubmitBody(_Body):
     params: dict[str, Any] | None = Field(None, description="template parameters")
     script: ScriptBody | None = None
     workflow: str | None = Field(None, description="a SQL workflow, as YAML text")
+    bps: dict[str, Any] | None = Field(None, description="a BPS workflow prepared by the userbatch WMS plugin "
+                                       "({name, submit_path}; the submit path must be on the facility's filesystem)")
     group: str | None = Field(None, description="charge this group's allocation (you must be a member)")
     cores: int | None = Field(None, description="cores to run on (default from the facility config)")
     max_hours: float | None = Field(None, description="wall-time limit; cores x hours is reserved from the quota")
@@ -186,7 +188,7 @@ def create_app(db_url: str | None = None, config: FacilityConfig | None = None) 
         script = (body.script.name, body.script.text) if body.script else None
         return fac.submit(template=body.template, params=body.params, script=script,
                           script_args=body.script.args if body.script else None, workflow=body.workflow,
-                          group=body.group, cores=body.cores, max_hours=body.max_hours)
+                          bps=body.bps, group=body.group, cores=body.cores, max_hours=body.max_hours)
 
     @app.get("/runs", tags=["runs"])
     def runs(user: str | None = None, state: str | None = None, all_users: bool = False,

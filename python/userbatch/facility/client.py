@@ -140,7 +140,7 @@ class Client:
     def submit(self, template: str | None = None, params: dict | None = None, job_file: str | None = None,
                script: tuple[str, str] | None = None, script_args: list[str] | None = None,
                workflow: str | None = None, group: str | None = None, cores: int | None = None,
-               max_hours: float | None = None) -> dict:
+               max_hours: float | None = None, bps: dict | None = None) -> dict:
         """Queue a run and return it at once (see :meth:`.service.Facility.submit`); a job file is read here and
         sent as its template and parameters."""
         if job_file:
@@ -156,6 +156,8 @@ class Client:
             body["script"] = {"name": script[0], "text": script[1], "args": list(script_args or [])}
         if workflow is not None:
             body["workflow"] = workflow
+        if bps is not None:
+            body["bps"] = dict(bps)
         return self._post("/runs", body)
 
     # ------------------------------------------------------------------------------------------- runs

@@ -202,6 +202,10 @@ class Facility:
         elif bps:
             if not isinstance(bps, dict) or not bps.get("name") or not bps.get("submit_path"):
                 raise UserbatchError("a bps run needs its workflow name and submit_path")
+            plan = Path(str(bps["submit_path"])) / "userbatch_plan.json"
+            if not Path(str(bps["submit_path"])).is_absolute() or not plan.is_file():
+                raise UserbatchError(f"{bps['submit_path']} is not a submit directory prepared by the userbatch BPS "
+                                     "plugin (no userbatch_plan.json there)")
             kind, name = "bps", str(bps["name"])[:128]
             spec.update(bps=dict(bps))
         elif script:
