@@ -113,6 +113,12 @@ def _submit(yaml: Path) -> str:
     return m.group(1)
 
 
+def _ts(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text)
+
+
 def _report(run_id: str):
     """The plugin's report as BPS gets it: one WmsRunReport with per-job states."""
     from userbatch.images.bps_service import UserbatchService
@@ -161,6 +167,16 @@ def test_submit_report_outputs_and_charge(bps_env):
     assert run["kind"] == "bps" and run["cores"] == 2
     assert run["charged_core_hours"] > 0
     assert run["result"]["summary"]["jobs"] == {"SUCCEEDED": 6}
+    # the charge covers the jobs' own run times (each job held at least one of the run's cores while it ran) and
+    # never more than the run's cores for its wall time
+    jobs = json.loads((submit_dir / "userbatch_jobs.json").read_text())["jobs"]
+    job_seconds = sum(j.get("seconds", 0) for j in jobs.values())
+    charged_s = run["charged_core_hours"] * 3600
+    assert job_seconds > 0 and job_seconds <= charged_s * 1.02
+    wall = (_ts(run["ended_at"]) - _ts(run["started_at"])).total_seconds()
+    assert charged_s <= run["cores"] * wall
+    prov = run["result"]["bps"]
+    assert prov["output_run"] == "u/tester/ok/run" and prov["qgraph"] and Path(prov["qgraph"][0]).exists()
 
     report = _report(run_id)
     assert report.state.name == "SUCCEEDED" and report.total_number_jobs == 6

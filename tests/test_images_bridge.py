@@ -132,6 +132,9 @@ def test_stamps_from_a_catalog_query_through_bps(env, spark):
         worker.release()
     assert done["state"] == "succeeded", ann.logs(run["id"], 80)
     assert done["charged_core_hours"] > 0
+    prov = done["result"]["bps"]  # the run's provenance links the graph and the butler collections
+    assert prov["output_run"] == "u/ann/bright_stamps/run" and prov["butler"] == env["info"].root
+    assert prov["qgraph"] and "stamps.yaml" in prov["pipeline"]
     butler = Butler.from_config(env["info"].root, collections="u/ann/bright_stamps")
     try:
         refs = list(butler.registry.queryDatasets("stamp_catalog", collections="u/ann/bright_stamps"))

@@ -137,6 +137,10 @@ def main(run_dir: str) -> int:
         elif kind == "bps":
             from userbatch.images.bps_executor import execute
 
+            from userbatch.images.bps_service import read_plan
+
+            result["bps"] = {"submit_path": spec["bps"]["submit_path"],
+                             **read_plan(spec["bps"]["submit_path"]).get("provenance", {})}
             summary = execute(spark, spec["bps"], run_dir, progress=progress.set)
         else:
             raise RuntimeError(f"unknown run kind {kind!r}")

@@ -131,6 +131,16 @@ def build_plan(config, generic_workflow, out_prefix: str) -> dict:
         "project": config.search("project", opt=dict(opts))[1],
         "campaign": config.search("campaign", opt=dict(opts))[1],
         "payload": config.search("payloadName", opt=dict(opts))[1],
+        # what the facility run's provenance links: the graph, the butler and the collections read and written
+        "provenance": {
+            "output_run": config.search("outputRun", opt=dict(opts))[1],
+            "output": config.search("output", opt=dict(opts))[1],
+            "butler": str(config.search("butlerConfig", opt=dict(opts))[1]),
+            "inputs": config.search("inCollection", opt=dict(opts))[1],
+            "data_query": config.search("dataQuery", opt=dict(opts))[1],
+            "pipeline": config.search("pipelineYaml", opt=dict(opts))[1],
+            "qgraph": sorted(str(p) for p in Path(out_prefix).rglob("*.qg*")),
+        },
         "cores": cores,
         "max_request_cpus": max((j["request_cpus"] for j in all_jobs), default=1),
         "labels": labels,
