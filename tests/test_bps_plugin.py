@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from helpers import module_facility
 
 from userbatch.facility.config import load_config
 from userbatch.facility.service import Facility, Identity
-from userbatch.facility.worker import Worker
+from userbatch.facility.worker import running_worker
 from userbatch.tables.db import engine_for
 
 pytest.importorskip("lsst.ctrl.bps")
@@ -57,18 +56,10 @@ def bps_env(session_home, tmp_path_factory):
         bps_test_tasks.make_repo(str(repo))
         db_url = os.environ["USERBATCH_DB_URL"]
         config = load_config()
-        worker = Worker(db_url=db_url, config=config)
-        assert worker.acquire()
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.3}, daemon=True)
-        thread.start()
         fac = Facility(Identity.lookup("tester", engine_for(db_url), config), db_url=db_url, config=config,
                        start_worker=False)
-        yield {"base": base, "repo": repo, "fac": fac}
-        stop.set()
-        thread.join(timeout=60)
-        worker.shutdown()
-        worker.release()
+        with running_worker(db_url, config):
+            yield {"base": base, "repo": repo, "fac": fac}
         mp.undo()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +103,7 @@ def test_stamps_from_a_catalog_query_through_bps(env, spark):
     stamps centred on the objects' true positions."""
     from lsst.daf.butler import Butler
 
-    from userbatch.facility.worker import Worker
+    from userbatch.facility.worker import running_worker
     from userbatch.images.bridge import stamps
     from userbatch.tables.write import write_table
 
@@ -115,21 +114,11 @@ def test_stamps_from_a_catalog_query_through_bps(env, spark):
     write_table(spark.createDataFrame(cat.reset_index(drop=True)), "ubsim.bright", ra_column="coord_ra",
                 dec_column="coord_dec")
     ann = env["fac"]("ann")
-    worker = Worker(db_url=env["db_url"], config=env["config"])
-    assert worker.acquire()
-    stop = threading.Event()
-    th = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.3}, daemon=True)
-    th.start()
-    try:
+    with running_worker(env["db_url"], env["config"]):
         run = stamps("ubsim.bright", "flux > 0", env["info"].root, [env["info"].input_collection], "bright_stamps",
                      facility=ann, cores=2, max_hours=0.5, submit_root=env["base"] / "submit")
         assert run["kind"] == "bps" and run["targets"] == len(cat)
         done = ann.wait(run["id"], timeout_s=600)
-    finally:
-        stop.set()
-        th.join(timeout=60)
-        worker.shutdown()
-        worker.release()
     assert done["state"] == "succeeded", ann.logs(run["id"], 80)
     assert done["charged_core_hours"] > 0
     prov = done["result"]["bps"]  # the run's provenance links the graph and the butler collections

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from helpers import module_facility, sky_points
 
 from userbatch.facility.config import load_config
 from userbatch.facility.service import Facility, Identity
-from userbatch.facility.worker import Worker
+from userbatch.facility.worker import running_worker
 from userbatch.tables.db import engine_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,18 +64,10 @@ def fac(spark, session_home, tmp_path_factory):
         write_table(spark.createDataFrame(right), "dp1.right", pixel_threshold=300, margin_radius_arcsec=5)
         db_url = os.environ["USERBATCH_DB_URL"]
         config = load_config()
-        worker = Worker(db_url=db_url, config=config)
-        assert worker.acquire()
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.3}, daemon=True)
-        thread.start()
         ann = Facility(Identity.lookup("ann", engine_for(db_url), config), db_url=db_url, config=config,
                        start_worker=False)
-        yield {"ann": ann, "left": left, "right": right, "db_url": db_url, "config": config, "base": base}
-        stop.set()
-        thread.join(timeout=60)
-        worker.shutdown()
-        worker.release()
+        with running_worker(db_url, config):
+            yield {"ann": ann, "left": left, "right": right, "db_url": db_url, "config": config, "base": base}
         mp.undo()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -102,19 +101,14 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
 
     echo("\n== the facility: user 'demo' submits three jobs under a quota (conf/facility.yaml), walks away")
     from .facility.service import Facility, Identity
-    from .facility.worker import Worker
+    from .facility.worker import running_worker
     from .tables.db import engine_for
 
     db_url = os.environ["USERBATCH_DB_URL"]
     user = Facility(Identity.lookup("demo", engine_for(db_url)), db_url=db_url, start_worker=False)
     q = user.quota_show()["user"]
     echo(f"demo's allocation: {q['core_hours']:.0f} core-hours per {q['period']}, {q['max_cores']} cores at once")
-    worker = Worker(db_url=db_url)
-    worker.acquire()
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.3}, daemon=True)
-    thread.start()
-    try:
+    with running_worker(db_url):
         t_submit = time.perf_counter()
         jobs = {
             "crossmatch": user.submit(template="crossmatch", cores=1, max_hours=0.5, params={
@@ -134,11 +128,6 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
         echo(f"submitted {len(jobs)} runs in {time.perf_counter() - t_submit:.2f} s: "
              + ", ".join(f"{k}={r['id']}" for k, r in jobs.items()))
         done = {k: user.wait(r["id"], timeout_s=1800) for k, r in jobs.items()}
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-        worker.shutdown()
-        worker.release()
     for k, r in done.items():
         outs = ", ".join(f"{o['table']}@v{o['version']} ({o['rows']:,} rows)" for o in r["result"].get("outputs", []))
         echo(f"{k:12s} {r['id']} {r['state']:9s} charged {r['charged_core_hours'] or 0:.4f} core-hours -> {outs}"

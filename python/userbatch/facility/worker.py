@@ -297,6 +297,28 @@ class _Adopted:
         return self.returncode
 
 
+@contextlib.contextmanager
+def running_worker(db_url: str | None = None, config: FacilityConfig | None = None, poll_s: float = 0.3):
+    """A worker serving ``db_url`` in a background thread for the duration of a ``with`` block (the demo, tests,
+    benchmarks); on exit it stops, and runs it launched that are still going are stopped and recorded as failed."""
+    import threading
+
+    worker = Worker(db_url=db_url, config=config)
+    if not worker.acquire():
+        raise RuntimeError(f"another worker already serves {worker.db_url}")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": poll_s}, daemon=True,
+                              name="userbatch-worker")
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        worker.shutdown()
+        worker.release()
+
+
 def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
