@@ -98,20 +98,14 @@ def main(run_dir: str) -> int:
         from userbatch.tables.provenance import Provenance, code_version
 
         progress.set("starting Spark")
-        spark = session(app_name=f"userbatch-{spec['run_id']}")
+        from userbatch.tables.views import register_catalog_views
+
+        spark = session(app_name=f"userbatch-{spec['run_id']}", register_views=False)
         progress.spark = spark
         result["app_id"] = spark.sparkContext.applicationId
         (run_dir / "app_id").write_text(result["app_id"])
-        views = {}
-        from userbatch.tables.catalog import Catalog
-        from userbatch.tables.read import resolve
-
-        for entry in Catalog().list():
-            try:
-                views[entry.name] = resolve(entry, record=False).version
-            except Exception:  # noqa: BLE001 - an unreadable table is simply not part of the snapshot
-                continue
-        result["catalog_versions"] = views
+        # the views read the pinned versions (USERBATCH_PINS); what they read is the catalog this run saw
+        result["catalog_versions"] = register_catalog_views(spark)
         kind = spec["kind"]
         progress.set(f"running {kind} {spec['name']}")
         if kind == "template":

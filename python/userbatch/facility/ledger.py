@@ -130,7 +130,8 @@ def _subject_filter(model, kind: str, subject: str):
 
 
 def balance(session: Session, cfg: FacilityConfig, kind: str, subject: str, period: str | None = None,
-            exclude_run: str | None = None) -> Balance:
+            exclude_run: str | None = None, storage: bool = True) -> Balance:
+    """``storage=False`` skips walking the subject's table directories (the worker's concurrency check)."""
     period = period or cfg.period_label()
     q = session.get(QuotaRow, (kind, subject))
     if q is None:
@@ -144,7 +145,7 @@ def balance(session: Session, cfg: FacilityConfig, kind: str, subject: str, peri
     reserved = sum(r.reserved_core_hours for r in runs)
     running = sum(r.cores for r in runs if r.state in ("starting", "running"))
     return Balance(kind, subject, period, q.core_hours, float(used), float(reserved), q.max_cores, running,
-                   q.storage_gb, storage_used_gb(session, kind, subject))
+                   q.storage_gb, storage_used_gb(session, kind, subject) if storage else 0.0)
 
 
 def storage_used_gb(session: Session, kind: str, subject: str) -> float:
@@ -185,7 +186,7 @@ def check_admission(session: Session, cfg: FacilityConfig, user: str, group: str
 def fits_concurrency(session: Session, cfg: FacilityConfig, run: RunRow) -> bool:
     """Whether starting ``run`` now keeps the user's and group's running cores within their limits."""
     for kind, subject in [("user", run.user)] + ([("group", run.group)] if run.group else []):
-        b = balance(session, cfg, kind, subject, exclude_run=run.id)
+        b = balance(session, cfg, kind, subject, exclude_run=run.id, storage=False)
         if b.running_cores + run.cores > b.max_cores:
             return False
     return True

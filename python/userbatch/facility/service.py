@@ -17,11 +17,10 @@ import logging
 import re
 import secrets
 import shlex
-import shutil
 import tarfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -661,4 +660,4 @@ def _iso(ts) -> str | None:
     return ts.isoformat() if ts else None
 
 
-__all__ = ["Facility", "Identity", "RunNotFound", "AuthError", "asdict", "shutil"]
+__all__ = ["AuthError", "Facility", "Identity", "RunNotFound", "wait_for_run"]

@@ -25,14 +25,18 @@ def _glob_escape(text: str) -> str:
 
 
 def view_sql(entry: TableEntry, version: int | None = None) -> str:
+    return _view_sql_and_version(entry, version)[0]
+
+
+def _view_sql_and_version(entry: TableEntry, version: int | None) -> tuple[str, int]:
     snap = resolve(entry, version=version, record=False)
     if snap.files.num_rows == 0:
         cols = ", ".join(f"CAST(NULL AS {sql_type}) AS `{name}`" for name, sql_type in _spark_fields(snap.schema))
-        return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT {cols or '1 AS `_empty`'} WHERE false"
+        return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT {cols or '1 AS `_empty`'} WHERE false", snap.version
     root = _glob_escape(snap.location.rstrip("/"))
     rels = ",".join(_glob_escape(p) for p in snap.files.column("path").to_pylist())
     glob = f"{root}/{{{rels}}}"
-    return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT * FROM parquet.`{glob}`"
+    return f"CREATE OR REPLACE VIEW {entry.name} AS SELECT * FROM parquet.`{glob}`", snap.version
 
 
 def _spark_fields(schema) -> list[tuple[str, str]]:
@@ -42,21 +46,25 @@ def _spark_fields(schema) -> list[tuple[str, str]]:
     return [(f.name, f.dataType.simpleString()) for f in from_arrow_schema(schema)]
 
 
-def register_view(spark, entry: TableEntry, version: int | None = None) -> None:
+def register_view(spark, entry: TableEntry, version: int | None = None) -> int:
+    """Register ``entry`` as the view ``namespace.name``; returns the version it reads (-1 without history)."""
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {entry.namespace}")
-    spark.sql(view_sql(entry, version))
+    text, snap_version = _view_sql_and_version(entry, version)
+    spark.sql(text)
+    return snap_version
 
 
-def register_catalog_views(spark, pins: Mapping[str, int] | None = None, catalog: Catalog | None = None) -> list[str]:
-    """Register every table the user can read; tables that cannot be opened are logged and skipped."""
+def register_catalog_views(spark, pins: Mapping[str, int] | None = None,
+                           catalog: Catalog | None = None) -> dict[str, int]:
+    """Register every table the user can read; tables that cannot be opened are logged and skipped. Returns
+    ``{table: version}`` of what the views read (a facility run records it as the catalog it saw)."""
     catalog = catalog or Catalog()
     pins = dict(pins or {})
-    registered = []
+    registered: dict[str, int] = {}
     for entry in catalog.list():
         pinned = pins.pop(entry.name, None)
         try:
-            register_view(spark, entry, pinned)
-            registered.append(entry.name)
+            registered[entry.name] = register_view(spark, entry, pinned)
         except UserbatchError as exc:
             if pinned is not None:  # the user asked for this version: say so instead of reading another
                 raise
