@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -776,6 +777,94 @@ def images_stamps(ctx, table, where, butler, inputs, name, stamp_size, cores, ma
         _show_run(fac.wait(run["id"]))
     else:
         click.echo(run["id"])
+
+
+# ------------------------------------------------------------------------------------------------ models / MLflow
+
+@main.group()
+def models():
+    """Registered classifiers (MLflow model registry)."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def models_list(as_json):
+    from .ml.registry import list_models
+
+    rows = list_models()
+    if as_json:
+        return _echo_json(rows)
+    for m in rows:
+        aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted(m["aliases"].items()))
+        click.echo(f"{m['name']:28s} v{m['latest_version']:<4} {m['versions']:>3d} versions  owner={m['owner']}  "
+                   f"{aliases}")
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--version", "version", type=int, help="Model version (default the latest).")
+@click.option("--alias", help="Model alias, e.g. champion.")
+@click.option("--json", "as_json", is_flag=True)
+def models_show(name, version, alias, as_json):
+    """A model version: its MLflow run, facility run, metrics and the table versions it was trained on."""
+    from .ml.registry import describe
+
+    d = describe(name, version=version, alias=alias)
+    if as_json:
+        return _echo_json(d)
+    click.echo(f"{d['name']} v{d['version']}  {d['algorithm']} ({', '.join(d['flavors'])})  "
+               f"MLflow run {d['mlflow_run_id']}  facility run {d['facility_run_id'] or '-'}")
+    click.echo(f"classes: {', '.join(d['classes'] or [])}; {len(d['feature_columns'] or [])} features")
+    click.echo("trained on: " + ", ".join(f"{i['table']}@v{i['version']}" for i in d["training_inputs"]))
+    for k in sorted(d["metrics"]):
+        if k.startswith("val_") and not k.startswith("val_support"):
+            click.echo(f"  {k:32s} {d['metrics'][k]:.4f}")
+
+
+@models.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+def models_alias(name, alias, version):
+    """Point ALIAS of model NAME at VERSION (the model's owner only)."""
+    from .config import settings
+    from .ml.registry import set_alias
+    from .ml.tracking import configure
+
+    set_alias(configure(), name, alias, version, settings().user)
+    click.echo(f"{name}@{alias} -> v{version}")
+
+
+@main.group("mlflow")
+def mlflow_group():
+    """The MLflow tracking store userbatch logs to."""
+
+
+@mlflow_group.command("uri")
+def mlflow_uri():
+    """Print the tracking URI and artifact root (set MLFLOW_TRACKING_URI to this to use MLflow directly)."""
+    from .ml.tracking import artifact_root, tracking_uri
+
+    click.echo(f"tracking_uri  {tracking_uri()}")
+    click.echo(f"artifact_root {artifact_root()}")
+
+
+@mlflow_group.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--print", "print_only", is_flag=True, help="Print the command instead of running it.")
+def mlflow_ui(host, port, print_only):
+    """Serve MLflow's tracking UI over the facility's store (experiments, runs, models, datasets)."""
+    import shlex
+
+    from .ml.tracking import configure, ui_argv
+
+    argv = ui_argv(host, port)
+    if print_only:
+        return click.echo(shlex.join(argv))
+    configure()  # creates the store's directory so the UI starts on a fresh home too
+    click.echo(f"MLflow UI on http://{host}:{port}  ({argv[3]})")
+    os.execvp(argv[0], argv)
 
 
 # ------------------------------------------------------------------------------------------------ light curves

@@ -79,3 +79,41 @@ def periodogram(params: dict[str, Any], provenance: Provenance) -> dict:
     result = pg.write(p["output"], mode=p["write_mode"], provenance=provenance)
     return {"outputs": [{"table": result.table, "version": result.version, "rows": result.rows}],
             "inputs": provenance.inputs, "plan": pg.explain()}
+
+
+def train_classifier(params: dict[str, Any], provenance: Provenance) -> dict:
+    """Train a classifier tracked in MLflow (see ``conf/templates/train_classifier.yaml``); no table is written —
+    the MLflow run and the registered model version are the outputs, named in the run's result."""
+    from ..ml.train import train_classifier as train
+    from ..spark import session
+
+    p = params
+    spark = session(app_name="userbatch-train_classifier")
+    r = train(p["features"], label_column=p["label_column"], labels=p["labels"], key=p["key"],
+              features_version=p["features_version"], labels_version=p["labels_version"],
+              feature_columns=p["feature_columns"], exclude_columns=p["exclude_columns"], algorithm=p["algorithm"],
+              sklearn_estimator=p["sklearn_estimator"], hyperparameters=p["hyperparameters"],
+              class_weight=p["class_weight"], validation_fraction=p["validation_fraction"], seed=p["seed"],
+              experiment=p["experiment"], run_name=p["run_name"], model_name=p["model_name"],
+              model_alias=p["model_alias"], spark=spark)
+    return {"outputs": [], "inputs": r.inputs,
+            "mlflow": {"run_id": r.mlflow_run_id, "experiment": r.experiment, "experiment_id": r.experiment_id,
+                       "model_uri": r.model_uri, "registered_model": r.registered_model,
+                       "model_version": r.model_version, "model_alias": r.model_alias,
+                       "tracking_uri": r.tracking_uri},
+            "metrics": r.metrics, "classes": r.classes}
+
+
+def classify(params: dict[str, Any], provenance: Provenance) -> dict:
+    """Batch inference of a registered model over a table (see ``conf/templates/classify.yaml``)."""
+    from ..ml.inference import classify as run
+    from ..spark import session
+
+    p = params
+    spark = session(app_name="userbatch-classify")
+    c = run(p["source"], p["model"], model_version=p["model_version"], model_alias=p["model_alias"],
+            table_version=p["source_version"], keep_columns=p["keep_columns"], where=p["where"], spark=spark)
+    log.info("classify: %s", c.explain())
+    result = c.write(p["output"], mode=p["write_mode"], provenance=provenance)
+    return {"outputs": [{"table": result.table, "version": result.version, "rows": result.rows}],
+            "inputs": provenance.inputs, "plan": c.explain(), "model": c.provenance_parameters()["model"]}

@@ -62,6 +62,7 @@ class FacilityConfig:
     default_cores: int = 2
     default_max_hours: float = 1.0
     queue_prefix: str = "root.users"
+    mlflow: dict = field(default_factory=dict)  # tracking_uri, artifact_root (userbatch.ml.tracking)
     path: str | None = None
 
     @property
@@ -96,7 +97,7 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
     where = f"facility config {path or ''}".strip()
     if not isinstance(doc, dict):
         raise ConfigError(f"{where} must be a mapping")
-    known = {"capacity", "period", "defaults", "admins", "users", "groups", "namespaces", "runner", "runs"}
+    known = {"capacity", "period", "defaults", "admins", "users", "groups", "namespaces", "runner", "runs", "mlflow"}
     extra = sorted(set(doc) - known)
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
@@ -114,6 +115,9 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
                      else None,
                      "description": str(spec.get("description", ""))}
     runs = doc.get("runs") or {}
+    mlflow = doc.get("mlflow") or {}
+    if not isinstance(mlflow, dict) or set(mlflow) - {"tracking_uri", "artifact_root"}:
+        raise ConfigError(f"{where}: mlflow takes tracking_uri and artifact_root; got {mlflow!r}")
     try:
         cfg = FacilityConfig(
             total_cores=int(cap.get("cores", 64)),
@@ -132,6 +136,7 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
             default_cores=int(runs.get("default_cores", 2)),
             default_max_hours=float(runs.get("default_max_hours", 1.0)),
             queue_prefix=str(runs.get("queue_prefix", "root.users")),
+            mlflow={k: str(v) for k, v in mlflow.items() if v},
             path=path,
         )
     except (TypeError, ValueError) as e:

@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..config import settings
+from ..ml.tracking import artifact_root, tracking_uri
 from ..tables.db import engine_for, transaction
 from . import ledger
 from .accounting import usage_of_run
@@ -178,6 +179,8 @@ class Worker:
             "USERBATCH_OUTPUT_MAP": json.dumps(spec.get("output_map", {})),
             "USERBATCH_WRITE_NAMESPACES": ",".join(spec.get("write_namespaces", [])),
             "PYTHONUNBUFFERED": "1",
+            # one MLflow store for every run (a run's own directory must not become its tracking store)
+            "MLFLOW_TRACKING_URI": tracking_uri(self.config), "USERBATCH_MLFLOW_ARTIFACTS": artifact_root(self.config),
         }
         if os.environ.get("USERBATCH_TEMPLATE_PATH"):
             env["USERBATCH_TEMPLATE_PATH"] = os.environ["USERBATCH_TEMPLATE_PATH"]
