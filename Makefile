@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets everything up first (idempotent), then runs.
-.PHONY: setup demo test bench-ingest bench-cone
+.PHONY: setup demo test notebooks bench-ingest bench-cone
 
 setup:
 	./scripts/setup.sh
@@ -10,6 +10,9 @@ demo: setup
 test:
 	./scripts/setup.sh --services
 	.venv/bin/python -m pytest -q
+
+notebooks: setup
+	.venv/bin/python -m pytest -q tests/test_notebooks.py
 
 bench-ingest: setup
 	.venv/bin/python bench/ingest.py

@@ -524,6 +524,10 @@ def results(run_id):
         click.echo(f"  output {o['table']}@v{o['version']}  {o['rows']:,} rows")
     for i in res["inputs"]:
         click.echo(f"  input  {i['table']}@v{i['version']}")
+    if res.get("mlflow"):
+        m = res["mlflow"]
+        click.echo(f"  MLflow run {m['run_id']} (experiment {m['experiment']})"
+                   + (f"  model {m['registered_model']} v{m['model_version']}" if m.get("registered_model") else ""))
 
 
 @main.command()

@@ -36,28 +36,23 @@ def _fresh_home(home: str | Path | None) -> Path:
     return home
 
 
-def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo: Callable[[str], None] = log.info):
-    from .ops.search import box_search, cone_search
+def build_catalog(home: Path, n_objects: int, spark, echo: Callable[[str], None] = log.info) -> dict:
+    """Simulate a survey under ``home/input`` and ingest it: dp1.object, dp1.visit, ref.gaia and the director table
+    dp1.forced_source, into the catalog the environment names (``USERBATCH_DB_URL`` / ``USERBATCH_WAREHOUSE``).
+
+    Shared by the demo, the notebooks (:func:`userbatch.notebook.open_demo`) and their tests, so all three explore
+    the same tables. Returns ``{"config": SurveyConfig, "paths": {...}, "pixel_threshold": int,
+    "ingested": {table: result}}``.
+    """
     from .sim import SurveyConfig, write_survey
-    from .spark import session
-    from .tables import delta
-    from .tables.catalog import Catalog
-    from .tables.info import partitions_of, pixel_counts
     from .tables.director import VisitTimes, write_child_table
     from .tables.ingest import ingest, read_input
-    from .tables.provenance import Provenance
-    from .tables.read import read_table, resolve
-    from .tables.write import write_table
-    from .viz import plot_lightcurve, plot_sky
 
-    t0 = time.perf_counter()
-    home = _fresh_home(home)
-    echo(f"== userbatch demo (facility home: {home})")
+    home = Path(home)
     cfg = SurveyConfig(n_objects=n_objects, n_visits=120, seed=7)
     paths = write_survey(cfg, home / "input")
     echo(f"simulated {n_objects:,} objects, {cfg.n_visits} visits -> {home / 'input'}")
 
-    spark = session(master=master)
     threshold = max(2_000, n_objects // 8)
     specs = [
         ("dp1.object", "object", dict(ra_column="coord_ra", dec_column="coord_dec", pixel_threshold=threshold,
@@ -67,17 +62,39 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
         ("ref.gaia", "gaia", dict(ra_column="ra", dec_column="dec", pixel_threshold=threshold,
                                   margin_radius_arcsec=5.0, description="Gaia-like reference catalog, epoch 2016.0")),
     ]
+    ingested = {}
     echo("\n== ingest")
     for name, key, opts in specs:
-        res = ingest(paths[key], name, spark=spark, **opts)
+        res = ingested[name] = ingest(paths[key], name, spark=spark, **opts)
         echo(f"{name:20s} v{res.version}  {res.rows:>9,} rows  {res.partitions:>3d} partitions"
              + (f"  margin {res.margin_rows:,} rows" if res.margin_rows is not None else ""))
     # ForcedSource is a director table: each row in its Object's partition, with the visit time joined once
     res = write_child_table(read_input(spark, [paths["forced_source"]])[0], "dp1.forced_source",
                             parent="dp1.object", times=VisitTimes("dp1.visit"),
                             description="forced photometry, co-located with dp1.object, with expMidptMJD")
+    ingested["dp1.forced_source"] = res
     echo(f"{'dp1.forced_source':20s} v{res.version}  {res.rows:>9,} rows  {res.partitions:>3d} partitions"
          "  (in dp1.object's partitions; times from dp1.visit)")
+    return {"config": cfg, "paths": paths, "pixel_threshold": threshold, "ingested": ingested}
+
+
+def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo: Callable[[str], None] = log.info):
+    from .ops.search import box_search, cone_search
+    from .spark import session
+    from .tables import delta
+    from .tables.catalog import Catalog
+    from .tables.info import partitions_of, pixel_counts
+    from .tables.provenance import Provenance
+    from .tables.read import read_table, resolve
+    from .tables.write import write_table
+    from .viz import plot_lightcurve, plot_sky
+
+    t0 = time.perf_counter()
+    home = _fresh_home(home)
+    echo(f"== userbatch demo (facility home: {home})")
+    spark = session(master=master)
+    built = build_catalog(home, n_objects, spark, echo)
+    cfg, threshold = built["config"], built["pixel_threshold"]
 
     echo("\n== cone search: 0.5 deg around the dense cluster at (0.3, 2.0), crossing RA=0")
     s = cone_search("dp1.object", 0.3, 2.0, 1800.0)

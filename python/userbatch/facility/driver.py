@@ -147,6 +147,8 @@ def main(run_dir: str) -> int:
             "code_version": code_version(),
             "python": sys.version.split()[0],
         })
+        if isinstance(summary, dict) and summary.get("mlflow"):  # a training run: its MLflow run and model
+            result["mlflow"] = summary["mlflow"]
         (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
         progress.set("done")
         status = 0

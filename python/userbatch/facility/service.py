@@ -314,8 +314,11 @@ class Facility:
     def results(self, run_id: str) -> dict:
         run = self.status(run_id)
         res = run.get("result") or {}
-        return {"id": run_id, "state": run["state"], "outputs": res.get("outputs", []),
-                "inputs": res.get("inputs", [])}
+        out = {"id": run_id, "state": run["state"], "outputs": res.get("outputs", []),
+               "inputs": res.get("inputs", [])}
+        if res.get("mlflow"):
+            out["mlflow"] = res["mlflow"]
+        return out
 
     # ------------------------------------------------------------------------------------------- reproduce
     def rerun(self, run_id: str, output_map: dict | None = None, wait: bool = False) -> dict:

@@ -77,15 +77,34 @@ def _signature(pred: Predictor, data: LabelledData):
     return infer_signature(example, output)
 
 
+def _delta_source_class():
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    class DeltaSource(DeltaDatasetSource):
+        """MLflow's Delta source, except that version 0 is kept (MLflow drops a falsy version when serialising)."""
+
+        def to_dict(self):
+            info = super().to_dict()
+            if self._delta_table_version is not None:
+                info["delta_table_version"] = int(self._delta_table_version)
+            return info
+
+    return DeltaSource
+
+
 def _log_inputs(mlflow, data: LabelledData, spark) -> None:
+    from mlflow.data.spark_dataset import SparkDataset
+
     from ..tables.catalog import Catalog
     from ..tables.read import resolve, to_spark
 
+    _DeltaSource = _delta_source_class()
     for i, inp in enumerate(data.inputs):
         snap = resolve(Catalog().get(inp.table), version=inp.version, record=False)
-        ds = mlflow.data.from_spark(to_spark(spark, snap), path=inp.location, version=inp.version,
-                                    name=f"{inp.table}@v{inp.version}", digest=inp.digest,
-                                    targets=data.label if (i == len(data.inputs) - 1) else None)
+        # built by hand: mlflow.data.from_spark treats version 0 as "unknown" and asks delta-spark (absent here)
+        source = _DeltaSource(path=inp.location, delta_table_version=inp.version)
+        ds = SparkDataset(df=to_spark(spark, snap), source=source, name=f"{inp.table}@v{inp.version}",
+                          digest=inp.digest, targets=data.label if (i == len(data.inputs) - 1) else None)
         mlflow.log_input(ds, context="training" if i == 0 else "labels")
 
 
