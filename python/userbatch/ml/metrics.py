@@ -66,14 +66,13 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def plot_confusion(cm: np.ndarray, classes: list[str], title: str):
     """A confusion-matrix figure (counts, and the row-normalised recall as colour)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # a bare Figure, not pyplot: no global backend switch (a notebook keeps its inline plots), nothing to close
+    from matplotlib.figure import Figure
 
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.1 * len(classes) + 2))
+    fig = Figure(figsize=(1.2 * len(classes) + 2.5, 1.1 * len(classes) + 2))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):

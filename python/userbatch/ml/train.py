@@ -206,9 +206,6 @@ def train_classifier(features: str, *, label_column: str, labels: str | None = N
         fig = M.plot_confusion(cm, data.classes, f"{algorithm} on {data.inputs[0].table}@v{data.inputs[0].version}"
                                f" (validation, accuracy {val['accuracy']:.3f})")
         mlflow.log_figure(fig, "confusion_matrix.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
         with warnings.catch_warnings():  # MLflow's hint about integer columns: ours are counts, never null
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
             _log_inputs(mlflow, data, spark)
