@@ -176,6 +176,32 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
     for i in tree["inputs"]:
         echo(f"    <- {i['table']}@v{i['version']} job={i.get('job')} user={i.get('user')}")
 
+    echo("\n== a classifier: user 'demo' trains on the light-curve features, then classifies every object")
+    with running_worker(db_url):
+        train = user.wait(user.submit(template="train_classifier", cores=1, max_hours=0.5, params={
+            "features": "u_demo.fs_stats", "labels": "dp1.object", "label_column": "variability_class",
+            "hyperparameters": {"numTrees": 60, "maxDepth": 8}, "model_name": "demo-varclass",
+            "model_alias": "champion"})["id"], timeout_s=1800)
+        if train["state"] != "succeeded":
+            raise UserbatchError(f"demo training run {train['state']}: {train['error']}")
+        ml = train["result"]["mlflow"]
+        m = train["result"]["summary"]["metrics"]
+        echo(f"train_classifier {train['id']}: random forest, validation accuracy {m['accuracy']:.3f} "
+             f"(balanced {m['balanced_accuracy']:.3f}; recall periodic {m['recall_periodic']:.2f}, transient "
+             f"{m['recall_transient']:.2f}); MLflow run {ml['run_id']} -> model {ml['registered_model']} "
+             f"v{ml['model_version']} @champion; charged {train['charged_core_hours']:.4f} core-hours")
+        cls = user.wait(user.submit(template="classify", cores=1, max_hours=0.5, params={
+            "source": "u_demo.fs_stats", "model": "demo-varclass", "model_alias": "champion",
+            "output": "u_demo.varclass"})["id"], timeout_s=1800)
+        if cls["state"] != "succeeded":
+            raise UserbatchError(f"demo classify run {cls['state']}: {cls['error']}")
+    counts = read_table("u_demo.varclass").groupBy("predicted_class").count().toPandas()
+    echo(f"classify {cls['id']}: u_demo.varclass, " + ", ".join(
+        f"{r.predicted_class} {r['count']:,}" for _, r in counts.sort_values("predicted_class").iterrows()))
+    from .ml.tracking import tracking_uri
+
+    echo(f"MLflow store: {tracking_uri()}  (browse it: userbatch mlflow ui; models: userbatch models list)")
+
     echo("\n== a derived table, written twice (versions and time travel)")
     obj_version = resolve(Catalog().get("dp1.object")).version
     for cut in (20_000.0, 50_000.0):
