@@ -871,6 +871,68 @@ def mlflow_ui(host, port, print_only):
     os.execvp(argv[0], argv)
 
 
+# ------------------------------------------------------------------------------------------------ deploy
+
+@main.group()
+def deploy():
+    """The quota file rendered for cluster schedulers: YARN, YuniKorn, Kubernetes, Slurm."""
+
+
+@deploy.command("render")
+@click.option("--target", type=click.Choice(["yarn", "yunikorn", "kubernetes", "slurm", "all"]), default="all",
+              show_default=True, help="Which scheduler's config to write.")
+@click.option("--output", "-o", "output", type=click.Path(file_okay=False), required=True,
+              help="Directory to write into (created if missing).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Facility config (default: USERBATCH_FACILITY_CONFIG or conf/facility.yaml).")
+def deploy_render(target, output, config_path):
+    """Write capacity-scheduler.xml, queues.yaml, quotas.yaml, slurm-accounts.sh from the facility config."""
+    from .facility.config import load_config
+    from .facility.schedulers import render
+
+    files = render(load_config(config_path), target)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = out / name
+        path.write_text(text)
+        if name.endswith(".sh"):
+            path.chmod(0o755)
+        click.echo(str(path))
+
+
+@deploy.command("sbatch")
+@click.argument("template", required=False)
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Template parameter (repeatable).")
+@click.option("--bps", "bps_file", type=click.Path(), help="Run 'bps submit' of this submit YAML instead.")
+@click.option("--account", help="Slurm account (default: the group's g_<group>, else your own u_<user>).")
+@click.option("--user", help="Whose account (default: $USER).")
+@click.option("--group", help="Charge this group's account.")
+@click.option("--cores", type=int, help="Cores (default from the facility config).")
+@click.option("--hours", type=float, help="Wall-time limit (default from the facility config).")
+@click.option("--spark-submit", "use_spark_submit", is_flag=True,
+              help="Run spark-submit jobs/TEMPLATE.py instead of 'userbatch jobs run'.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Facility config.")
+def deploy_sbatch(template, params, bps_file, account, user, group, cores, hours, use_spark_submit, config_path):
+    """Print an sbatch script that runs TEMPLATE (or a BPS submit YAML) under a Slurm account."""
+    from .facility.config import load_config
+    from .facility.schedulers import sbatch_script, slurm_account
+
+    if bool(template) == bool(bps_file):
+        raise UserbatchError("give a TEMPLATE or --bps SUBMIT_YAML (one of them)")
+    cfg = load_config(config_path)
+    if template:
+        from .facility.templates import load_template
+
+        load_template(template)  # an unknown template fails here, with the list of known ones
+    if not account:
+        account = slurm_account(user or os.environ.get("USER") or "unknown", group)
+    click.echo(sbatch_script("template" if template else "bps", template=template, params=list(params),
+                             bps_file=bps_file, account=account, cores=cores or cfg.default_cores,
+                             hours=hours or cfg.default_max_hours, memory_per_core_gb=cfg.memory_per_core_gb,
+                             mode="spark-submit" if use_spark_submit else "cli"), nl=False)
+
+
 # ------------------------------------------------------------------------------------------------ light curves
 
 @main.group()

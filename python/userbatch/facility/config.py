@@ -8,7 +8,9 @@ first seen gets the quota the file gives it — and declares what the database c
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +27,24 @@ HOURS_PER_PERIOD = {"month": 730.0, "quarter": 2190.0, "year": 8760.0}
 
 class ConfigError(UserbatchError):
     """The facility configuration file cannot be used as written."""
+
+
+_QUEUE_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def queue_segment(name: str) -> str:
+    """``name`` as one segment of a scheduler queue path (YARN, YuniKorn): ``[A-Za-z0-9_-]``, at most 64.
+
+    A ``.`` would split the path into more levels and YuniKorn accepts no other characters, so any other name gets
+    its offending characters replaced by ``_`` and ``_`` plus 8 hex digits of the name's SHA-256 appended (the
+    convention of ``cluster_runners.dns_label``): deterministic, and two names differing only in what was replaced
+    keep distinct queues. Valid names are unchanged. This is the one place queue names are made.
+    """
+    if _QUEUE_SEGMENT.match(name):
+        return name
+    head = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:55]
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{head}_{digest}" if head else f"x{digest}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,7 @@ class FacilityConfig:
     default_max_hours: float = 1.0
     queue_prefix: str = "root.users"
     mlflow: dict = field(default_factory=dict)  # tracking_uri, artifact_root (userbatch.ml.tracking)
+    memory_per_core_gb: float = 4.0  # scheduler: memory a core comes with on the clusters (facility.schedulers)
     path: str | None = None
 
     @property
@@ -79,7 +100,8 @@ class FacilityConfig:
         return str(when.year)
 
     def queue_for(self, user: str, group: str | None) -> str:
-        return f"{self.queue_prefix}.{group}" if group else f"{self.queue_prefix}.{user}"
+        """The scheduler queue of a run: its group's, else the user's own (names made safe by queue_segment)."""
+        return f"{self.queue_prefix}.{queue_segment(group or user)}"
 
 
 def load_config(path: str | Path | None = None) -> FacilityConfig:
@@ -97,7 +119,8 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
     where = f"facility config {path or ''}".strip()
     if not isinstance(doc, dict):
         raise ConfigError(f"{where} must be a mapping")
-    known = {"capacity", "period", "defaults", "admins", "users", "groups", "namespaces", "runner", "runs", "mlflow"}
+    known = {"capacity", "period", "defaults", "admins", "users", "groups", "namespaces", "runner", "runs", "mlflow",
+             "scheduler"}
     extra = sorted(set(doc) - known)
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
@@ -118,6 +141,12 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
     mlflow = doc.get("mlflow") or {}
     if not isinstance(mlflow, dict) or set(mlflow) - {"tracking_uri", "artifact_root"}:
         raise ConfigError(f"{where}: mlflow takes tracking_uri and artifact_root; got {mlflow!r}")
+    sched = doc.get("scheduler") or {}
+    if not isinstance(sched, dict) or set(sched) - {"memory_per_core_gb"}:
+        raise ConfigError(f"{where}: scheduler takes memory_per_core_gb; got {sched!r}")
+    mem = sched.get("memory_per_core_gb", 4)
+    if isinstance(mem, bool) or not isinstance(mem, (int, float)) or not mem > 0:
+        raise ConfigError(f"{where}: scheduler.memory_per_core_gb must be a positive number of GB; got {mem!r}")
     try:
         cfg = FacilityConfig(
             total_cores=int(cap.get("cores", 64)),
@@ -137,6 +166,7 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
             default_max_hours=float(runs.get("default_max_hours", 1.0)),
             queue_prefix=str(runs.get("queue_prefix", "root.users")),
             mlflow={k: str(v) for k, v in mlflow.items() if v},
+            memory_per_core_gb=float(mem),
             path=path,
         )
     except (TypeError, ValueError) as e:
