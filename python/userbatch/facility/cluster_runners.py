@@ -1,9 +1,11 @@
 """Runners for shared clusters: YARN and Kubernetes (with the YuniKorn scheduler).
 
-Neither cluster is reachable from the facility's own machines, so both runners are *rendering* runners
-(``launchable = False``): they turn a :class:`~userbatch.facility.runners.SubmitSpec` into the exact
-``spark-submit`` command line (and, for Kubernetes, the driver and executor pod templates) that a site with the
-cluster runs. What they guarantee, because the facility's quotas depend on it:
+Neither cluster is reachable from the facility's own machines, so both runners are *rendering* runners by
+default (``launchable = False``): they turn a :class:`~userbatch.facility.runners.SubmitSpec` into the exact
+``spark-submit`` command line (and, for Kubernetes, the driver and executor pod templates, or a spark-operator
+``SparkApplication``) that a site with the cluster runs. A worker deployed where the cluster answers (a gateway
+host, a pod in the cluster: ``deploy/kubernetes/facility``) sets the runner option ``launchable: true`` and
+submits the runs itself. What they guarantee, because the facility's quotas depend on it:
 
 * the run lands in the scheduler queue the facility config names (``SubmitSpec.queue``), and on Kubernetes in the
   namespace of its group;
@@ -25,7 +27,9 @@ Cancelling: in cluster mode, stopping the ``spark-submit`` process does not stop
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import logging
 import re
 import sys
@@ -34,7 +38,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserbatchError
-from .runners import Runner, SubmitSpec
+from .config import queue_segment
+from .runners import DRIVER, Runner, SubmitSpec
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,12 @@ def _warn_ignored(kind: str, options: dict) -> None:
         log.warning("the %s runner ignores option(s) %s", kind, ", ".join(sorted(options)))
 
 
+def _flag(value, kind: str, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserbatchError(f"the {kind} runner's {option} is true or false; got {value!r}")
+    return value
+
+
 def _archive_list(archives) -> list[str]:
     if not archives:
         return []
@@ -144,10 +155,11 @@ class YarnRunner(Runner):
     launchable = False
 
     def __init__(self, deploy_mode: str = "cluster", spark_home: str | None = None, archives=None,
-                 python: str | None = None, **ignored_options):
+                 python: str | None = None, launchable: bool = False, **ignored_options):
         if deploy_mode not in ("cluster", "client"):
             raise UserbatchError(f"the yarn runner's deploy_mode is cluster or client; got {deploy_mode!r}")
         _warn_ignored(self.kind, ignored_options)
+        self.launchable = _flag(launchable, "yarn", "launchable")
         self.deploy_mode = deploy_mode
         self.spark_home = spark_home
         self.archives = _archive_list(archives)
@@ -226,6 +238,23 @@ class YarnRunner(Runner):
 
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 EXECUTOR_CONTAINER = "spark-kubernetes-executor"
+#: YuniKorn's annotation naming the user (and groups) a pod is scheduled for; its per-user and per-group queue
+#: limits match these names. YuniKorn's admission controller accepts it only from trusted submitters (the
+#: facility worker's and the drivers' service accounts: ``admissionController.accessControl.trustControllers`` /
+#: ``externalUsers`` in YuniKorn's configuration).
+USER_INFO_ANNOTATION = "yunikorn.apache.org/user.info"
+#: The spark-operator CRD the :func:`spark_application` renderer writes.
+SPARK_OPERATOR_API = "sparkoperator.k8s.io/v1beta2"
+#: Where the container image (``deploy/docker/Dockerfile``) keeps the project; the driver script below it.
+IMAGE_PROJECT_DIR = "/opt/userbatch"
+
+
+def yunikorn_user_info(user: str, group: str | None) -> str:
+    """The value of YuniKorn's ``user.info`` annotation for a run of ``user`` charged to ``group``: JSON
+    ``{"groups": [<group as a queue segment>], "user": <user>}`` — the names the rendered ``queues.yaml`` limits
+    use (:func:`~userbatch.facility.config.queue_segment` for groups). One place: the runner and
+    ``schedulers.submission_settings`` both call it."""
+    return json.dumps({"user": user, "groups": [queue_segment(group)] if group else []}, sort_keys=True)
 
 
 class KubernetesRunner(Runner):
@@ -264,10 +293,11 @@ class KubernetesRunner(Runner):
                  service_account: str = "spark", warehouse_pvc: str | None = None,
                  warehouse_mount: str | None = None, home_pvc: str | None = None, home_mount: str | None = None,
                  upload_path: str | None = None, python: str = "python3", secret_env: dict | None = None,
-                 **ignored):
+                 launchable: bool = False, **ignored):
         if not api_server.startswith(("https://", "http://")):
             raise UserbatchError(f"the kubernetes runner's api_server is an http(s) URL; got {api_server!r}")
         _warn_ignored(self.kind, ignored)
+        self.launchable = _flag(launchable, "kubernetes", "launchable")
         self.api_server = api_server.rstrip("/")
         self.namespace_prefix = namespace_prefix
         self.image = image
@@ -313,6 +343,13 @@ class KubernetesRunner(Runner):
         if spec.group:
             labels["userbatch/group"] = label_value(spec.group)
         return labels
+
+    @staticmethod
+    def annotations(spec: SubmitSpec) -> dict[str, str]:
+        """Pod annotations of a run's driver and executors: YuniKorn's ``user.info`` (:func:`yunikorn_user_info`),
+        so the per-user and per-group limits of ``queues.yaml`` apply to the run's submitter, not to the service
+        account that created the pods."""
+        return {USER_INFO_ANNOTATION: yunikorn_user_info(spec.user, spec.group)}
 
     # --------------------------------------------------------------------------------- resources
     @staticmethod
@@ -392,6 +429,8 @@ class KubernetesRunner(Runner):
         for role in ("driver", "executor"):
             for key, value in self.labels(spec).items():
                 conf[f"spark.kubernetes.{role}.label.{key}"] = value
+            for key, value in self.annotations(spec).items():
+                conf[f"spark.kubernetes.{role}.annotation.{key}"] = value
         return conf
 
     # --------------------------------------------------------------------------------- pod templates
@@ -434,7 +473,8 @@ class KubernetesRunner(Runner):
                                    for n, claim, _ in volumes]
         labels = {**self.labels(spec), "userbatch/role": role}
         return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"namespace": self.namespace(spec), "labels": labels}, "spec": pod_spec}
+                "metadata": {"namespace": self.namespace(spec), "labels": labels,
+                             "annotations": self.annotations(spec)}, "spec": pod_spec}
 
     def render_pod_template(self, spec: SubmitSpec, role: str) -> str:
         return yaml.safe_dump(self.pod_template(spec, role), sort_keys=False)
@@ -446,6 +486,76 @@ class KubernetesRunner(Runner):
         for path, role in zip(paths, ("driver", "executor"), strict=True):
             path.write_text(self.render_pod_template(spec, role))
         return paths
+
+    # --------------------------------------------------------------------------------- spark-operator
+    def spark_application(self, spec: SubmitSpec, *, main_application_file: str | None = None,
+                          spark_version: str | None = None, image_pull_policy: str = "IfNotPresent") -> dict:
+        """The run as a spark-operator ``SparkApplication`` (``sparkoperator.k8s.io/v1beta2``), for a site that
+        submits through the operator instead of the worker's ``spark-submit``.
+
+        Everything that places and sizes the run comes from the same methods :meth:`conf` and
+        :meth:`pod_template` use — namespace, queue (``batchSchedulerOptions.queue`` and the ``queue`` label),
+        labels, the ``user.info`` annotation, image, service account, executors x cores (= ``spec.cores``),
+        memory and overhead, the shared volumes and the environment (``secret_env`` as ``secretKeyRef``) — so the
+        operator's run and the worker's run cannot differ in where they land or what they hold. The remaining
+        Spark settings (event log, the user's ``spark_conf``, Python) go to ``sparkConf``; the settings the
+        operator derives from the fields (and the pod templates, which live on the submit host) are left out.
+        ``restartPolicy: Never`` for the reason :class:`YarnRunner` sets ``maxAppAttempts=1``.
+        """
+        conf = self.conf(spec)
+        spark_conf = {k: str(v) for k, v in sorted(conf.items())
+                      if k not in _OPERATOR_OWNED and not k.startswith(_OPERATOR_OWNED_PREFIXES)}
+        cores = self.executor_cores(spec)
+        volumes = self._volumes(spec)
+        env = [{"name": k, "value": v} for k, v in sorted(spec.env.items()) if k not in self.secret_env]
+        for name, ref in sorted(self.secret_env.items()):
+            secret, key = ref.split(":")
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+
+        def pod(role: str) -> dict:
+            out: dict = {"labels": {**self.labels(spec), "userbatch/role": role},
+                         "annotations": self.annotations(spec)}
+            if env:
+                out["env"] = copy.deepcopy(env)  # no shared nodes: YAML would write them as anchors
+            if volumes:
+                out["volumeMounts"] = [{"name": n, "mountPath": path} for n, _, path in volumes]
+            return out
+
+        driver = {"cores": 1, "coreRequest": "1", "coreLimit": "1", "memory": spec.driver_memory,
+                  "memoryOverhead": conf["spark.driver.memoryOverhead"], "serviceAccount": self.service_account,
+                  "podName": self.driver_pod_name(spec), **pod("driver")}
+        executor = {"instances": spec.num_executors, "cores": cores, "coreRequest": str(cores),
+                    "coreLimit": str(cores), "memory": spec.executor_memory,
+                    "memoryOverhead": conf["spark.executor.memoryOverhead"], "deleteOnTermination": True,
+                    **pod("executor")}
+        body: dict = {
+            "type": "Python",
+            "pythonVersion": "3",
+            "mode": "cluster",
+            "image": self.image,
+            "imagePullPolicy": image_pull_policy,
+            "mainApplicationFile": main_application_file
+            or f"local://{IMAGE_PROJECT_DIR}/python/userbatch/facility/{DRIVER.name}",
+            "arguments": [spec.run_dir],
+            "sparkVersion": spark_version or _spark_version(),
+            "restartPolicy": {"type": "Never"},
+            "dynamicAllocation": {"enabled": False},
+            "sparkConf": spark_conf,
+            "driver": driver,
+            "executor": executor,
+        }
+        if volumes:
+            body["volumes"] = [{"name": n, "persistentVolumeClaim": {"claimName": claim}} for n, claim, _ in volumes]
+        if self.scheduler:
+            body["batchScheduler"] = self.scheduler
+            body["batchSchedulerOptions"] = {"queue": self.queue(spec)}
+        return {"apiVersion": SPARK_OPERATOR_API, "kind": "SparkApplication",
+                "metadata": {"name": dns_label(spec.app_name), "namespace": self.namespace(spec),
+                             "labels": self.labels(spec)},
+                "spec": body}
+
+    def render_spark_application(self, spec: SubmitSpec, **options) -> str:
+        return yaml.safe_dump(self.spark_application(spec, **options), sort_keys=False)
 
     def cancel_argv(self, spec: SubmitSpec, submit: str = "spark-submit") -> list[str]:
         """The command that stops the run's driver pod (and with it the executors); stopping ``spark-submit``
@@ -461,3 +571,138 @@ class KubernetesRunner(Runner):
             "it. Write the pod templates (KubernetesRunner.write_pod_templates) and run the command of "
             "KubernetesRunner.argv(spec) where the cluster is reachable, or set runner.kind to local or standalone "
             "in the facility config")
+
+
+# ------------------------------------------------------------------------------------------------ spark-operator
+
+#: Settings of :meth:`KubernetesRunner.conf` that a SparkApplication expresses with its own fields (or that only
+#: mean something to a ``spark-submit`` the worker runs: pod templates and the upload path on the submit host).
+_OPERATOR_OWNED = frozenset({
+    "spark.app.name", "spark.kubernetes.namespace", "spark.kubernetes.container.image",
+    "spark.kubernetes.authenticate.driver.serviceAccountName", "spark.kubernetes.driver.pod.name",
+    "spark.kubernetes.driver.podTemplateFile", "spark.kubernetes.executor.podTemplateFile",
+    "spark.kubernetes.driver.podTemplateContainerName", "spark.kubernetes.executor.podTemplateContainerName",
+    "spark.kubernetes.submission.waitAppCompletion", "spark.kubernetes.file.upload.path",
+    "spark.kubernetes.scheduler.name", "spark.executor.instances", "spark.executor.cores", "spark.executor.memory",
+    "spark.executor.memoryOverhead", "spark.driver.cores", "spark.driver.memory", "spark.driver.memoryOverhead",
+    "spark.kubernetes.executor.request.cores", "spark.kubernetes.executor.limit.cores",
+    "spark.kubernetes.driver.request.cores", "spark.kubernetes.driver.limit.cores",
+})
+_OPERATOR_OWNED_PREFIXES = (
+    "spark.kubernetes.driverEnv.", "spark.executorEnv.", "spark.kubernetes.driver.secretKeyRef.",
+    "spark.kubernetes.executor.secretKeyRef.", "spark.kubernetes.driver.label.", "spark.kubernetes.executor.label.",
+    "spark.kubernetes.driver.annotation.", "spark.kubernetes.executor.annotation.",
+)
+
+
+def _spark_version() -> str:
+    """The version of the pyspark wheel this environment (and the image built from it) has."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyspark")
+    except PackageNotFoundError:
+        return "4.3.0"
+
+
+def spark_application(spec: SubmitSpec, runner: KubernetesRunner | None = None, **options) -> dict:
+    """A run as a spark-operator ``SparkApplication`` manifest: :meth:`KubernetesRunner.spark_application` of
+    ``runner`` (default: a :class:`KubernetesRunner` with the default options). ``options`` go to that method
+    (``main_application_file``, ``spark_version``, ``image_pull_policy``)."""
+    return (runner or KubernetesRunner()).spark_application(spec, **options)
+
+
+#: The ClusterRole (deploy/kubernetes/facility/rbac.yaml) bound in every run namespace: what spark-submit (the
+#: worker, or the spark-operator) and a driver need there — pods, services, config maps, PVCs, SparkApplications.
+SPARK_CLUSTER_ROLE = "userbatch-spark"
+#: An example of the shared file system behind ``home_pvc`` / ``warehouse_pvc`` (a site replaces the server).
+EXAMPLE_SHARED_VOLUMES = {
+    "userbatch-home": {"nfs": {"server": "nfs.example.org", "path": "/export/userbatch/home"}},
+    "userbatch-warehouse": {"nfs": {"server": "nfs.example.org", "path": "/export/userbatch/warehouse"}},
+}
+
+
+def run_namespace_manifests(runner: KubernetesRunner, namespace: str, *, worker_namespace: str = "userbatch",
+                            worker_service_account: str = "userbatch-worker", volume_sources: dict | None = None,
+                            capacity: str = "10Ti") -> list[dict]:
+    """What a run namespace (``ub-<group>``, ``ub-user-<user>``: the Namespaces of ``quotas.yaml``) needs besides
+    its ResourceQuota for the runs :class:`KubernetesRunner` submits there.
+
+    * the drivers' ServiceAccount (``runner.service_account``) and a RoleBinding of :data:`SPARK_CLUSTER_ROLE`
+      for it and for the worker's ServiceAccount (in ``worker_namespace``), which creates the driver pods;
+    * the runner's ``home_pvc`` and ``warehouse_pvc`` claims. A PersistentVolumeClaim belongs to one namespace
+      and a PersistentVolume binds one claim, so each namespace gets its own ReadWriteMany PV on the *same*
+      shared file system (``volume_sources``: claim name -> PV source, e.g. ``{"nfs": {...}}``), bound by
+      ``volumeName`` — the run directory and the warehouse are then the same files in the worker's pod and in
+      every driver and executor, at the same paths, as the runner requires.
+
+    The ``userbatch-db`` Secret (``secret_env``) is not rendered: it holds credentials; copy it in per namespace.
+    """
+    sources = volume_sources if volume_sources is not None else EXAMPLE_SHARED_VOLUMES
+    labels = {"app.kubernetes.io/part-of": "userbatch"}
+    docs: list[dict] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": runner.service_account, "namespace": namespace, "labels": labels}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": SPARK_CLUSTER_ROLE, "namespace": namespace, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SPARK_CLUSTER_ROLE},
+         "subjects": [{"kind": "ServiceAccount", "name": runner.service_account, "namespace": namespace},
+                      {"kind": "ServiceAccount", "name": worker_service_account, "namespace": worker_namespace}]},
+    ]
+    for claim in (runner.home_pvc, runner.warehouse_pvc):
+        if not claim:
+            continue
+        if claim not in sources:
+            raise UserbatchError(f"no volume source for claim {claim!r}: give one in volume_sources")
+        pv = dns_label(f"{claim}-{namespace}", 253)
+        docs.append({"apiVersion": "v1", "kind": "PersistentVolume",
+                     "metadata": {"name": pv, "labels": labels},
+                     "spec": {"capacity": {"storage": capacity}, "accessModes": ["ReadWriteMany"],
+                              "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                              "claimRef": {"namespace": namespace, "name": claim}, **sources[claim]}})
+        docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                     "metadata": {"name": claim, "namespace": namespace, "labels": labels},
+                     "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+                              "resources": {"requests": {"storage": capacity}}}})
+    return docs
+
+
+def deploy_spark_examples(cfg, namespaces: list[str] | None = None) -> dict[str, str]:
+    """``deploy/kubernetes/spark/`` rendered from a facility config whose runner is ``kind: kubernetes`` (the
+    config of ``deploy/kubernetes/facility/configmap.yaml``): ``sparkapplication.yaml``, the SparkApplication
+    of an example run (user ``demo`` charged to group ``dp1_team``, 8 cores), and ``run-namespaces.yaml``,
+    :func:`run_namespace_manifests` for every run namespace (default: the Namespaces of
+    ``schedulers.kubernetes_manifests(cfg)``, i.e. of ``deploy/kubernetes/quotas.yaml``). Paths relative to
+    ``deploy/kubernetes/spark``; ``tests/test_deploy.py`` fails when the files differ from a fresh render."""
+    if cfg.runner.get("kind") != "kubernetes":
+        raise UserbatchError("the Spark-on-Kubernetes examples need a facility config with runner.kind kubernetes")
+    runner = KubernetesRunner(**{k: v for k, v in cfg.runner.items() if k != "kind"})
+    user, group, run_id = "demo", "dp1_team", "0123456789ab"
+    home = runner.home_mount or "/var/lib/userbatch/home"
+    env = {"USERBATCH_HOME": home, "USERBATCH_WAREHOUSE": runner.warehouse_mount or "/var/lib/userbatch/warehouse",
+           "USERBATCH_USER": user, "USERBATCH_GROUPS": group, "USERBATCH_RUN_ID": run_id,
+           "USERBATCH_JOB": "template:crossmatch", "PYTHONUNBUFFERED": "1"}
+    if cfg.mlflow.get("tracking_uri"):
+        env["MLFLOW_TRACKING_URI"] = cfg.mlflow["tracking_uri"]
+    if cfg.mlflow.get("artifact_root"):
+        env["USERBATCH_MLFLOW_ARTIFACTS"] = cfg.mlflow["artifact_root"]
+    for name in runner.secret_env:
+        env[name] = "(from the secret)"
+    spec = SubmitSpec(run_id=run_id, run_dir=f"{home}/runs/{run_id}", user=user, group=group,
+                      queue=cfg.queue_for(user, group), cores=8, executor_cores=4, executor_memory="8g",
+                      driver_memory="2g", env=env)
+    if namespaces is None:
+        from .schedulers import kubernetes_manifests
+
+        namespaces = [d["metadata"]["name"] for d in kubernetes_manifests(cfg) if d["kind"] == "Namespace"]
+    banner = ("# Generated (userbatch.facility.cluster_runners.deploy_spark_examples, from the facility.yaml of\n"
+              "# ../facility/configmap.yaml) — do not edit; see deploy/README.md.\n")
+    app = (banner + "# A run (user demo, group dp1_team, 8 cores = 2 executors x 4) as a spark-operator "
+           "SparkApplication:\n# what KubernetesRunner.spark_application renders for each run.\n"
+           + runner.render_spark_application(spec, spark_version=_spark_version()))
+    docs = [d for ns in namespaces for d in run_namespace_manifests(runner, ns)]
+    rbac = (banner + "# Per run namespace (ub-<group>, ub-user-<user>; the Namespaces of ../quotas.yaml): the "
+            "drivers' ServiceAccount, the\n# RoleBinding of ClusterRole userbatch-spark (facility/rbac.yaml) and "
+            "the shared home and warehouse volumes.\n# Also create the userbatch-db Secret (key db-url) in each.\n"
+            + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True))
+    return {"sparkapplication.yaml": app, "run-namespaces.yaml": rbac}

@@ -27,7 +27,6 @@ file) per core. Slurm runs the driver inside the job's own allocation, so its li
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shlex
@@ -37,7 +36,7 @@ from xml.sax.saxutils import escape
 import yaml
 
 from ..errors import UserbatchError
-from .cluster_runners import KubernetesRunner, _digest, dns_label, k8s_quantity, label_value
+from .cluster_runners import USER_INFO_ANNOTATION, KubernetesRunner, _digest, dns_label, k8s_quantity, label_value
 from .config import FacilityConfig, Limits, queue_segment
 from .runners import SubmitSpec
 
@@ -193,15 +192,15 @@ def submission_settings(cfg: FacilityConfig, user: str, group: str | None = None
     runner = _k8s_runner(cfg)
     spec = _spec(cfg, user, group)
     queue = cfg.queue_for(user, group)
-    user_info = json.dumps({"user": user, "groups": [queue_segment(group)] if group else []}, sort_keys=True)
+    user_info = runner.annotations(spec)[USER_INFO_ANNOTATION]  # the runner's annotation, one source
     out = {
         "spark.yarn.queue": queue,
         "spark.kubernetes.namespace": runner.namespace(spec),
         "spark.kubernetes.scheduler.name": runner.scheduler or "",
         "spark.kubernetes.driver.label.queue": runner.labels(spec)["queue"],
         "spark.kubernetes.executor.label.queue": runner.labels(spec)["queue"],
-        "spark.kubernetes.driver.annotation.yunikorn.apache.org/user.info": user_info,
-        "spark.kubernetes.executor.annotation.yunikorn.apache.org/user.info": user_info,
+        f"spark.kubernetes.driver.annotation.{USER_INFO_ANNOTATION}": user_info,
+        f"spark.kubernetes.executor.annotation.{USER_INFO_ANNOTATION}": user_info,
         "slurm.account": slurm_account(user, group),
     }
     if not runner.scheduler:
