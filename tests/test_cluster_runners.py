@@ -400,6 +400,18 @@ def test_kubernetes_cancel_argv():
         "--master", "k8s://https://kubernetes.default.svc"]
 
 
+def test_stop_argv_is_what_the_worker_runs_before_signalling_spark_submit(tmp_path):
+    """Cluster deploy mode outlives spark-submit: the worker's cancel asks the cluster first (YARN once the
+    driver has written the application id; Kubernetes by driver pod name); client-mode runners need nothing."""
+    spec = sample(run_dir=str(tmp_path))
+    assert YarnRunner().stop_argv(spec) is None  # no application yet: only the process group is signalled
+    (tmp_path / "app_id").write_text("application_7_0042\n")
+    assert YarnRunner().stop_argv(spec) == ["yarn", "application", "-kill", "application_7_0042"]
+    assert KubernetesRunner().stop_argv(spec) == KubernetesRunner().cancel_argv(spec)
+    assert LocalRunner().stop_argv(spec) is None
+    assert StandaloneRunner("spark://127.0.0.1:7077").stop_argv(spec) is None
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 
 

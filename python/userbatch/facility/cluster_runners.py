@@ -39,7 +39,7 @@ import yaml
 
 from ..errors import UserbatchError
 from .config import queue_segment
-from .runners import DRIVER, Runner, SubmitSpec
+from .runners import DRIVER, Runner, SubmitSpec, spark_submit
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,10 @@ class YarnRunner(Runner):
         """The command that stops the application (``app_id``: ``application_...``, which the driver writes to
         ``RUN_DIR/app_id``); stopping ``spark-submit`` alone leaves a cluster-mode application running."""
         return ["yarn", "application", "-kill", app_id]
+
+    def stop_argv(self, spec):
+        app = Path(spec.run_dir) / "app_id"
+        return self.cancel_argv(app.read_text().strip()) if app.exists() else None
 
     def launch(self, spec, log_path):
         if self.launchable:  # a site whose gateway reaches the cluster sets launchable on its runner
@@ -561,6 +565,9 @@ class KubernetesRunner(Runner):
         """The command that stops the run's driver pod (and with it the executors); stopping ``spark-submit``
         alone leaves a cluster-mode application running."""
         return [submit, "--kill", f"{self.namespace(spec)}:{self.driver_pod_name(spec)}", "--master", self.master]
+
+    def stop_argv(self, spec):
+        return self.cancel_argv(spec, spark_submit() if self.launchable else "spark-submit")
 
     def launch(self, spec, log_path):
         if self.launchable:  # a site whose API server is reachable sets launchable on its runner

@@ -118,6 +118,11 @@ class Runner:
         env["PYSPARK_DRIVER_PYTHON"] = sys.executable
         return env
 
+    def stop_argv(self, spec: SubmitSpec) -> list[str] | None:
+        """The command that stops the application where it runs, when signalling the local ``spark-submit``
+        process group is not enough (cluster deploy mode: YARN, Kubernetes); None for client-mode runners."""
+        return None
+
     def launch(self, spec: SubmitSpec, log_path: Path) -> subprocess.Popen:
         """Start the application; its process group is the run (cancel signals the whole group)."""
         if not self.launchable:

@@ -200,12 +200,26 @@ class Worker:
                 self._update_stage(run)
             if proc.poll() is None and (cancel or over):
                 log.info("run %s: %s", run_id, "cancel requested" if cancel else "time limit reached")
+                self._stop_remote(run_id)
                 terminate(proc)
                 proc.wait()
                 self._finish(run_id, proc.returncode, "cancelled" if cancel else "failed",
                              "" if cancel else f"stopped at its time limit of {run.max_hours} h")
             elif proc.poll() is not None:
                 self._finish(run_id, proc.returncode, None, "")
+
+    def _stop_remote(self, run_id: str) -> None:
+        """A cluster-mode application outlives its spark-submit: ask its cluster to stop it first."""
+        with transaction(self.engine) as s:
+            spec = self._submit_spec(s.get(RunRow, run_id))
+        argv = runner_for(**self.config.runner).stop_argv(spec)
+        if not argv:
+            return
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            log.info("run %s: %s -> exit %d", run_id, " ".join(argv), done.returncode)
+        except (OSError, subprocess.SubprocessError) as e:  # the process group is still signalled
+            log.warning("run %s: could not run %s: %s", run_id, " ".join(argv), e)
 
     def _update_stage(self, run: RunRow) -> None:
         path = Path(run.run_dir) / "progress.json"
