@@ -933,6 +933,91 @@ def deploy_sbatch(template, params, bps_file, account, user, group, cores, hours
                              mode="spark-submit" if use_spark_submit else "cli"), nl=False)
 
 
+# ------------------------------------------------------------------------------------------------ dev cluster / Spark Connect
+
+@main.group()
+def cluster():
+    """A Spark standalone cluster on this machine (127.0.0.1), for development and tests."""
+
+
+@cluster.command("start")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--cores", type=click.IntRange(1), default=1, show_default=True, help="Cores per worker.")
+@click.option("--memory", default="1g", show_default=True, help="Memory per worker (e.g. 1g).")
+@click.option("--json", "as_json", is_flag=True)
+def cluster_start(workers, cores, memory, as_json):
+    """Start a master and N workers (detached; 'userbatch cluster stop' ends them)."""
+    from .facility import cluster as dev
+
+    st = dev.start(workers=workers, cores=cores, memory=memory)
+    if as_json:
+        _echo_json(st)
+    else:
+        click.echo(f"{st['master_url']}  ({workers} worker(s) x {cores} core(s), {memory}; UI {st['webui_url']})")
+        click.echo(f"use it: SPARK_MASTER={st['master_url']}, or runner: {{kind: standalone, master: ...}}")
+
+
+@cluster.command("stop")
+def cluster_stop():
+    """Stop the dev cluster (no-op when none runs)."""
+    from .facility import cluster as dev
+
+    r = dev.stop()
+    click.echo(f"stopped {len(r['stopped'])} process(es)" if r.get("master_url") else "no cluster recorded")
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def cluster_status(as_json):
+    """Master URL and alive workers (asked from the master's /json/)."""
+    from .facility import cluster as dev
+
+    st = dev.status()
+    if as_json:
+        _echo_json(st)
+    elif not st["running"]:
+        click.echo("not running" + (" (stale record cleaned by the next start/stop)" if st.get("stale") else ""))
+    else:
+        click.echo(f"{st['master_url']}  alive workers: {st['alive_workers']}/{st['workers']}  UI {st['webui_url']}")
+
+
+@main.group()
+def connect():
+    """A Spark Connect server for notebooks: userbatch.session(remote="sc://127.0.0.1:15002")."""
+
+
+@connect.command("start")
+@click.option("--master", "spark_master", help="spark://... or local[N] (default: the dev cluster if up, else local[*]).")
+@click.option("--port", type=click.IntRange(1, 65535), default=15002, show_default=True)
+def connect_start(spark_master, port):
+    """Start the Spark Connect server on 127.0.0.1 (detached)."""
+    from .facility import cluster as dev
+
+    st = dev.connect_start(master=spark_master, port=port)
+    click.echo(f"{st['url']}  (against {st['master']}; log {st['log']})")
+
+
+@connect.command("stop")
+def connect_stop():
+    """Stop the Spark Connect server."""
+    from .facility import cluster as dev
+
+    r = dev.connect_stop()
+    click.echo(f"stopped {r['url']}" if r.get("url") else "no Spark Connect server recorded")
+
+
+@connect.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def connect_status(as_json):
+    from .facility import cluster as dev
+
+    st = dev.connect_status()
+    if as_json:
+        _echo_json(st)
+    else:
+        click.echo(f"{st['url']} against {st['master']}" if st["running"] else "not running")
+
+
 # ------------------------------------------------------------------------------------------------ light curves
 
 @main.group()

@@ -52,12 +52,20 @@ def session(
     conf: Mapping[str, str] | None = None,
     pins: Mapping[str, int] | None = None,
     register_views: bool = True,
+    remote: str | None = None,
 ):
     """Get (or create) the SparkSession and register the catalog's tables as SQL views.
 
     ``pins`` maps table names to versions: ``session(pins={"dp1.object": 3})`` makes ``dp1.object`` read
     version 3 for the whole session — the reproducible way to run a query again.
+
+    ``remote="sc://host:port"`` (or ``SPARK_REMOTE``) gives a Spark Connect session to a server started with
+    ``userbatch connect start``, with the same views; operations that need the JVM of a classic session
+    (``sparkContext``, RDDs, broadcast variables) raise :class:`~userbatch.errors.UserbatchError` there.
     """
+    remote = remote or (None if master else os.environ.get("SPARK_REMOTE"))
+    if remote:
+        return _remote_session(remote, app_name, conf, pins, register_views)
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
@@ -66,9 +74,13 @@ def session(
     master = master or os.environ.get("SPARK_MASTER") or "local[*]"
     builder = SparkSession.builder.master(master).appName(app_name)
     base = _base_conf(master)
-    if submitted:  # what spark-submit was given (driver memory, app name, event log) stands
+    if submitted:  # what spark-submit was given (driver memory, app name, event log, any --conf) stands
+        from pyspark import SparkConf
+
+        given = SparkConf()  # spark-submit's settings, from the JVM it started
+        base = {k: v for k, v in base.items() if not given.contains(k)}
         for key in ("spark.driver.memory", "spark.driver.extraJavaOptions"):
-            base.pop(key)
+            base.pop(key, None)
     for key, value in {**base, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -78,6 +90,78 @@ def session(
 
         register_catalog_views(spark, pins=pins)
     return spark
+
+
+#: Session-level settings of the factory that a Connect client may set (the others are the server's, fixed at its
+#: start by ``userbatch connect start`` from the same :func:`_base_conf`).
+_REMOTE_CONF = ("spark.sql.session.timeZone", "spark.sql.parquet.outputTimestampType",
+                "spark.sql.execution.arrow.pyspark.enabled")
+
+
+def _remote_session(remote: str, app_name: str, conf, pins, register_views: bool):
+    from pyspark.sql import SparkSession
+
+    from .errors import UserbatchError
+
+    if not remote.startswith("sc://"):
+        raise UserbatchError(f"a Spark Connect URL starts with sc://; got {remote!r}")
+    try:
+        spark = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+    except ImportError as exc:
+        raise UserbatchError(f"Spark Connect client packages are missing ({exc}); pip install 'pyspark[connect]'") \
+            from exc
+    base = _base_conf("local")
+    settings_ = {**{k: base[k] for k in _REMOTE_CONF}, **(conf or {})}
+    for key, value in settings_.items():
+        try:
+            spark.conf.set(key, value)
+        except Exception as exc:  # noqa: BLE001 - a static conf cannot change per session: the server's stands
+            log.debug("remote session: %s not set (%s)", key, exc)
+    if register_views:
+        from .tables.views import register_catalog_views
+
+        register_catalog_views(spark, pins=pins)
+    return spark
+
+
+def is_remote(spark) -> bool:
+    """True for a Spark Connect session (no JVM here: no sparkContext, RDDs or broadcast variables).
+
+    Note: creating a Connect session switches PySpark in this whole process to Connect mode
+    (``SPARK_CONNECT_MODE_ENABLED``); keep classic and Connect sessions in separate processes."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def require_classic(spark, what: str) -> None:
+    """Raise a clear error where an operation needs a classic (JVM) session and ``spark`` is a Connect one."""
+    if spark is not None and is_remote(spark):
+        from .errors import UserbatchError
+
+        raise UserbatchError(f"{what} needs a classic session (it uses the SparkContext); this is a Spark Connect "
+                             "session: run it in a job (userbatch submit / spark-submit) or with "
+                             "userbatch.session(master=...)")
+
+
+def default_parallelism(spark) -> int:
+    """``sparkContext.defaultParallelism`` on a classic session; on Spark Connect (no SparkContext) the server's
+    ``spark.default.parallelism`` (``userbatch connect start`` sets it to the cores it runs on), else the cores of
+    a ``local[N]`` master — the number of tasks to plan for."""
+    if not is_remote(spark):
+        return int(spark.sparkContext.defaultParallelism)
+
+    def conf(key):
+        try:
+            return spark.conf.get(key, None)
+        except Exception:  # noqa: BLE001 - not readable from this client
+            return None
+
+    value = conf("spark.default.parallelism")
+    if value:
+        return max(1, int(value))
+    master = conf("spark.master") or ""
+    if master.startswith("local[") and master[6:-1].isdigit():
+        return int(master[6:-1])
+    return os.cpu_count() or 2
 
 
 def active_session():

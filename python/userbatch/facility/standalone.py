@@ -54,6 +54,9 @@ class Cluster:
     work_dir: Path
     master: subprocess.Popen
     workers: list[subprocess.Popen] = field(default_factory=list)
+    webui_port: int = 0  # the master's web UI: http://127.0.0.1:<webui_port>/json/ lists the workers
+    worker_ports: list[int] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)  # master.log, worker0.log, ...
 
     def stop(self) -> None:
         for p in [*self.workers, self.master]:
@@ -76,7 +79,7 @@ def start_cluster(work_dir: str | Path, workers: int = 1, cores_per_worker: int 
     master = subprocess.Popen([_spark_class(), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                "--port", str(port), "--webui-port", str(ui)], stdout=open(mlog, "ab"),  # noqa: SIM115
                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    cluster = Cluster(f"spark://127.0.0.1:{port}", work_dir, master)
+    cluster = Cluster(f"spark://127.0.0.1:{port}", work_dir, master, webui_port=ui, logs=[mlog])
     try:
         _wait_port(port, timeout_s, master, "Spark master", mlog)
         for i in range(workers):
@@ -88,6 +91,8 @@ def start_cluster(work_dir: str | Path, workers: int = 1, cores_per_worker: int 
                                   cluster.master_url], stdout=open(wlog, "ab"),  # noqa: SIM115
                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
             cluster.workers.append(w)
+            cluster.worker_ports.append(wport)
+            cluster.logs.append(wlog)
             _wait_port(wport, timeout_s, w, f"Spark worker {i}", wlog)
         _wait_registered(cluster, workers, timeout_s, mlog)
     except BaseException:

@@ -93,6 +93,9 @@ class Predictor:
         from pyspark.sql import types as T
 
         spark = df.sparkSession
+        from ..spark import require_classic
+
+        require_classic(spark, "batch inference of a scikit-learn model (a broadcast variable)")
         model = spark.sparkContext.broadcast(self.model)
         features, classes = list(self.feature_columns), list(self.classes)
         inputs = list(dict.fromkeys(keep + features))

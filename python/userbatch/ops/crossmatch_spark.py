@@ -54,7 +54,8 @@ def run_spark(xm: Crossmatch, spark=None):
     # Match tasks are dealt round-robin into a few Spark tasks per core: a Spark task costs ~0.1 s to schedule and
     # start, and dealing them largest first evens out the groups. A Spark task runs its match tasks
     # one after the other and streams each result, so memory stays that of the largest match task.
-    n_groups = min(len(tasks), max(1, spark.sparkContext.defaultParallelism) * SPARK_TASKS_PER_CORE)
+    from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
+    n_groups = min(len(tasks), max(1, default_parallelism(spark)) * SPARK_TASKS_PER_CORE)
     ordered = largest_first(tasks, left, right)
     groups = [[t.tid for t in ordered[g::n_groups]] for g in range(n_groups)]
 

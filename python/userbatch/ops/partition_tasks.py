@@ -40,7 +40,8 @@ def run_spark(spark, units: Sequence, func: Callable[[object], pa.Table], schema
     sschema = from_arrow_schema(schema)
     if not units:
         return spark.createDataFrame([], sschema)
-    n_groups = min(len(units), max(1, spark.sparkContext.defaultParallelism) * TASKS_PER_CORE)
+    from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
+    n_groups = min(len(units), max(1, default_parallelism(spark)) * TASKS_PER_CORE)
     groups = [list(units[g::n_groups]) for g in range(n_groups)]
     names = schema.names
 

@@ -84,7 +84,8 @@ class PerObject:
                 df = self.source[1].select(*spec.columns)
             otype = pa.int64() if df.schema[spec.object_column].dataType.typeName() == "long" else pa.string()
             schema = spec.schema(otype)
-            n = max(1, spark.sparkContext.defaultParallelism * 2)
+            from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
+            n = max(1, default_parallelism(spark) * 2)
 
             def run(batches):
                 tables = [pa.Table.from_batches([b]) for b in batches]

@@ -473,7 +473,8 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
             hist_pixels, hist_counts, hist_order, partition_order=entry.partition_order,
             threshold=entry.pixel_threshold or DEFAULT_THRESHOLD, existing=existing,
         )
-        task_of_part, n_tasks = _tasks(plan, spark.sparkContext.defaultParallelism)
+        from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
+        task_of_part, n_tasks = _tasks(plan, default_parallelism(spark))
         keys = task_keys(n_tasks)[task_of_part] if len(plan) else np.zeros(0, np.int32)
     quarantined = 0
     if bad and on_bad == "quarantine":
