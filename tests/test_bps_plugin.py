@@ -45,7 +45,12 @@ def bps_env(session_home, tmp_path_factory):
 
     with module_facility(tmp_path_factory, "bps") as base:
         mp = pytest.MonkeyPatch()
-        (base / "facility.yaml").write_text(CONFIG)
+        # USERBATCH_TEST_STANDALONE_MASTER=spark://... runs the same tests with every run on a standalone cluster
+        # (`userbatch cluster start`): how "the BPS plugin runs unchanged against it" is checked by hand
+        master = os.environ.get("USERBATCH_TEST_STANDALONE_MASTER")
+        (base / "facility.yaml").write_text(CONFIG + (
+            f"runner: {{kind: standalone, master: '{master}', executor_cores: 1, executor_memory: 768m}}\n"
+            if master else ""))
         mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
         mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
         mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -465,3 +465,16 @@ def test_a_launchable_kubernetes_runner_writes_its_templates_before_submitting(t
     runner.launch(spec, tmp_path / "driver.log")
     assert calls == [(spec, tmp_path / "driver.log")]
     assert (tmp_path / "pod-driver.yaml").is_file() and (tmp_path / "pod-executor.yaml").is_file()
+
+
+def test_executor_cores_option_fits_small_workers():
+    from userbatch.facility.runners import executor_cores
+
+    assert executor_cores({}) == 4 and executor_cores({"executor_cores": 1}) == 1
+    # the worker's spec: 2 cores as 2 executors of 1 core on a cluster of 1-core workers
+    spec = sample(cores=2, executor_cores=min(2, executor_cores({"executor_cores": 1})))
+    assert (spec.num_executors, spec.cores_per_executor) == (2, 1)
+    assert runner_for("standalone", master="spark://127.0.0.1:7077", executor_cores=1).kind == "standalone"
+    for bad in (0, "x"):
+        with pytest.raises(UserbatchError, match="executor_cores"):
+            executor_cores({"executor_cores": bad})

@@ -208,8 +208,23 @@ def terminate(proc_or_pid, grace_s: float = 10.0) -> None:
         pass
 
 
+def executor_cores(runner_options: dict) -> int:
+    """Cores per executor the facility asks for (``runner.executor_cores``, default 4): an executor must fit on one
+    worker or node, so a cluster of small workers needs it lowered, or its runs would wait for executors forever."""
+    try:
+        value = int(runner_options.get("executor_cores", 4))
+    except (TypeError, ValueError):
+        raise UserbatchError("runner.executor_cores must be a whole number of cores") from None
+    if value < 1:
+        raise UserbatchError("runner.executor_cores must be at least 1")
+    return value
+
+
 def runner_for(kind: str, **options) -> Runner:
-    """The runner named in the facility config (``runner: {kind: local|standalone|yarn|kubernetes, ...}``)."""
+    """The runner named in the facility config (``runner: {kind: local|standalone|yarn|kubernetes, ...}``).
+    ``executor_cores`` / ``executor_memory`` (any kind) size every run's executors; the worker reads them (see
+    :func:`executor_cores`), not the runner."""
+    options = {k: v for k, v in options.items() if k not in ("executor_cores", "executor_memory")}
     if kind == "local":
         return LocalRunner()
     if kind == "standalone":

@@ -30,7 +30,7 @@ from . import ledger
 from .accounting import usage_of_run
 from .config import FacilityConfig, load_config
 from .models import RunRow, WorkflowRow
-from .runners import SubmitSpec, runner_for, terminate
+from .runners import SubmitSpec, executor_cores, runner_for, terminate
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,9 @@ class Worker:
             env["USERBATCH_TEMPLATE_PATH"] = os.environ["USERBATCH_TEMPLATE_PATH"]
         return SubmitSpec(run_id=run.id, run_dir=run.run_dir, user=run.user, group=run.group,
                           queue=self.config.queue_for(run.user, run.group), cores=run.cores,
-                          executor_cores=min(run.cores, 4), driver_memory=spec.get("driver_memory", "2g"),
+                          executor_cores=min(run.cores, executor_cores(self.config.runner)),
+                          executor_memory=str(self.config.runner.get("executor_memory", "2g")),
+                          driver_memory=spec.get("driver_memory", "2g"),
                           spark_conf=spec.get("spark_conf", {}), env=env)
 
     # -------------------------------------------------------------------------------------------- watching

@@ -170,7 +170,8 @@ def execute(spark, bps_spec: dict, run_dir: Path, progress=None) -> dict:
     def payload(job: dict) -> dict:
         attempt = recs[job["name"]]["attempts"] + 1
         base = submit / "jobs" / job["label"] / f"{job['name']}.{attempt}"
-        return {"name": job["name"], "command": job["command"], "env": job.get("env", {}), "attempt": attempt,
+        return {"name": job["name"], "command": job["command"], "attempt": attempt,
+                "env": {**plan.get("submit_env", {}), **job.get("env", {})},
                 "stdout": str(base) + ".out", "stderr": str(base) + ".err", "cwd": str(submit)}
 
     def run_wave(batch: list[dict], wave: int) -> None:

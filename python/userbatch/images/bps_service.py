@@ -22,6 +22,7 @@ A run id given to report/cancel/restart may be the facility run id or the submit
 from __future__ import annotations
 
 import json
+import os
 import logging
 import re
 import time
@@ -142,12 +143,24 @@ def build_plan(config, generic_workflow, out_prefix: str) -> dict:
             "qgraph": sorted(str(p) for p in Path(out_prefix).rglob("*.qg*")),
         },
         "cores": cores,
+        # the submitter's environment the jobs need, as HTCondor's getenv gives it: on a cluster the executors'
+        # environment is the workers', not the submitter's, so task packages on PYTHONPATH would be missing
+        "submit_env": submit_environment(),
         "max_request_cpus": max((j["request_cpus"] for j in all_jobs), default=1),
         "labels": labels,
         "jobs": jobs,
         "final": final_entry,
         "created": time.time(),
     }
+
+
+#: Variables of the ``bps submit`` environment every job gets (besides what the workflow's jobs set themselves).
+SUBMIT_ENV_NAMES = ("PYTHONPATH",)
+SUBMIT_ENV_PREFIXES = ("LSST_", "DAF_BUTLER_", "PIPE_", "CTRL_", "DYLD_")
+
+
+def submit_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in SUBMIT_ENV_NAMES or k.startswith(SUBMIT_ENV_PREFIXES)}
 
 
 def read_plan(submit_path: str | Path) -> dict:
