@@ -2,7 +2,9 @@
 
 Each is ``f(params, provenance) -> summary``; the parameters were checked against the job's template
 (``conf/templates/<job>.yaml``), so what is left to check here is what needs the data (columns, coordinates),
-which the library functions do with their own clear errors.
+which the library functions do with their own clear errors. They name tables, never SQL views, so they open the
+session without registering the catalog's views (a facility run's driver has registered them already; resolving
+every table's snapshot again was the cost of each job's start).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def crossmatch(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-crossmatch")
+    spark = session(app_name="userbatch-crossmatch", register_views=False)
     xm = xmatch(p["left"], p["right"], p["radius_arcsec"], mode=p["mode"], k=p["k"], how=p["how"],
                 one_to_one=p["one_to_one"], min_radius_arcsec=p["min_radius_arcsec"], motion=_motion(p["motion"]),
                 left_columns=p["left_columns"], right_columns=p["right_columns"],
@@ -55,7 +57,7 @@ def forced_source_stats(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-forced_source_stats")
+    spark = session(app_name="userbatch-forced_source_stats", register_views=False)
     f = features(p["source"], bands=p["bands"], layout=p["layout"], lc_features=p["lc_features"],
                  time_column=p["time_column"], version=p["source_version"], engine=p["engine"], spark=spark)
     log.info("forced_source_stats: %s", f.explain())
@@ -70,7 +72,7 @@ def periodogram(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-periodogram")
+    spark = session(app_name="userbatch-periodogram", register_views=False)
     pg = run(p["source"], bands=p["bands"], multiband=p["multiband"], min_period_day=p["min_period_day"],
              max_period_day=p["max_period_day"], baseline_day=p["baseline_day"],
              samples_per_peak=p["samples_per_peak"], top_n=p["top_n"], fap=p["fap"], backend=p["backend"],
@@ -88,7 +90,7 @@ def train_classifier(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-train_classifier")
+    spark = session(app_name="userbatch-train_classifier", register_views=False)
     r = train(p["features"], label_column=p["label_column"], labels=p["labels"], key=p["key"],
               features_version=p["features_version"], labels_version=p["labels_version"],
               feature_columns=p["feature_columns"], exclude_columns=p["exclude_columns"], algorithm=p["algorithm"],
@@ -110,7 +112,7 @@ def classify(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-classify")
+    spark = session(app_name="userbatch-classify", register_views=False)
     c = run(p["source"], p["model"], model_version=p["model_version"], model_alias=p["model_alias"],
             table_version=p["source_version"], keep_columns=p["keep_columns"], where=p["where"], spark=spark)
     log.info("classify: %s", c.explain())
