@@ -2,9 +2,7 @@
 
 Each is ``f(params, provenance) -> summary``; the parameters were checked against the job's template
 (``conf/templates/<job>.yaml``), so what is left to check here is what needs the data (columns, coordinates),
-which the library functions do with their own clear errors. They name tables, never SQL views, so they open the
-session without registering the catalog's views (a facility run's driver has registered them already; resolving
-every table's snapshot again was the cost of each job's start).
+which the library functions do with their own clear errors.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ def crossmatch(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-crossmatch", register_views=False)
+    spark = session(app_name="userbatch-crossmatch")
     xm = xmatch(p["left"], p["right"], p["radius_arcsec"], mode=p["mode"], k=p["k"], how=p["how"],
                 one_to_one=p["one_to_one"], min_radius_arcsec=p["min_radius_arcsec"], motion=_motion(p["motion"]),
                 left_columns=p["left_columns"], right_columns=p["right_columns"],
@@ -57,7 +55,7 @@ def forced_source_stats(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-forced_source_stats", register_views=False)
+    spark = session(app_name="userbatch-forced_source_stats")
     f = features(p["source"], bands=p["bands"], layout=p["layout"], lc_features=p["lc_features"],
                  time_column=p["time_column"], version=p["source_version"], engine=p["engine"], spark=spark)
     log.info("forced_source_stats: %s", f.explain())
@@ -72,7 +70,7 @@ def periodogram(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-periodogram", register_views=False)
+    spark = session(app_name="userbatch-periodogram")
     pg = run(p["source"], bands=p["bands"], multiband=p["multiband"], min_period_day=p["min_period_day"],
              max_period_day=p["max_period_day"], baseline_day=p["baseline_day"],
              samples_per_peak=p["samples_per_peak"], top_n=p["top_n"], fap=p["fap"], backend=p["backend"],
@@ -90,7 +88,7 @@ def train_classifier(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-train_classifier", register_views=False)
+    spark = session(app_name="userbatch-train_classifier")
     r = train(p["features"], label_column=p["label_column"], labels=p["labels"], key=p["key"],
               features_version=p["features_version"], labels_version=p["labels_version"],
               feature_columns=p["feature_columns"], exclude_columns=p["exclude_columns"], algorithm=p["algorithm"],
@@ -112,7 +110,7 @@ def classify(params: dict[str, Any], provenance: Provenance) -> dict:
     from ..spark import session
 
     p = params
-    spark = session(app_name="userbatch-classify", register_views=False)
+    spark = session(app_name="userbatch-classify")
     c = run(p["source"], p["model"], model_version=p["model_version"], model_alias=p["model_alias"],
             table_version=p["source_version"], keep_columns=p["keep_columns"], where=p["where"], spark=spark)
     log.info("classify: %s", c.explain())
