@@ -17,6 +17,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
+# Runs execute as their owners' OS accounts (userbatch.facility.accounts): the facility homes and warehouses the
+# tests make must be passable (o+x) by those accounts, as a deployment's are. pytest makes its directories 0700.
+if os.geteuid() == 0:
+    import stat as _stat
+
+    from _pytest.tmpdir import TempPathFactory
+
+    _mktemp = TempPathFactory.mktemp
+
+    def _passable_mktemp(self, basename, numbered=True):
+        path = _mktemp(self, basename, numbered)
+        for p in (path, *path.parents):
+            if p == Path("/") or p.stat().st_mode & _stat.S_IXOTH:
+                break
+            p.chmod(p.stat().st_mode | _stat.S_IXOTH)
+        return path
+
+    TempPathFactory.mktemp = _passable_mktemp
+
 PG_ADMIN_URL = os.environ.get("USERBATCH_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 

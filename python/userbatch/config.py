@@ -20,6 +20,14 @@ class Settings:
     warehouse: Path
     user: str
     groups: tuple[str, ...]
+    #: inside a facility run: the facility's run API (a Unix socket) and the run's delegated token. The run has no
+    #: database URL; its catalog calls go through the API as its owner.
+    api_socket: str | None = None
+    run_token: str | None = None
+
+    @property
+    def in_run(self) -> bool:
+        return bool(self.api_socket and self.run_token)
 
     @property
     def spark_dir(self) -> Path:
@@ -33,4 +41,6 @@ def settings() -> Settings:
     warehouse = Path(os.environ.get("USERBATCH_WAREHOUSE", home / "warehouse")).expanduser().resolve()
     user = os.environ.get("USERBATCH_USER") or getpass.getuser()
     groups = tuple(g for g in os.environ.get("USERBATCH_GROUPS", "").split(",") if g)
-    return Settings(home=home, db_url=db_url, warehouse=warehouse, user=user, groups=groups)
+    return Settings(home=home, db_url=db_url, warehouse=warehouse, user=user, groups=groups,
+                    api_socket=os.environ.get("USERBATCH_API_SOCKET") or None,
+                    run_token=os.environ.get("USERBATCH_RUN_TOKEN") or None)

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserbatchError
+from .accounts import IdentityConfig
 
 DEFAULT_PATH = Path(__file__).resolve().parents[3] / "conf" / "facility.yaml"
 PERIODS = ("month", "quarter", "year")
@@ -84,6 +85,9 @@ class FacilityConfig:
     queue_prefix: str = "root.users"
     mlflow: dict = field(default_factory=dict)  # tracking_uri, artifact_root (userbatch.ml.tracking)
     memory_per_core_gb: float = 4.0  # scheduler: memory a core comes with on the clusters (facility.schedulers)
+    identity: IdentityConfig = IdentityConfig()  # OS accounts runs execute as (facility.accounts)
+    max_queued_runs: int = 20  # per user: a user cannot flood the queue
+    token_days: float = 90.0  # default lifetime of an API token
     path: str | None = None
 
     @property
@@ -120,7 +124,7 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{where} must be a mapping")
     known = {"capacity", "period", "defaults", "admins", "users", "groups", "namespaces", "runner", "runs", "mlflow",
-             "scheduler"}
+             "scheduler", "identity", "tokens"}
     extra = sorted(set(doc) - known)
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
@@ -148,6 +152,13 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
     if isinstance(mem, bool) or not isinstance(mem, (int, float)) or not mem > 0:
         raise ConfigError(f"{where}: scheduler.memory_per_core_gb must be a positive number of GB; got {mem!r}")
     try:
+        identity = IdentityConfig.parse(doc.get("identity"), where)
+    except UserbatchError as e:
+        raise ConfigError(str(e)) from None
+    tokens = doc.get("tokens") or {}
+    if not isinstance(tokens, dict) or set(tokens) - {"default_days"}:
+        raise ConfigError(f"{where}: tokens takes default_days; got {tokens!r}")
+    try:
         cfg = FacilityConfig(
             total_cores=int(cap.get("cores", 64)),
             user_fraction=float(cap.get("user_fraction", 0.10)),
@@ -167,6 +178,9 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
             queue_prefix=str(runs.get("queue_prefix", "root.users")),
             mlflow={k: str(v) for k, v in mlflow.items() if v},
             memory_per_core_gb=float(mem),
+            identity=identity,
+            max_queued_runs=int(runs.get("max_queued", 20)),
+            token_days=float(tokens.get("default_days", 90)),
             path=path,
         )
     except (TypeError, ValueError) as e:

@@ -87,7 +87,7 @@ def _spark_conf(spark) -> dict:
 def main(run_dir: str) -> int:
     run_dir = Path(run_dir).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stdout)
-    for noisy in ("py4j", "alembic", "numba"):
+    for noisy in ("py4j", "alembic", "numba", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     spec = json.loads((run_dir / "spec.json").read_text())
     progress = Progress(run_dir).start()

@@ -153,12 +153,13 @@ def storage_used_gb(session: Session, kind: str, subject: str) -> float:
     from ..tables.catalog import _TableRow
 
     rows = session.scalars(select(_TableRow).where(
-        (_TableRow.owner == subject) if kind == "user" else (_TableRow.name.startswith(f"g_{subject}."))))
+        (_TableRow.owner == subject) if kind == "user"
+        else _TableRow.name.startswith(f"g_{subject}.", autoescape=True)))
     total = 0
     for row in rows:
         root = Path(row.location)
         if root.is_dir():
-            total += sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+            total += sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
     return total / 1e9
 
 
@@ -192,9 +193,24 @@ def fits_concurrency(session: Session, cfg: FacilityConfig, run: RunRow) -> bool
     return True
 
 
-def charge(session: Session, run: RunRow, core_hours: float, cpu_hours: float, source: str) -> None:
-    """Release the run's reservation and charge what it used, in one transaction with its final state."""
+def charge(session: Session, run: RunRow, core_hours: float, cpu_hours: float, source: str,
+           used_core_hours: float | None = None) -> None:
+    """Release the run's reservation and charge it, in one transaction with its final state.
+
+    Parameters
+    ----------
+    core_hours : float
+        The charge: reserved cores x wall time held, measured by the worker (Slurm's TRES-minutes model). Nothing
+        the run writes changes it.
+    cpu_hours : float
+        Task CPU time from the run's event log (shown, not charged).
+    source : str
+        How ``core_hours`` was measured (``wall-clock``, ``never-started``).
+    used_core_hours : float, optional
+        Executor core-time from the run's event log: what the run says it used, shown beside the charge.
+    """
     run.reserved_core_hours = 0.0
     run.charged_core_hours = core_hours
     session.add(ChargeRow(run_id=run.id, user=run.user, group=run.group, period=run.period,
-                          core_hours=core_hours, cpu_hours=cpu_hours, source=source, at=now()))
+                          core_hours=core_hours, cpu_hours=cpu_hours, used_core_hours=used_core_hours,
+                          source=source, at=now()))

@@ -80,6 +80,10 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the run a delegated token belongs to (scope "run": acts as its owner while the run lives, nothing more)
+    run_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    scope: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
 
 
 class RunRow(Base):
@@ -113,6 +117,9 @@ class RunRow(Base):
     result: Mapped[str] = mapped_column(Text, default="{}")  # JSON: outputs, inputs, spark conf, code version
     rerun_of: Mapped[str | None] = mapped_column(String(16), nullable=True)
     workflow_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: the worker that runs it renews this while it lives; a run whose lease lapsed is reconciled by any worker
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class ChargeRow(Base):
@@ -126,6 +133,8 @@ class ChargeRow(Base):
     period: Mapped[str] = mapped_column(String(16), index=True)
     core_hours: Mapped[float] = mapped_column(Float)
     cpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
+    #: what the run's own event log says its executors held: shown beside the charge, never the charge
+    used_core_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
     source: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -20,6 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserbatchError
+from .accounts import Credentials
+from .isolation import clean_environment, wrap
+
+#: umask of every run: files group-writable (group tables are appended by any member), world-readable (the table
+#: directory's mode decides who reaches them)
+RUN_UMASK = 0o002
 
 log = logging.getLogger(__name__)
 
@@ -112,29 +118,46 @@ class Runner:
         return [*args, str(DRIVER), spec.run_dir]
 
     def environment(self, spec: SubmitSpec) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(spec.env)
-        env["PYSPARK_PYTHON"] = sys.executable
-        env["PYSPARK_DRIVER_PYTHON"] = sys.executable
-        return env
+        """The run's whole environment: clean (no facility state or secret), then the run's own variables."""
+        return clean_environment(spec.env, spec.run_dir)
 
     def stop_argv(self, spec: SubmitSpec) -> list[str] | None:
         """The command that stops the application where it runs, when signalling the local ``spark-submit``
         process group is not enough (cluster deploy mode: YARN, Kubernetes); None for client-mode runners."""
         return None
 
-    def launch(self, spec: SubmitSpec, log_path: Path) -> subprocess.Popen:
-        """Start the application; its process group is the run (cancel signals the whole group)."""
+    #: Whether a run of this runner can live in its own network namespace (its Spark talks only to itself).
+    isolates_network = False
+
+    def launch(self, spec: SubmitSpec, log_path: Path, creds: Credentials | None = None,
+               network: bool = False) -> subprocess.Popen:
+        """Start the application as ``creds`` (:func:`.isolation.wrap`; None: as ourselves, single-user), in a new
+        session whose process group the worker signals on cancel.
+
+        Parameters
+        ----------
+        spec : SubmitSpec
+            The run.
+        log_path : Path
+            The driver log (opened by the facility, so the run cannot point it elsewhere).
+        creds : Credentials, optional
+            The owner's uid and gids; the run's namespaces and identity are set up only when given.
+        network : bool
+            A network namespace of its own (loopback only), where this runner allows it.
+        """
         if not self.launchable:
             raise UserbatchError(f"the {self.kind} runner cannot launch from this machine; "
                                  "use 'userbatch export' for the submit command")
-        (Path(spec.run_dir) / "eventlog").mkdir(parents=True, exist_ok=True)
-        argv = self.argv(spec, spark_submit())
+        env = self.environment(spec)
+        isolate_net = bool(creds is not None and network and self.isolates_network)
+        if isolate_net:  # the driver must bind to the namespace's loopback, not the host's name
+            env.update(SPARK_LOCAL_IP="127.0.0.1", SPARK_LOCAL_HOSTNAME="localhost")
+        argv = wrap(self.argv(spec, spark_submit()), creds, isolate_net)
         log.info("run %s: %s", spec.run_id, " ".join(argv))
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.environment(spec), cwd=spec.run_dir, start_new_session=True)
+                                    env=env, cwd=spec.run_dir, start_new_session=True, umask=RUN_UMASK)
         finally:
             out.close()
 
@@ -144,6 +167,7 @@ class LocalRunner(Runner):
 
     kind = "local"
     launchable = True
+    isolates_network = True
 
     def master_args(self, spec):
         return ["--master", f"local[{spec.cores}]"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from ..config import settings
@@ -49,6 +49,9 @@ from .models import (
 log = logging.getLogger(__name__)
 
 _USER = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: The shortest time limit a run may ask for: below it a run cannot even start Spark, and a flood of such runs
+#: would only churn the queue.
+MIN_MAX_HOURS = 1 / 60
 _SCRIPT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.py$")
 
 
@@ -68,9 +71,13 @@ def _check_name(kind: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class Identity:
+    """Who asks. ``run_id`` is set for a run's delegated token: it acts as its owner, never as an admin, and may
+    not mint tokens, submit runs or change quotas."""
+
     user: str
     groups: tuple[str, ...] = ()
     is_admin: bool = False
+    run_id: str | None = None
 
     @classmethod
     def lookup(cls, user: str, engine: Engine, config: FacilityConfig | None = None) -> "Identity":
@@ -88,19 +95,40 @@ class Identity:
         if not token:
             raise AuthError("this request needs a bearer token (Authorization: Bearer <token>); "
                             "an admin creates one with 'userbatch admin token create USER'")
+        if not isinstance(token, str) or len(token) > 256:
+            raise AuthError("unknown or revoked token")
         digest = hashlib.sha256(token.encode()).hexdigest()
+        now = ledger.now()
+        # read-only first: a write in the same (deferred) SQLite transaction would have to upgrade its lock, and
+        # concurrent first requests would then fail with "database is locked" instead of queueing
         with transaction(engine) as s:
             row = s.scalars(select(TokenRow).where(TokenRow.digest == digest)).first()
             if row is None or row.revoked:
                 raise AuthError("unknown or revoked token")
-            now = ledger.now()
-            last = row.last_used_at
-            if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
-                row.last_used_at = now  # at most a write a minute per token, not one per request
+            if row.expires_at is not None and _aware(row.expires_at) <= now:
+                raise AuthError(f"token {row.id} expired at {_aware(row.expires_at).isoformat()}; create a new one")
+            if row.run_id:
+                run = s.get(RunRow, row.run_id)
+                if run is None or run.state not in ("starting", "running"):
+                    raise AuthError(f"the token of run {row.run_id} ended with its run")
             user = s.get(UserRow, row.user)
             if user is None or not user.active:
                 raise AuthError(f"user {row.user} is disabled")
-            return cls(user.name, tuple(ledger.groups_of(s, user.name)), bool(user.is_admin))
+            token_id, last = row.id, row.last_used_at
+            identity = cls(user.name, tuple(ledger.groups_of(s, user.name)),
+                           bool(user.is_admin) and not row.run_id, row.run_id)
+        if last is None or (now - _aware(last)).total_seconds() > 60:
+            with transaction(engine, lock=True) as s:  # at most a write a minute per token, not one per request
+                row = s.get(TokenRow, token_id)
+                if row is not None:
+                    row.last_used_at = now
+        return identity
+
+
+def _aware(ts):
+    from datetime import timezone
+
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 class Facility:
@@ -170,13 +198,15 @@ class Facility:
         """Queue a run and return it at once. Exactly one of ``template`` (with ``params``/``job_file``),
         ``script`` (file name, text), ``workflow`` (YAML text) or ``bps`` (a BPS GenericWorkflow prepared by the
         userbatch WMS plugin: ``{"name": ..., "submit_path": ...}``, executed by :mod:`userbatch.images`)."""
+        self._not_delegated("submit runs")
         chosen = [x for x in (template or job_file, script, workflow, bps) if x]
         if len(chosen) != 1:
             raise UserbatchError("submit exactly one of: a template (with -p/--file), --script, or a workflow")
         cores = int(cores or self.config.default_cores)
         max_hours = float(max_hours or self.config.default_max_hours)
-        if cores < 1 or not (0 < max_hours <= 24 * 31):
-            raise UserbatchError("cores must be >= 1 and max-hours in (0, 744]")
+        if cores < 1 or not (MIN_MAX_HOURS <= max_hours <= 24 * 31):
+            raise UserbatchError(f"cores must be >= 1 and max-hours in [{MIN_MAX_HOURS:g}, 744] "
+                                 f"({MIN_MAX_HOURS * 60:g} minutes at least: a run needs time to start)")
         group = self._group_for(group)
         output_map = dict(output_map or {})
         spec: dict[str, Any] = {"pins": dict(pins or {}), "output_map": output_map,
@@ -205,6 +235,7 @@ class Facility:
             if not Path(str(bps["submit_path"])).is_absolute() or not plan.is_file():
                 raise UserbatchError(f"{bps['submit_path']} is not a submit directory prepared by the userbatch BPS "
                                      "plugin (no userbatch_plan.json there)")
+            self._check_own_submit_dir(Path(str(bps["submit_path"])))
             kind, name = "bps", str(bps["name"])[:128]
             spec.update(bps=dict(bps))
         elif script:
@@ -217,7 +248,8 @@ class Facility:
             except SyntaxError as e:
                 raise UserbatchError(f"script {fname} has a syntax error at line {e.lineno}: {e.msg}") from None
             kind, name = "script", fname
-            spec.update(script=fname, args=list(script_args or []))
+            # the text is kept in the database: the run owns its directory and may change the file there
+            spec.update(script=fname, args=list(script_args or []), script_text=text)
         else:
             from .workflows import check_tables, parse_workflow, pins_for
 
@@ -239,8 +271,14 @@ class Facility:
         run_dir = settings().home / "runs" / run_id
         core_hours = cores * max_hours
         with transaction(self.engine, lock=True) as s:
+            queued = s.scalar(select(func.count()).select_from(RunRow).where(
+                RunRow.user == self.user, RunRow.state == "queued")) or 0
+            if queued >= self.config.max_queued_runs:
+                raise ledger.QuotaExceeded(f"{self.user} already has {queued} runs queued (at most "
+                                           f"{self.config.max_queued_runs}); wait for some to start or cancel them")
             ledger.check_admission(s, self.config, self.user, group, cores, core_hours)
-            run_dir.mkdir(parents=True)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(mode=0o700)
             if kind == "script":
                 (run_dir / spec["script"]).write_text(script[1])
             spec.update(run_id=run_id, kind=kind, name=name, user=self.user, group=group)
@@ -257,6 +295,25 @@ class Facility:
 
             ensure_worker(self.db_url)
         return self.status(run_id)
+
+    def _check_own_submit_dir(self, path: Path) -> None:
+        """A ``bps`` run may name only a submit directory its submitter prepared: in multi-user mode the directory
+        must belong to the submitter's OS account (the worker would otherwise run someone else's quanta)."""
+        from .accounts import account_name, effective_mode
+
+        if effective_mode(self.config.identity) != "os":
+            return
+        import os
+        import pwd
+
+        try:
+            uid = path.stat().st_uid
+            owner = pwd.getpwuid(uid).pw_name
+        except (KeyError, OSError):
+            uid, owner = -1, None
+        # the submitter's own account, or the facility's (a workflow the facility prepared in-process)
+        if owner != account_name(self.config.identity, self.user) and uid != os.geteuid():
+            raise AccessDenied(f"{path} is not {self.user}'s submit directory (it belongs to {owner or 'nobody'})")
 
     def check_quota(self, cores: int, max_hours: float, group: str | None = None) -> None:
         """Would a run of ``cores`` x ``max_hours`` be admitted now? QuotaExceeded if not (nothing is reserved):
@@ -287,11 +344,9 @@ class Facility:
     def logs(self, run_id: str, tail: int | None = 200) -> str:
         with transaction(self.engine) as s:
             run = self._own_run(s, run_id)
-        path = Path(run.run_dir) / "driver.log"
-        if not path.exists():
-            return ""
-        lines = path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-tail:] if tail else lines)
+        from .runfiles import tail_lines
+
+        return tail_lines(Path(run.run_dir) / "driver.log", tail)
 
     def cancel(self, run_id: str) -> dict:
         with transaction(self.engine, lock=True) as s:
@@ -352,7 +407,7 @@ class Facility:
         if spec["kind"] == "template":
             new = self.submit(template=spec["name"], params=spec["params"], **common)
         elif spec["kind"] == "script":
-            text = (Path(run.run_dir) / spec["script"]).read_text()
+            text = spec.get("script_text") or (Path(run.run_dir) / spec["script"]).read_text()
             new = self.submit(script=(spec["script"], text), script_args=spec.get("args"), **common)
         else:
             new = self.submit(workflow=spec["workflow"], **common)
@@ -386,7 +441,7 @@ class Facility:
             files[f"templates/{t.name}.yaml"] = t.path.read_bytes()
             files["job.yaml"] = _yaml({"template": t.name, "parameters": spec["params"]}).encode()
         elif spec["kind"] == "script":
-            files[spec["script"]] = (rdir / spec["script"]).read_bytes()
+            files[spec["script"]] = (spec.get("script_text") or (rdir / spec["script"]).read_text()).encode()
         else:
             files["workflow.yaml"] = spec["workflow"].encode()
         argv = LocalRunner().argv(SubmitSpec(run_id="$RUN_ID", run_dir="$BUNDLE", user=spec["user"], cores=cores))
@@ -538,28 +593,112 @@ class Facility:
             members_now = sorted(s.scalars(select(MembershipRow.user).where(MembershipRow.group == name)))
         return {"group": name, "members": members_now}
 
-    def create_token(self, user: str | None = None, label: str = "") -> dict:
-        """A new API token for ``user`` (yourself, or anyone for an admin); the plaintext is returned once."""
+    def _not_delegated(self, what: str) -> None:
+        if self.identity.run_id:
+            raise AccessDenied(f"a run's token cannot {what}; it acts only as its owner on the catalog while the "
+                               "run lives")
+
+    def create_token(self, user: str | None = None, label: str = "", expires_days: float | None = None) -> dict:
+        """A new API token for ``user`` (yourself, or anyone for an admin); the plaintext is returned once.
+
+        Parameters
+        ----------
+        user : str, optional
+            Whose token (default: the caller's).
+        label : str
+            A note to tell tokens apart in ``token list``.
+        expires_days : float, optional
+            Lifetime in days (default: the config's ``tokens.default_days``).
+        """
+        from datetime import timedelta
+
+        self._not_delegated("create tokens")
         user = user or self.user
         if user != self.user:
             self._require_admin("create tokens for other users")
+        days = self.config.token_days if expires_days is None else float(expires_days)
+        if not 0 < days <= 3660:
+            raise UserbatchError("a token lives between a moment and 10 years: --expires-days in (0, 3660]")
         token = "ub_" + secrets.token_urlsafe(32)
         tid = uuid.uuid4().hex[:12]
+        expires = ledger.now() + timedelta(days=days)
         with transaction(self.engine, lock=True) as s:
             ledger.ensure_user(s, self.config, _check_name("user", user))
-            s.add(TokenRow(id=tid, user=user, digest=hashlib.sha256(token.encode()).hexdigest(), label=label,
-                           created_at=ledger.now(), revoked=False))
-            ledger.audit(s, self.user, "token.create", "user", user, None, {"token_id": tid, "label": label})
-        return {"id": tid, "user": user, "token": token}
+            s.add(TokenRow(id=tid, user=user, digest=hashlib.sha256(token.encode()).hexdigest(), label=label[:128],
+                           created_at=ledger.now(), revoked=False, expires_at=expires, scope="user"))
+            ledger.audit(s, self.user, "token.create", "user", user, None, {"token_id": tid, "label": label,
+                                                                           "expires_at": expires.isoformat()})
+        return {"id": tid, "user": user, "token": token, "expires_at": expires.isoformat()}
+
+    def tokens(self, user: str | None = None) -> list[dict]:
+        """Your tokens (anyone's for an admin): id, label, scope, expiry, last use; never the token itself."""
+        user = user or self.user
+        if user != self.user:
+            self._require_admin("list other users' tokens")
+        with transaction(self.engine) as s:
+            rows = s.scalars(select(TokenRow).where(TokenRow.user == user).order_by(TokenRow.created_at))
+            return [{"id": r.id, "user": r.user, "label": r.label, "scope": r.scope, "run_id": r.run_id,
+                     "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
+                     "last_used_at": _iso(r.last_used_at), "revoked": bool(r.revoked)} for r in rows]
 
     def revoke_token(self, token_id: str) -> dict:
+        self._not_delegated("revoke tokens")
         with transaction(self.engine, lock=True) as s:
-            row = s.get(TokenRow, token_id)
+            row = s.get(TokenRow, token_id) if isinstance(token_id, str) else None
             if row is None or (row.user != self.user and not self.identity.is_admin):
                 raise UserbatchError(f"no token {token_id} of yours")
             row.revoked = True
             ledger.audit(s, self.user, "token.revoke", "user", row.user, None, {"token_id": token_id})
         return {"id": token_id, "revoked": True}
+
+    def revoke_all_tokens(self, user: str | None = None) -> dict:
+        """Revoke every token of ``user`` (yourself, or anyone for an admin): a lost laptop, a leaked token."""
+        self._not_delegated("revoke tokens")
+        user = user or self.user
+        if user != self.user:
+            self._require_admin("revoke other users' tokens")
+        with transaction(self.engine, lock=True) as s:
+            rows = list(s.scalars(select(TokenRow).where(TokenRow.user == user, TokenRow.revoked.is_(False))))
+            for r in rows:
+                r.revoked = True
+            ledger.audit(s, self.user, "token.revoke_all", "user", user, None, {"count": len(rows)})
+        return {"user": user, "revoked": len(rows)}
+
+    def set_admin(self, user: str, admin: bool) -> dict:
+        """Make ``user`` an admin or demote them (admins; audited)."""
+        self._require_admin("change who is an admin")
+        with transaction(self.engine, lock=True) as s:
+            row = ledger.ensure_user(s, self.config, _check_name("user", user))
+            before = bool(row.is_admin)
+            row.is_admin = bool(admin)
+            ledger.audit(s, self.user, "user.admin", "user", user, {"admin": before}, {"admin": bool(admin)})
+        return {"user": user, "admin": bool(admin)}
+
+    def set_active(self, user: str, active: bool) -> dict:
+        """Disable a user (admins; audited): their tokens stop working, their queued runs are refused and their
+        running runs are stopped by the worker. ``active=True`` enables them again (tokens stay revoked)."""
+        self._require_admin("disable or enable users")
+        if user == self.user and not active:
+            raise UserbatchError("an admin cannot disable themselves; ask another admin")
+        stopped = refused = 0
+        with transaction(self.engine, lock=True) as s:
+            row = ledger.ensure_user(s, self.config, _check_name("user", user))
+            row.active = bool(active)
+            if not active:
+                for t in s.scalars(select(TokenRow).where(TokenRow.user == user, TokenRow.revoked.is_(False))):
+                    t.revoked = True
+                for run in s.scalars(select(RunRow).where(RunRow.user == user, RunRow.state.in_(ACTIVE_STATES))):
+                    run.cancel_requested = True
+                    if run.state == "queued":
+                        run.state, run.ended_at, run.stage = "cancelled", ledger.now(), "cancelled"
+                        run.error = f"user {user} was disabled by {self.user}"
+                        ledger.charge(s, run, 0.0, 0.0, "never-started")
+                        refused += 1
+                    else:
+                        stopped += 1
+            ledger.audit(s, self.user, "user.enable" if active else "user.disable", "user", user, None,
+                         {"active": bool(active), "runs_refused": refused, "runs_stopped": stopped})
+        return {"user": user, "active": bool(active), "runs_refused": refused, "runs_stopping": stopped}
 
     def users(self) -> list[dict]:
         self._require_admin("list users")
@@ -646,12 +785,11 @@ def _run_dict(r: RunRow, brief: bool = False) -> dict:
     if brief:
         return d
     progress = {}
-    p = Path(r.run_dir) / "progress.json"
-    if r.state in ("starting", "running") and p.exists():
-        try:
-            progress = json.loads(p.read_text())
-        except (OSError, ValueError):
-            progress = {}
+    if r.state in ("starting", "running"):
+        from .runfiles import read_json
+
+        progress = read_json(Path(r.run_dir) / "progress.json", limit=64 << 10)
+        progress = progress if isinstance(progress, dict) else {}
     spec = json.loads(r.spec)
     d.update(progress=progress, pid=r.pid, exit_code=r.exit_code, result=json.loads(r.result or "{}"),
              params=spec.get("params"), pins=spec.get("pins", {}), output_map=spec.get("output_map", {}),

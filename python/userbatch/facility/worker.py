@@ -14,10 +14,12 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,11 +28,18 @@ from sqlalchemy import select
 from ..config import settings
 from ..ml.tracking import artifact_root, tracking_uri
 from ..tables.db import engine_for, transaction
-from . import ledger
+from . import ledger, storage
 from .accounting import usage_of_run
+from .accounts import credentials, effective_mode
 from .config import FacilityConfig, load_config
-from .models import RunRow, WorkflowRow
+from .models import RunRow, TokenRow, UserRow, WorkflowRow
+from .runfiles import read_bytes, read_json
 from .runners import SubmitSpec, executor_cores, runner_for, terminate
+
+#: A run whose worker has not renewed its lease for this long is the orphan of a worker that died (on any host).
+LEASE_S = 90.0
+#: Slack on a run token's lifetime beyond the run's time limit (the worker revokes it when the run ends anyway).
+TOKEN_SLACK_H = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +73,11 @@ class Worker:
         self.config = config or load_config()
         self.engine = engine_for(self.db_url)
         self.host = socket.gethostname()
+        self.worker_id = f"{self.host[:20]}-{os.getpid()}-{secrets.token_hex(3)}"
         self.procs: dict[str, subprocess.Popen] = {}
         self._lock_fh = None
+        self._api = None
+        self.mode = effective_mode(self.config.identity)  # refuses 'os' without root, before anything starts
 
     # -------------------------------------------------------------------------------------------- lifecycle
     def acquire(self, block: bool = False) -> bool:
@@ -80,8 +92,19 @@ class Worker:
         self._lock_fh.truncate()
         self._lock_fh.write(str(os.getpid()))
         self._lock_fh.flush()
+        self._start_run_api()
         self.reconcile()
         return True
+
+    def _start_run_api(self) -> None:
+        from .runapi import RunApiServer, socket_path
+
+        s = settings()
+        if self.mode == "single-user":
+            log.warning("userbatch runs as %s without root: this facility is single-user — every run executes as "
+                        "this account and can read what it can", os.getenv("USER") or os.getuid())
+        storage.secure_facility_state(self.config, s.home, self.db_url, s.warehouse)
+        self._api = RunApiServer(self.db_url, self.config, socket_path(self.db_url, s.home)).start()
 
     def shutdown(self) -> None:
         """Stop the runs this worker launched (they would outlive it unwatched) and record them as failed."""
@@ -91,6 +114,9 @@ class Worker:
             self._finish(run_id, proc.returncode, "failed", "the facility worker shut down while it ran")
 
     def release(self) -> None:
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
         if self._lock_fh is not None:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
@@ -149,14 +175,29 @@ class Worker:
             except ledger.QuotaExceeded as e:
                 self._final(s, run, "failed", 0.0, 0.0, f"refused at start: {e}")
                 return False
+            owner = s.get(UserRow, run.user)
+            if owner is None or not owner.active:
+                self._final(s, run, "failed", 0.0, 0.0, f"refused at start: user {run.user} is disabled")
+                return False
             if not ledger.fits_concurrency(s, self.config, run):
                 return False  # stays queued until the user's or group's cores free up
             run.state, run.started_at, run.host, run.stage = "starting", ledger.now(), self.host, "launching"
-            spec = self._submit_spec(run)
+            run.worker_id, run.heartbeat_at = self.worker_id, ledger.now()
+            token = self._run_token(s, run)
+            groups = tuple(ledger.groups_of(s, run.user))
+            spec = self._submit_spec(run, token)
             run_dir = Path(run.run_dir)
         runner = runner_for(**self.config.runner)
         try:
-            proc = runner.launch(spec, run_dir / "driver.log")
+            creds = None
+            if self.mode == "os":
+                creds = credentials(self.config.identity, run.user, groups)
+                self._prepare_run_dir(run_dir, creds, spec)
+            else:
+                for sub in ("eventlog", "tmp", "home"):
+                    (run_dir / sub).mkdir(exist_ok=True)
+            proc = runner.launch(spec, run_dir / "driver.log", creds=creds,
+                                 network=self.config.identity.network == "isolated")
         except Exception as e:  # noqa: BLE001 - a launch failure fails the run, not the worker
             with transaction(self.engine, lock=True) as s:
                 self._final(s, s.get(RunRow, run_id), "failed", 0.0, 0.0, f"could not launch: {e}")
@@ -168,20 +209,53 @@ class Worker:
         log.info("run %s started (pid %d)", run_id, proc.pid)
         return True
 
-    def _submit_spec(self, run: RunRow) -> SubmitSpec:
+    def _run_token(self, s, run: RunRow) -> str:
+        """A delegated token for ``run``: acts as its owner, only while the run lives (the API checks the run's
+        state; the worker revokes it at the end; it expires after the time limit), with no admin scope."""
+        from datetime import timedelta
+
+        token = "ubr_" + secrets.token_urlsafe(32)
+        s.add(TokenRow(id=uuid.uuid4().hex[:12], user=run.user, digest=hashlib.sha256(token.encode()).hexdigest(),
+                       label=f"run {run.id}", created_at=ledger.now(), revoked=False, scope="run", run_id=run.id,
+                       expires_at=ledger.now() + timedelta(hours=run.max_hours + TOKEN_SLACK_H)))
+        return token
+
+    def _prepare_run_dir(self, run_dir: Path, creds, spec: SubmitSpec) -> None:
+        """The run's directory becomes its owner's (0700; no other run sees it); the facility's copy of the spec
+        stays readable to the run but not writable (the worker reads the spec from the database anyway)."""
+        for sub in ("eventlog", "tmp", "home"):
+            (run_dir / sub).mkdir(exist_ok=True)
+            os.chown(run_dir / sub, creds.uid, creds.gid, follow_symlinks=False)
+        os.chown(run_dir, creds.uid, creds.gid, follow_symlinks=False)
+        os.chmod(run_dir, storage.RUN_DIR_MODE)
+        for f in run_dir.iterdir():  # files the facility wrote at submit (spec.json, the script)
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, 0o644)
+        s = settings()
+        namespaces = [ns for ns in json.loads(spec.env.get("USERBATCH_WRITE_NAMESPACES_JSON", "[]")) if ns != "*"]
+        for ns in namespaces:  # the owner's namespaces exist before the run writes there
+            storage.ensure_namespace(self.config, s.warehouse, ns)
+
+    def _submit_spec(self, run: RunRow, token: str | None = None) -> SubmitSpec:
         spec = json.loads(run.spec)
         s = settings()
+        from .runapi import socket_path
+
         env = {
-            "USERBATCH_HOME": str(s.home), "USERBATCH_DB_URL": self.db_url, "USERBATCH_WAREHOUSE": str(s.warehouse),
+            "USERBATCH_WAREHOUSE": str(s.warehouse),
+            "USERBATCH_API_SOCKET": str(socket_path(self.db_url, s.home)),
             "USERBATCH_USER": run.user, "USERBATCH_GROUPS": ",".join(spec.get("groups", [])),
             "USERBATCH_RUN_ID": run.id, "USERBATCH_JOB": f"{run.kind}:{run.name}",
             "USERBATCH_PINS": json.dumps(spec.get("pins", {})),
             "USERBATCH_OUTPUT_MAP": json.dumps(spec.get("output_map", {})),
             "USERBATCH_WRITE_NAMESPACES": ",".join(spec.get("write_namespaces", [])),
+            "USERBATCH_WRITE_NAMESPACES_JSON": json.dumps(spec.get("write_namespaces", [])),
             "PYTHONUNBUFFERED": "1",
             # one MLflow store for every run (a run's own directory must not become its tracking store)
             "MLFLOW_TRACKING_URI": tracking_uri(self.config), "USERBATCH_MLFLOW_ARTIFACTS": artifact_root(self.config),
         }
+        if token:
+            env["USERBATCH_RUN_TOKEN"] = token
         if os.environ.get("USERBATCH_TEMPLATE_PATH"):
             env["USERBATCH_TEMPLATE_PATH"] = os.environ["USERBATCH_TEMPLATE_PATH"]
         return SubmitSpec(run_id=run.id, run_dir=run.run_dir, user=run.user, group=run.group,
@@ -196,6 +270,7 @@ class Worker:
         for run_id, proc in list(self.procs.items()):
             with transaction(self.engine) as s:
                 run = s.get(RunRow, run_id)
+                run.heartbeat_at, run.worker_id = ledger.now(), self.worker_id  # our lease on it
                 cancel = run.cancel_requested
                 over = run.started_at is not None and (
                     ledger.now() - _aware(run.started_at)).total_seconds() > run.max_hours * 3600
@@ -224,53 +299,97 @@ class Worker:
             log.warning("run %s: could not run %s: %s", run_id, " ".join(argv), e)
 
     def _update_stage(self, run: RunRow) -> None:
-        path = Path(run.run_dir) / "progress.json"
-        with contextlib.suppress(OSError, ValueError):
-            p = json.loads(path.read_text())
-            run.stage = f"{p['stage']} ({p['tasks_done']}/{p['tasks_total']} tasks)"
+        p = read_json(Path(run.run_dir) / "progress.json", limit=64 << 10)
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            run.stage = f"{str(p['stage'])[:200]} ({int(p['tasks_done'])}/{int(p['tasks_total'])} tasks)"
 
     def _finish(self, run_id: str, returncode: int | None, forced_state: str | None, error: str) -> None:
+        """Record a run's end. The charge is the worker's own measure (reserved cores x wall time held); what the
+        run's files say — its event log, result.json — is read as the run's claim: shown, checked, never charged."""
         self.procs.pop(run_id, None)
         with transaction(self.engine, lock=True) as s:
             run = s.get(RunRow, run_id)
             run_dir = Path(run.run_dir)
-            result_path, error_path = run_dir / "result.json", run_dir / "error.json"
+            result = read_json(run_dir / "result.json")
             if forced_state:
                 state = forced_state
-            elif returncode == 0 and result_path.exists():
+            elif returncode == 0 and isinstance(result, dict):
                 state = "succeeded"
             else:
                 state = "failed"
-                if error_path.exists():
-                    error = json.loads(error_path.read_text()).get("error", "")
+                err = read_json(run_dir / "error.json", limit=256 << 10)
+                if isinstance(err, dict):
+                    error = str(err.get("error", ""))[:2000]
                 error = error or f"the driver exited with status {returncode}; see 'userbatch logs {run_id}'"
-            if result_path.exists():
-                run.result = result_path.read_text()
-            app = run_dir / "app_id"
-            if app.exists():
-                run.app_id = app.read_text().strip()
+            if isinstance(result, dict):
+                result = self._checked_result(s, run, result)
+                run.result = json.dumps(result, default=str)
+            app = read_bytes(run_dir / "app_id", limit=256)
+            if app:
+                run.app_id = app.decode(errors="replace").strip()[:128]
             run.exit_code = returncode
-            usage = usage_of_run(run_dir, end_ms=time.time() * 1000)
-            self._final(s, run, state, usage.core_hours, usage.cpu_hours, error)
-        log.info("run %s %s; charged %.4f core-hours", run_id, state, usage.core_hours)
+            ended = ledger.now()
+            started = _aware(run.started_at) if run.started_at else ended
+            wall_h = max(0.0, (ended - started).total_seconds()) / 3600.0
+            claimed = usage_of_run(run_dir, end_ms=time.time() * 1000)
+            self._final(s, run, state, run.cores * wall_h, claimed.cpu_hours, error,
+                        used_core_hours=claimed.core_hours, ended=ended)
+        log.info("run %s %s; charged %.4f core-hours (%d cores x %.4f h)", run_id, state, run.cores * wall_h,
+                 run.cores, wall_h)
 
-    def _final(self, s, run: RunRow, state: str, core_hours: float, cpu_hours: float, error: str) -> None:
-        run.state, run.ended_at, run.error = state, ledger.now(), error or run.error
+    def _checked_result(self, s, run: RunRow, result: dict) -> dict:
+        """Keep only the outputs the facility can confirm: in a namespace the owner may write, a version that
+        exists. Anything else the run claimed is listed under ``rejected_outputs`` with the reason."""
+        from ..tables import delta
+        from ..tables.catalog import Catalog
+        from .service import Facility, Identity
+
+        fac = Facility(Identity(run.user, tuple(ledger.groups_of(s, run.user))), db_url=self.db_url,
+                       config=self.config, start_worker=False)
+        cat = Catalog(db_url=self.db_url, user=run.user, groups=fac.identity.groups)
+        kept, rejected = [], []
+        outputs = result.get("outputs")
+        for out in outputs if isinstance(outputs, list) else []:
+            try:
+                name, version = str(out["table"]), int(out["version"])
+                fac.check_writable(name)
+                entry = cat.get(name)
+                if entry.format == "delta" and not 0 <= version <= delta.latest_version(entry.location):
+                    raise ValueError(f"{name} has no version {version}")
+                kept.append({"table": name, "version": version, "rows": int(out.get("rows", 0))})
+            except Exception as e:  # noqa: BLE001 - whatever the run wrote, a bad claim is only rejected
+                rejected.append({"claim": str(out)[:500], "reason": str(e)[:500]})
+        result["outputs"] = kept
+        if rejected:
+            result["rejected_outputs"] = rejected
+            log.warning("run %s: %d output claim(s) rejected", run.id, len(rejected))
+        return result
+
+    def _final(self, s, run: RunRow, state: str, core_hours: float, cpu_hours: float, error: str,
+               used_core_hours: float | None = None, ended=None) -> None:
+        run.state, run.ended_at, run.error = state, ended or ledger.now(), error or run.error
         run.stage = state
-        ledger.charge(s, run, core_hours, cpu_hours, "spark-eventlog")
+        for t in s.scalars(select(TokenRow).where(TokenRow.run_id == run.id, TokenRow.revoked.is_(False))):
+            t.revoked = True  # the run's delegated token dies with it
+        ledger.charge(s, run, core_hours, cpu_hours, "wall-clock" if run.started_at else "never-started",
+                      used_core_hours=used_core_hours)
 
     def reconcile(self) -> None:
-        """Runs this host started under an earlier worker (a restarted ``serve``): a live one is adopted and watched
-        by its pid; one whose process is gone is finished from the files it left."""
+        """Runs left ``starting``/``running`` by an earlier worker: one started on this host whose process lives is
+        adopted and watched by its pid; any other whose worker's lease lapsed (that worker died, on this host or
+        another) is finished from the files it left."""
+        now = ledger.now()
         with transaction(self.engine) as s:
-            orphans = [(r.id, r.pid, r.run_dir) for r in s.scalars(select(RunRow).where(
-                RunRow.state.in_(("starting", "running")), RunRow.host == self.host)) if r.id not in self.procs]
-        for run_id, pid, run_dir in orphans:
-            if _pid_alive(pid):
+            orphans = [(r.id, r.pid, r.run_dir, r.host) for r in s.scalars(select(RunRow).where(
+                RunRow.state.in_(("starting", "running")))) if r.id not in self.procs and (
+                r.host == self.host or r.heartbeat_at is None
+                or (now - _aware(r.heartbeat_at)).total_seconds() > LEASE_S)]
+        for run_id, pid, run_dir, host in orphans:
+            if host == self.host and _pid_alive(pid):
                 log.info("run %s: adopting its live process %d", run_id, pid)
                 self.procs[run_id] = _Adopted(pid, Path(run_dir))
             else:
-                self._finish(run_id, _Adopted(pid, Path(run_dir)).poll(), None,
+                self._finish(run_id, _Adopted(pid, Path(run_dir)).poll() if host == self.host else 1, None,
                              "the worker that ran it stopped and the run's process is gone")
 
     # -------------------------------------------------------------------------------------------- schedule

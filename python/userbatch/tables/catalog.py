@@ -114,10 +114,18 @@ class Catalog:
 
     def __init__(self, db_url: str | None = None, user: str | None = None, groups: tuple[str, ...] | None = None):
         s = settings()
-        self.db_url = db_url or s.db_url
         self.user = user or s.user
         self.groups = tuple(groups) if groups is not None else s.groups
         self.warehouse = s.warehouse
+        #: inside a facility run there is no database: the facility answers through its run API, as the owner
+        self._remote = None
+        if db_url is None and s.in_run:
+            from .catalog_client import CatalogClient
+
+            self._remote = CatalogClient(s.api_socket, s.run_token)
+            self.db_url, self.engine = None, None
+            return
+        self.db_url = db_url or s.db_url
         self.engine = engine_for(self.db_url)
 
     def default_location(self, name: str) -> str:
@@ -125,6 +133,8 @@ class Catalog:
         return str(self.warehouse / ns / table)
 
     def register(self, entry: TableEntry) -> TableEntry:
+        if self._remote is not None:
+            return self._remote.register(entry)
         entry = entry.replace(
             owner=entry.owner or self.user, created_at=entry.created_at or datetime.now(timezone.utc)
         )
@@ -140,11 +150,15 @@ class Catalog:
         return entry
 
     def exists(self, name: str) -> bool:
+        if self._remote is not None:
+            return self._remote.exists(name)
         parse_table_name(name)
         with Session(self.engine) as session:
             return session.get(_TableRow, name) is not None
 
     def get(self, name: str) -> TableEntry:
+        if self._remote is not None:
+            return self._remote.get(name)
         parse_table_name(name)
         with Session(self.engine) as session:
             row = session.get(_TableRow, name)
@@ -152,18 +166,23 @@ class Catalog:
                 raise TableNotFound(f"no table named {name}; 'userbatch tables list' shows the tables you can read")
             entry = _to_entry(row)
         if not entry.visible_to(self.user, self.groups):
-            raise AccessDenied(f"table {name} belongs to {entry.owner} and is {entry.visibility}; ask its owner")
+            # the same answer as for a table that does not exist: naming the owner would tell who has what
+            raise TableNotFound(f"no table named {name}; 'userbatch tables list' shows the tables you can read")
         return entry
 
     def list(self, namespace: str | None = None) -> list[TableEntry]:
+        if self._remote is not None:
+            return self._remote.list(namespace)
         with Session(self.engine) as session:
             stmt = select(_TableRow).order_by(_TableRow.name)
             if namespace:
-                stmt = stmt.where(_TableRow.name.startswith(namespace + "."))
+                stmt = stmt.where(_TableRow.name.startswith(namespace + ".", autoescape=True))
             entries = [_to_entry(r) for r in session.scalars(stmt)]
         return [e for e in entries if e.visible_to(self.user, self.groups)]
 
     def update(self, name: str, **changes) -> TableEntry:
+        if self._remote is not None:
+            return self._remote.update(name, **changes)
         entry = self.get(name)
         self._require_owner(entry, "change")
         new = entry.replace(**changes)
@@ -176,6 +195,8 @@ class Catalog:
 
     def drop(self, name: str) -> TableEntry:
         """Unregister a table (its files are left for the operator or a vacuum to remove)."""
+        if self._remote is not None:
+            return self._remote.drop(name)
         entry = self.get(name)
         self._require_owner(entry, "drop")
         with Session(self.engine) as session:

@@ -1,0 +1,114 @@
+"""The run API: what a running job may ask of the facility, served by the worker on a Unix socket.
+
+A run has no database URL and, on the local runner, no network beyond its own loopback (:mod:`.isolation`); the
+one door it has is this socket, which file-system namespaces do not hide. Every request carries the run's delegated
+token (scope ``run``: acts as its owner, only while the run lives, never as an admin) and is answered by the same
+:class:`~.service.Facility` rules as the public API — here only the catalog (:mod:`.catalog_api`) and ``/me``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..errors import UserbatchError
+from ..tables.db import engine_for
+from .catalog_api import catalog_router
+from .config import FacilityConfig
+from .service import Facility, Identity
+
+log = logging.getLogger(__name__)
+
+#: Largest request body the run API reads (a catalog entry is a few kB).
+MAX_BODY_BYTES = 1 << 20
+
+
+def socket_path(db_url: str, home: Path) -> Path:
+    """Where the worker for ``db_url`` listens: under /run when root (short, root-owned, not in /tmp where another
+    account could plant the name first), else in the facility home."""
+    key = hashlib.sha256(db_url.encode()).hexdigest()[:16]
+    if os.geteuid() == 0 and Path("/run").is_dir():
+        d = Path("/run/userbatch")
+        d.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(d, 0o755)
+        return d / f"{key}.sock"
+    d = home / "workers"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{key}.sock"
+
+
+def create_run_app(db_url: str, config: FacilityConfig) -> FastAPI:
+    from .api import STATUS_OF  # the one mapping of exception classes to HTTP statuses
+
+    engine = engine_for(db_url)
+    bearer = HTTPBearer(auto_error=False)
+    app = FastAPI(title="userbatch run API", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def _limit(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes", "error": "UserbatchError"},
+                                status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(UserbatchError)
+    async def _error(request: Request, exc: UserbatchError):
+        status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 400)
+        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
+
+    def facility(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Facility:
+        identity = Identity.from_token(creds.credentials if creds else None, engine)
+        return Facility(identity, db_url=db_url, config=config, start_worker=False)
+
+    @app.get("/me")
+    def me(fac: Facility = Depends(facility)) -> dict:
+        return {"user": fac.user, "groups": list(fac.identity.groups), "admin": fac.identity.is_admin,
+                "run_id": fac.identity.run_id}
+
+    app.include_router(catalog_router(facility))
+    return app
+
+
+class RunApiServer:
+    """uvicorn on a Unix socket in a daemon thread, for the worker's lifetime."""
+
+    def __init__(self, db_url: str, config: FacilityConfig, path: Path):
+        import uvicorn
+
+        self.path = Path(path)
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()
+        cfg = uvicorn.Config(create_run_app(db_url, config), uds=str(self.path), log_level="warning",
+                             lifespan="off", access_log=False)
+        self._server = uvicorn.Server(cfg)
+        self._server.install_signal_handlers = lambda: None  # a thread cannot; the worker handles signals
+        self._thread = threading.Thread(target=self._server.run, name="userbatch-run-api", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> "RunApiServer":
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise UserbatchError(f"the run API did not start on {self.path}")
+            time.sleep(0.02)
+        os.chmod(self.path, 0o666)  # any run may connect; its token says who it is
+        log.info("run API listening on %s", self.path)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        if self.path.exists():
+            self.path.unlink()
+
+
+__all__ = ["RunApiServer", "create_run_app", "socket_path"]

@@ -1,0 +1,77 @@
+"""The catalog as a run sees it: the facility's run API over a Unix socket, with the run's delegated token.
+
+A run executes as its owner with no database URL (:mod:`userbatch.facility.isolation`), so it cannot open the
+facility database; :class:`~.catalog.Catalog` hands every call to this client instead. The facility answers as the
+run's owner: it lists and resolves only tables the owner may read, registers tables only in namespaces the owner
+may write (at the location the facility chooses), and sets the table directory's owner and mode itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from ..errors import AccessDenied, TableExists, TableNotFound, UserbatchError
+
+#: HTTP status -> the exception the in-process catalog raises for the same refusal.
+_ERRORS = {403: AccessDenied, 404: TableNotFound, 409: TableExists}
+
+
+def entry_to_json(entry) -> dict:
+    values = dataclasses.asdict(entry)
+    values["created_at"] = entry.created_at.isoformat() if entry.created_at else None
+    return values
+
+
+def entry_from_json(doc: dict):
+    from .catalog import TableEntry
+
+    doc = dict(doc)
+    if doc.get("created_at"):
+        doc["created_at"] = datetime.fromisoformat(doc["created_at"])
+    names = {f.name for f in dataclasses.fields(TableEntry)}
+    return TableEntry(**{k: v for k, v in doc.items() if k in names})
+
+
+class CatalogClient:
+    """The catalog operations of :class:`~.catalog.Catalog`, answered by the facility."""
+
+    def __init__(self, socket_path: str, token: str, timeout_s: float = 60.0):
+        import httpx
+
+        self._client = httpx.Client(transport=httpx.HTTPTransport(uds=socket_path), base_url="http://userbatch",
+                                    headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kwargs):
+        import httpx
+
+        try:
+            r = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise UserbatchError(f"the facility's run API did not answer ({exc}); is the run still alive?") from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise _ERRORS.get(r.status_code, UserbatchError)(str(detail))
+        return r.json()
+
+    def list(self, namespace: str | None = None) -> list:
+        params = {"namespace": namespace} if namespace else {}
+        return [entry_from_json(d) for d in self._call("GET", "/catalog/tables", params=params)]
+
+    def get(self, name: str):
+        return entry_from_json(self._call("GET", f"/catalog/tables/{name}"))
+
+    def exists(self, name: str) -> bool:
+        return bool(self._call("GET", f"/catalog/exists/{name}")["exists"])
+
+    def register(self, entry):
+        return entry_from_json(self._call("POST", "/catalog/tables", json=entry_to_json(entry)))
+
+    def update(self, name: str, **changes):
+        return entry_from_json(self._call("PATCH", f"/catalog/tables/{name}", json=changes))
+
+    def drop(self, name: str):
+        return entry_from_json(self._call("DELETE", f"/catalog/tables/{name}"))
