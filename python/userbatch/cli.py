@@ -697,11 +697,26 @@ def admin():
 
 @admin.command("user")
 @click.argument("name")
-@click.option("--admin", "is_admin", is_flag=True)
+@click.option("--admin", "is_admin", is_flag=True, help="Make the user an admin.")
+@click.option("--demote", is_flag=True, help="Take admin rights away.")
+@click.option("--disable", is_flag=True, help="Disable: tokens revoked, queued runs refused, running runs stopped.")
+@click.option("--enable", is_flag=True, help="Enable a disabled user again.")
 @click.option("--group", "groups", multiple=True)
-def admin_user(name, is_admin, groups):
-    """Add a user (or add them to groups)."""
-    click.echo(json.dumps(_facility().add_user(name, admin=is_admin, groups=list(groups))))
+def admin_user(name, is_admin, demote, disable, enable, groups):
+    """Add a user (or add them to groups); as root this also creates their OS account (ub_NAME) that their runs
+    execute as. --demote / --disable / --enable change an existing user (audited)."""
+    fac = _facility()
+    if demote or disable or enable:
+        if (demote and is_admin) or (disable and enable):
+            raise UserbatchError("choose one of --admin/--demote and one of --disable/--enable")
+        out = {"user": name}
+        if demote:
+            out.update(fac.set_admin(name, False))
+        if disable or enable:
+            out.update(fac.set_active(name, bool(enable)))
+        click.echo(json.dumps(out))
+        return
+    click.echo(json.dumps(fac.add_user(name, admin=is_admin, groups=list(groups))))
 
 
 @admin.command("group")
@@ -709,22 +724,47 @@ def admin_user(name, is_admin, groups):
 @click.option("--member", "members", multiple=True)
 @click.option("--description", default="")
 def admin_group(name, members, description):
-    """Add a group (or members to it)."""
+    """Add a group (or members to it); as root this also creates its OS group (ubg_NAME)."""
     click.echo(json.dumps(_facility().add_group(name, members=list(members), description=description)))
 
 
 @admin.command("token")
 @click.argument("user", required=False)
 @click.option("--label", default="")
+@click.option("--expires-days", type=float, help="Lifetime in days (default: the facility's tokens.default_days).")
 @click.option("--revoke", metavar="TOKEN_ID", help="Revoke this token instead.")
-def admin_token(user, label, revoke):
+@click.option("--revoke-all", is_flag=True, help="Revoke every token of USER (default yourself).")
+@click.option("--list", "list_", is_flag=True, help="List the tokens of USER (default yourself).")
+def admin_token(user, label, expires_days, revoke, revoke_all, list_):
     """Create an API token for USER (default yourself); it is shown once and stored hashed."""
     fac = _facility()
     if revoke:
         click.echo(json.dumps(fac.revoke_token(revoke)))
         return
-    t = fac.create_token(user, label=label)
-    click.echo(f"token for {t['user']} (id {t['id']}): {t['token']}")
+    if revoke_all:
+        click.echo(json.dumps(fac.revoke_all_tokens(user)))
+        return
+    if list_:
+        for t in fac.tokens(user):
+            state = "revoked" if t["revoked"] else f"expires {str(t['expires_at'])[:19]}"
+            click.echo(f"{t['id']}  {t['scope']:5s} {state:28s} {t['label']}")
+        return
+    t = fac.create_token(user, label=label, expires_days=expires_days)
+    click.echo(f"token for {t['user']} (id {t['id']}, expires {t['expires_at'][:19]}): {t['token']}")
+
+
+@admin.command("fsck")
+@click.option("--repair", is_flag=True, help="Fix what disagrees (owner, group, mode).")
+def admin_fsck(repair):
+    """Report where the file system disagrees with the catalog: namespace and table directories' owners,
+    groups and modes (a private table readable by others, a group table closed to its group ...)."""
+    findings = _facility().fsck(repair=repair)
+    for f in findings:
+        click.echo(f"{'repaired' if f['repaired'] else 'MISMATCH'}  {f['path']}  {f['what']}: "
+                   f"expected {f['expected']}, found {f['found']}")
+    click.echo(f"{len(findings)} finding(s)" + (" repaired" if repair and findings else ""))
+    if findings and not repair:
+        sys.exit(1)
 
 
 @admin.command("users")

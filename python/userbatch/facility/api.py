@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..config import settings
 from ..errors import AccessDenied, TableNotFound, UserbatchError
 from ..tables.db import engine_for
+from .catalog_api import catalog_router
 from .config import FacilityConfig, load_config
 from .ledger import QuotaExceeded
 from .service import AuthError, Facility, Identity, RunNotFound
@@ -109,7 +110,17 @@ class GroupBody(_Body):
 
 class TokenBody(_Body):
     user: str | None = Field(None, description="whose token (default the caller; others need an admin)")
-    label: str = ""
+    label: str = Field("", max_length=128)
+    expires_days: float | None = Field(None, gt=0, le=3660, description="lifetime (default: the facility's)")
+
+
+class UserStateBody(_Body):
+    admin: bool | None = Field(None, description="make an admin (true) or demote (false)")
+    active: bool | None = Field(None, description="disable (false: tokens revoked, runs stopped) or enable")
+
+
+#: Largest request body the API reads: a script or workflow is text, a few hundred kB at most.
+MAX_BODY_BYTES = 4 << 20
 
 
 # ------------------------------------------------------------------------------------------------ the app
@@ -141,6 +152,17 @@ def create_app(db_url: str | None = None, config: FacilityConfig | None = None) 
 
     app = FastAPI(title="userbatch", version=_version(), docs_url="/docs", openapi_url="/openapi.json",
                   description="The Rubin User Batch facility: Spark runs over catalog tables under quotas.")
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+            return _error(413, f"request body over {MAX_BODY_BYTES} bytes; send large inputs as tables",
+                          "UserbatchError")
+        if size is None and request.method in ("POST", "PUT", "PATCH") and \
+                "chunked" in request.headers.get("transfer-encoding", ""):
+            return _error(411, "send a Content-Length (chunked request bodies are not accepted)", "UserbatchError")
+        return await call_next(request)
 
     @app.exception_handler(UserbatchError)
     async def _userbatch_error(request: Request, exc: UserbatchError):
@@ -318,7 +340,34 @@ def create_app(db_url: str | None = None, config: FacilityConfig | None = None) 
         """A new API token (yours, or anyone's for an admin). The token is in this answer only: it is stored as
         its SHA-256 digest."""
         body = body or TokenBody()
-        return fac.create_token(body.user, label=body.label)
+        return fac.create_token(body.user, label=body.label, expires_days=body.expires_days)
+
+    @app.get("/tokens", tags=["admin"])
+    def tokens(user: str | None = None, fac: Facility = Depends(facility)) -> list[dict]:
+        """Your tokens (another user's for an admin): ids, labels, expiry; never the tokens themselves."""
+        return fac.tokens(user)
+
+    @app.delete("/tokens", tags=["admin"])
+    def revoke_all_tokens(user: str | None = None, fac: Facility = Depends(facility)) -> dict:
+        """Revoke every token of yours (another user's for an admin)."""
+        return fac.revoke_all_tokens(user)
+
+    @app.patch("/users/{name}", tags=["admin"])
+    def user_state(name: str, body: UserStateBody, fac: Facility = Depends(facility)) -> dict:
+        """Demote or promote an admin; disable or enable a user (admins; audited)."""
+        out: dict[str, Any] = {"user": name}
+        if body.admin is not None:
+            out.update(fac.set_admin(name, body.admin))
+        if body.active is not None:
+            out.update(fac.set_active(name, body.active))
+        return out
+
+    @app.get("/fsck", tags=["admin"])
+    def fsck(repair: bool = False, fac: Facility = Depends(facility)) -> list[dict]:
+        """Where the file system disagrees with the catalog (owners, groups, modes); ``repair`` fixes it."""
+        return fac.fsck(repair=repair)
+
+    app.include_router(catalog_router(facility))
 
     @app.delete("/tokens/{token_id:path}", tags=["admin"])
     def revoke_token(token_id: str, fac: Facility = Depends(facility)) -> dict:

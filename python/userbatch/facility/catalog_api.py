@@ -9,52 +9,16 @@ mode are set by the facility (:mod:`.storage`) from the entry, not left to the r
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from fastapi import APIRouter, Body, Depends
 
-from ..errors import AccessDenied, UserbatchError
-from ..tables.catalog import Catalog, TableEntry
+from ..tables.catalog import Catalog
 from ..tables.catalog_client import entry_from_json, entry_to_json
-from . import storage
 from .service import Facility
-
-#: Fields a caller may change with PATCH (the location, owner and format are the facility's).
-UPDATABLE = {"visibility", "group", "description", "properties", "margin_radius_arcsec"}
-
 
 def _catalog(fac: Facility) -> Catalog:
     return Catalog(db_url=fac.db_url, user=fac.user, groups=fac.identity.groups)
-
-
-def register_table(fac: Facility, doc: dict[str, Any]) -> TableEntry:
-    """Register ``doc`` (a TableEntry as JSON) for the caller, after the facility's checks."""
-    entry = entry_from_json(doc)
-    fac.check_writable(entry.name)
-    cat = _catalog(fac)
-    expected = cat.default_location(entry.name)
-    if Path(entry.location).resolve() != Path(expected).resolve():
-        raise AccessDenied(f"{entry.name} must live at {expected} (the facility places tables); got {entry.location}")
-    if entry.group and entry.group not in fac.identity.groups and not fac.identity.is_admin:
-        raise AccessDenied(f"{fac.user} is not a member of group {entry.group}")
-    entry = entry.replace(owner=fac.user, location=expected)
-    storage.ensure_namespace(fac.config, cat.warehouse, entry.namespace)
-    entry = cat.register(entry)
-    storage.apply_table(fac.config, entry)
-    return entry
-
-
-def update_table(fac: Facility, name: str, changes: dict[str, Any]) -> TableEntry:
-    bad = sorted(set(changes) - UPDATABLE)
-    if bad:
-        raise UserbatchError(f"cannot change {', '.join(bad)} of a table; changeable: {', '.join(sorted(UPDATABLE))}")
-    group = changes.get("group")
-    if group and group not in fac.identity.groups and not fac.identity.is_admin:
-        raise AccessDenied(f"{fac.user} is not a member of group {group}")
-    entry = _catalog(fac).update(name, **changes)
-    storage.apply_table(fac.config, entry)
-    return entry
 
 
 def catalog_router(facility: Callable[..., Facility]) -> APIRouter:
@@ -79,12 +43,12 @@ def catalog_router(facility: Callable[..., Facility]) -> APIRouter:
     @router.post("/tables", status_code=201)
     def register(doc: dict = Body(...), fac: Facility = Depends(facility)) -> dict:
         """Register a table in a namespace the caller may write."""
-        return entry_to_json(register_table(fac, doc))
+        return entry_to_json(fac.register_table(entry_from_json(doc)))
 
     @router.patch("/tables/{name:path}")
     def update(name: str, changes: dict = Body(...), fac: Facility = Depends(facility)) -> dict:
         """Change a table's visibility, group, description or properties (its owner); the directory follows."""
-        return entry_to_json(update_table(fac, name, changes))
+        return entry_to_json(fac.update_table(name, changes))
 
     @router.delete("/tables/{name:path}")
     def drop(name: str, fac: Facility = Depends(facility)) -> dict:
@@ -94,4 +58,4 @@ def catalog_router(facility: Callable[..., Facility]) -> APIRouter:
     return router
 
 
-__all__ = ["UPDATABLE", "catalog_router", "register_table", "update_table"]
+__all__ = ["catalog_router"]

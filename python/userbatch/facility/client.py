@@ -222,8 +222,23 @@ class Client:
     def add_group(self, name: str, members: list[str] | None = None, description: str = "") -> dict:
         return self._post("/groups", {"name": name, "members": list(members or []), "description": description})
 
-    def create_token(self, user: str | None = None, label: str = "") -> dict:
-        return self._post("/tokens", {"user": user, "label": label})
+    def create_token(self, user: str | None = None, label: str = "", expires_days: float | None = None) -> dict:
+        return self._post("/tokens", {"user": user, "label": label, "expires_days": expires_days})
+
+    def tokens(self, user: str | None = None) -> list[dict]:
+        return self._get("/tokens", user=user)
+
+    def revoke_all_tokens(self, user: str | None = None) -> dict:
+        return self._request("DELETE", "/tokens", params={"user": user}).json()
+
+    def set_admin(self, user: str, admin: bool) -> dict:
+        return self._request("PATCH", f"/users/{_seg(user)}", body={"admin": admin}).json()
+
+    def set_active(self, user: str, active: bool) -> dict:
+        return self._request("PATCH", f"/users/{_seg(user)}", body={"active": active}).json()
+
+    def fsck(self, repair: bool = False) -> list[dict]:
+        return self._get("/fsck", repair=repair)
 
     def revoke_token(self, token_id: str) -> dict:
         return self._request("DELETE", f"/tokens/{_seg(token_id)}").json()

@@ -166,6 +166,69 @@ class Facility:
             raise AccessDenied(f"{self.user} may write tables only in {', '.join(spaces)}; {table} is in {ns} "
                                f"(write to u_{self.user}.<name>)")
 
+    # ------------------------------------------------------------------------------------------- catalog
+    #: Table fields a caller may change (the location, owner and format are the facility's).
+    UPDATABLE = frozenset({"visibility", "group", "description", "properties", "margin_radius_arcsec"})
+
+    def register_table(self, entry) -> Any:
+        """Register ``entry`` for the caller, as the facility allows: in a namespace they may write, at the location
+        the facility chooses, owned by them; the directory gets the owner and mode its visibility says.
+
+        Parameters
+        ----------
+        entry : TableEntry
+            What the caller asks for (its ``owner`` and ``location`` are replaced by the facility's).
+
+        Returns
+        -------
+        TableEntry
+            The registered entry.
+        """
+        from . import storage
+
+        self.check_writable(entry.name)
+        cat = self._catalog()
+        expected = cat.default_location(entry.name)
+        if entry.location and Path(entry.location).resolve() != Path(expected).resolve():
+            raise AccessDenied(f"{entry.name} must live at {expected} (the facility places tables); "
+                               f"got {entry.location}")
+        if entry.group and entry.group not in self.identity.groups and not self.identity.is_admin:
+            raise AccessDenied(f"{self.user} is not a member of group {entry.group}")
+        entry = entry.replace(owner=self.user, location=expected)
+        storage.ensure_namespace(self.config, cat.warehouse, entry.namespace)
+        entry = cat.register(entry)
+        storage.apply_table(self.config, entry)
+        return entry
+
+    def update_table(self, name: str, changes: dict) -> Any:
+        """Change a table of the caller's (visibility, group, description, properties); a visibility change
+        changes the directory's mode and group with it (:mod:`.storage`)."""
+        from . import storage
+
+        bad = sorted(set(changes) - self.UPDATABLE)
+        if bad:
+            raise UserbatchError(f"cannot change {', '.join(bad)} of a table; changeable: "
+                                 f"{', '.join(sorted(self.UPDATABLE))}")
+        group = changes.get("group")
+        if group and group not in self.identity.groups and not self.identity.is_admin:
+            raise AccessDenied(f"{self.user} is not a member of group {group}")
+        entry = self._catalog().update(name, **changes)
+        storage.apply_table(self.config, entry)
+        return entry
+
+    def fsck(self, repair: bool = False) -> list[dict]:
+        """Where catalog and file system disagree (owner, group, mode of namespaces and tables); admins."""
+        from ..tables.catalog import Catalog
+        from . import storage
+
+        self._require_admin("check the file system")
+        cat = Catalog(db_url=self.db_url, user=self.user, groups=self.identity.groups)
+        with transaction(self.engine) as s:
+            from ..tables.catalog import _TableRow, _to_entry
+
+            entries = [_to_entry(r) for r in s.scalars(select(_TableRow))]
+        return storage.fsck(self.config, cat.warehouse, entries, repair=repair)
+
     def _require_admin(self, what: str) -> None:
         if not self.identity.is_admin:
             raise AccessDenied(f"only an admin may {what}")
@@ -251,9 +314,9 @@ class Facility:
             # the text is kept in the database: the run owns its directory and may change the file there
             spec.update(script=fname, args=list(script_args or []), script_text=text)
         else:
-            from .workflows import check_tables, parse_workflow, pins_for
+            from .workflows import check_tables, parse_workflow_text, pins_for
 
-            wf = parse_workflow(workflow)
+            wf = parse_workflow_text(workflow)
             check_tables(wf, self._catalog())
             kind, name = "workflow", wf.name
             spec.update(workflow=wf.to_yaml())
@@ -442,6 +505,8 @@ class Facility:
             files["job.yaml"] = _yaml({"template": t.name, "parameters": spec["params"]}).encode()
         elif spec["kind"] == "script":
             files[spec["script"]] = (spec.get("script_text") or (rdir / spec["script"]).read_text()).encode()
+        elif spec["kind"] == "bps":
+            files["bps.json"] = json.dumps(spec["bps"], indent=2, default=str).encode()
         else:
             files["workflow.yaml"] = spec["workflow"].encode()
         argv = LocalRunner().argv(SubmitSpec(run_id="$RUN_ID", run_dir="$BUNDLE", user=spec["user"], cores=cores))
@@ -449,13 +514,16 @@ class Facility:
         env = {"USERBATCH_PINS": json.dumps(bundle_spec["pins"]), "USERBATCH_OUTPUT_MAP": json.dumps(
             spec.get("output_map", {})), "USERBATCH_RUN_ID": "$RUN_ID", "USERBATCH_JOB": f"{spec['kind']}:{spec['name']}"}
         lines = ["#!/usr/bin/env bash",
-                 f"# Re-run userbatch run {run_id} ({spec['kind']} {spec['name']}) with its inputs pinned.",
+                 f"# Re-run userbatch run {run_id} ({spec['kind']} {_one_line(spec['name'])}) with its inputs pinned.",
                  "# Needs: the userbatch package, and the input tables (inputs.json: name, version, location)",
                  "# registered in this site's catalog under the same names.",
                  "set -euo pipefail", 'BUNDLE="$(cd "$(dirname "$0")" && pwd)"', 'RUN_ID="${RUN_ID:-export'
                  + run_id[:6] + '}"', 'export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$(command -v python)}"',
                  'export USERBATCH_TEMPLATE_PATH="$BUNDLE/templates"']
-        lines += [f"export {k}={shlex.quote(v) if '$' not in v else chr(34) + v + chr(34)}" for k, v in env.items()]
+        # only the bundle's own $RUN_ID expands; every other value is quoted whole (a table name or output-map key
+        # holding "$(...)" or "`...`" stays text)
+        lines += [f'export {k}="$RUN_ID"' if v == "$RUN_ID" else f"export {k}={shlex.quote(v)}"
+                  for k, v in env.items()]
         lines.append(" ".join(a if a.startswith(("$", '"$')) else shlex.quote(a) for a in argv))
         files["submit.sh"] = ("\n".join(lines) + "\n").encode()
         files["README.md"] = (f"# userbatch run {run_id}\n\n{spec['kind']} `{spec['name']}` by {spec['user']}; "
@@ -576,7 +644,20 @@ class Facility:
                     s.add(MembershipRow(user=name, group=g))
             ledger.audit(s, self.user, "user.add", "user", name, None, {"admin": bool(row.is_admin),
                                                                          "groups": groups or []})
-            return {"user": name, "admin": bool(row.is_admin), "groups": ledger.groups_of(s, name)}
+            out = {"user": name, "admin": bool(row.is_admin), "groups": ledger.groups_of(s, name)}
+        return {**out, **self._os_identity(name, out["groups"])}
+
+    def _os_identity(self, user: str | None, groups: list[str]) -> dict:
+        """Create (root) or find the OS account and groups of a facility user / group; {} when single-user."""
+        from .accounts import account_name, effective_mode, ensure_os_group, ensure_os_user, group_name
+
+        if effective_mode(self.config.identity) != "os":
+            return {}
+        ident = self.config.identity
+        out: dict[str, Any] = {"os_groups": {g: [group_name(ident, g), ensure_os_group(ident, g)] for g in groups}}
+        if user:
+            out["os_account"] = [account_name(ident, user), ensure_os_user(ident, user)[0]]
+        return out
 
     def add_group(self, name: str, members: list[str] | None = None, description: str = "") -> dict:
         self._require_admin("add groups")
@@ -591,7 +672,9 @@ class Facility:
                     s.add(MembershipRow(user=m, group=name))
             ledger.audit(s, self.user, "group.add", "group", name, None, {"members": members or []})
             members_now = sorted(s.scalars(select(MembershipRow.user).where(MembershipRow.group == name)))
-        return {"group": name, "members": members_now}
+        for m in members_now:
+            self._os_identity(m, [])
+        return {"group": name, "members": members_now, **self._os_identity(None, [name])}
 
     def _not_delegated(self, what: str) -> None:
         if self.identity.run_id:
@@ -716,9 +799,9 @@ class Facility:
     # ------------------------------------------------------------------------------------------- workflows
     def add_workflow(self, text: str, group: str | None = None) -> dict:
         """Register (or replace) a workflow of yours; with a schedule, the scheduler submits it when due."""
-        from .workflows import check_tables, next_run, parse_workflow
+        from .workflows import check_tables, next_run, parse_workflow_text
 
-        wf = parse_workflow(text)
+        wf = parse_workflow_text(text)
         check_tables(wf, self._catalog())
         for t in wf.outputs():
             self.check_writable(t)
@@ -795,6 +878,11 @@ def _run_dict(r: RunRow, brief: bool = False) -> dict:
              params=spec.get("params"), pins=spec.get("pins", {}), output_map=spec.get("output_map", {}),
              run_dir=r.run_dir, cancel_requested=r.cancel_requested)
     return d
+
+
+def _one_line(text: str) -> str:
+    """``text`` safe inside a shell comment: no line breaks or other control characters."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text))
 
 
 def _iso(ts) -> str | None:

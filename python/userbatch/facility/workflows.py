@@ -353,6 +353,21 @@ def _load(source) -> tuple[Any, str]:
         raise WorkflowError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
+def parse_workflow_text(text) -> Workflow:
+    """A workflow from YAML *text* a client sent: never read as a path on the server (a one-line "text" naming a
+    file would otherwise make the facility open that file with its own rights)."""
+    if not isinstance(text, str):
+        raise WorkflowError(f"a workflow is YAML text; got {type(text).__name__}")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"workflow is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise WorkflowError(f"a workflow must be a YAML mapping with keys {', '.join(_WORKFLOW_KEYS)} "
+                            "(send the file's text, not its path)")
+    return parse_workflow(doc)
+
+
 def parse_workflow(source) -> Workflow:
     """Read and check a workflow: ``source`` is a path to a YAML file, the YAML text itself, or a mapping.
 

@@ -352,7 +352,9 @@ def _prepare_entry(cat: Catalog, name: str, mode: str, options: dict) -> tuple[T
         if mode == "create":
             raise TableExists(f"table {name} already exists; use mode 'append' or 'overwrite', or another name")
         entry = cat.get(name)
-        if entry.owner != cat.user:
+        shared = entry.visibility == "group" and entry.group in cat.groups or \
+            entry.namespace in {f"g_{g}" for g in cat.groups}
+        if entry.owner != cat.user and not shared:
             raise AccessDenied(f"table {name} belongs to {entry.owner}; write your own table instead")
         if entry.format != "delta":
             raise UserbatchError(f"table {name} is {entry.format}; only delta tables take writes")
@@ -377,7 +379,7 @@ def write_table(
     highest_order: int | None = None,
     margin_radius_arcsec: float | None = None,
     on_bad_coords: str = "reject",
-    visibility: str = "public",
+    visibility: str | None = None,
     group: str | None = None,
     description: str = "",
     properties: dict | None = None,
@@ -395,10 +397,14 @@ def write_table(
     ``source_files``: Parquet files holding exactly the rows of ``df`` (as ingest knows them); the partition plan
     then counts pixels from their coordinate columns without a Spark pass. ``partitions``: (order, pixel) pairs
     to use as they are, whatever their row counts (a director table's layout, so children land with their parent).
+    ``visibility`` (public, group, private) of a new table: by default private inside a facility run (a run's
+    outputs are shared only when it says so), public outside one.
     """
     timings: dict = {}
     name = runctx.output_name(name)
     runctx.check_writable(name)
+    if visibility is None:  # a run's outputs are private unless it says otherwise; the library's own, public
+        visibility = "private" if runctx.run_id() else "public"
     cat = catalog or Catalog()
     if on_bad_coords not in BAD_COORD_POLICIES:
         raise UserbatchError(f"on_bad_coords must be one of {', '.join(BAD_COORD_POLICIES)}")
