@@ -74,4 +74,22 @@ PY
     as_root su postgres -c "psql -qc 'SELECT 1' test" >/dev/null 2>&1 || as_root su postgres -c "createdb test" || true
   fi
 fi
+# --- runs as their owners ---------------------------------------------------------------------------------------
+# As root the facility runs every job under its owner's OS account (userbatch.facility.accounts), so those accounts
+# must be able to execute this venv's Python and read the project: open (o+x, traverse only, not list) each
+# directory above the venv, the interpreter it links to, and the repository. The accounts themselves are made by
+# the facility (useradd --system) when first needed.
+if [ "$(id -u)" = 0 ]; then
+  real_py=$(readlink -f .venv/bin/python)
+  for p in "$(pwd)" "$(dirname "$real_py")"; do
+    while [ "$p" != "/" ]; do
+      mode=$(stat -c %a "$p")
+      if [ $(( 0$mode & 01 )) -eq 0 ]; then chmod o+x "$p"; say "opened $p for traversal (o+x) so runs can reach the venv"; fi
+      p=$(dirname "$p")
+    done
+  done
+  for t in unshare setpriv ip useradd; do
+    command -v "$t" >/dev/null 2>&1 || apt_install util-linux iproute2 passwd || die "runs as their owners need $t"
+  done
+fi
 say "ready: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

@@ -77,6 +77,7 @@ class Worker:
         self.procs: dict[str, subprocess.Popen] = {}
         self._lock_fh = None
         self._api = None
+        self._leased_at = 0.0
         self.mode = effective_mode(self.config.identity)  # refuses 'os' without root, before anything starts
 
     # -------------------------------------------------------------------------------------------- lifecycle
@@ -203,7 +204,7 @@ class Worker:
                 self._final(s, s.get(RunRow, run_id), "failed", 0.0, 0.0, f"could not launch: {e}")
             return False
         self.procs[run_id] = proc
-        with transaction(self.engine) as s:
+        with transaction(self.engine, lock=True) as s:
             run = s.get(RunRow, run_id)
             run.pid, run.state, run.stage = proc.pid, "running", "started"
         log.info("run %s started (pid %d)", run_id, proc.pid)
@@ -266,11 +267,20 @@ class Worker:
                           spark_conf=spec.get("spark_conf", {}), env=env)
 
     # -------------------------------------------------------------------------------------------- watching
+    def _renew_leases(self) -> None:
+        """Renew this worker's lease on its runs (a third of LEASE_S apart: one write, not one per poll)."""
+        if not self.procs or time.monotonic() - self._leased_at < LEASE_S / 3:
+            return
+        with transaction(self.engine, lock=True) as s:
+            for run in s.scalars(select(RunRow).where(RunRow.id.in_(list(self.procs)))):
+                run.heartbeat_at, run.worker_id = ledger.now(), self.worker_id
+        self._leased_at = time.monotonic()
+
     def reap(self) -> None:
+        self._renew_leases()
         for run_id, proc in list(self.procs.items()):
-            with transaction(self.engine) as s:
+            with transaction(self.engine, lock=True) as s:
                 run = s.get(RunRow, run_id)
-                run.heartbeat_at, run.worker_id = ledger.now(), self.worker_id  # our lease on it
                 cancel = run.cancel_requested
                 over = run.started_at is not None and (
                     ledger.now() - _aware(run.started_at)).total_seconds() > run.max_hours * 3600
@@ -412,7 +422,7 @@ class Worker:
                 log.info("workflow %s: scheduled run %s", wf_id, run["id"])
             except Exception as e:  # noqa: BLE001 - a refused scheduled run is logged; the schedule goes on
                 log.warning("workflow %s: scheduled run refused: %s", wf_id, e)
-            with transaction(self.engine) as s:
+            with transaction(self.engine, lock=True) as s:
                 w = s.get(WorkflowRow, wf_id)
                 w.next_run_at = next_run(w.schedule, now)
 
