@@ -84,12 +84,28 @@ def _spark_conf(spark) -> dict:
     return {k: ("***" if any(h in k.lower() for h in _SECRET_HINTS) else v) for k, v in sorted(conf.items())}
 
 
+def _mlflow_through_the_facility() -> None:
+    """MLflow's client speaks HTTP over TCP; the run has only its own loopback and the run API's Unix socket. Pipe a
+    loopback port to the socket and point MLflow at the facility's tracking server behind it, with the run's token
+    (the facility adds the owner's MLflow credentials)."""
+    if not (os.environ.get("USERBATCH_MLFLOW_VIA_API") and os.environ.get("USERBATCH_API_SOCKET")):
+        return
+    from userbatch.facility.forward import forward_to_unix_socket
+    from userbatch.facility.mlflow_service import RUN_ARTIFACT_ROOT
+
+    port = forward_to_unix_socket(os.environ["USERBATCH_API_SOCKET"])
+    os.environ.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}/mlflow",
+                      MLFLOW_TRACKING_TOKEN=os.environ.get("USERBATCH_RUN_TOKEN", ""),
+                      USERBATCH_MLFLOW_ARTIFACTS=RUN_ARTIFACT_ROOT)
+
+
 def main(run_dir: str) -> int:
     run_dir = Path(run_dir).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stdout)
     for noisy in ("py4j", "alembic", "numba", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     spec = json.loads((run_dir / "spec.json").read_text())
+    _mlflow_through_the_facility()
     progress = Progress(run_dir).start()
     result: dict = {"run_id": spec["run_id"], "kind": spec["kind"]}
     try:

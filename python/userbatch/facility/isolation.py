@@ -43,6 +43,8 @@ def clean_environment(run_env: dict[str, str], run_dir: str, base: dict[str, str
         "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
         "HOME": run_dir,
         "TMPDIR": str(Path(run_dir) / "tmp"),
+        # MLflow stages Spark models in /tmp/mlflow by default: shared by every account, so the run's own instead
+        "MLFLOW_DFS_TMP": str(Path(run_dir) / "tmp" / "mlflow"),
         "USERBATCH_HOME": str(Path(run_dir) / "home"),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,

@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import UserbatchError
 from ..tables.db import engine_for
 from .catalog_api import catalog_router
 from .config import FacilityConfig
+from .mlflow_service import MlflowServer
 from .service import Facility, Identity
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,13 @@ def socket_path(db_url: str, home: Path) -> Path:
     return d / f"{key}.sock"
 
 
-def create_run_app(db_url: str, config: FacilityConfig) -> FastAPI:
+#: Largest body forwarded to MLflow (a model's artifacts are uploaded one file per request).
+MAX_MLFLOW_BODY_BYTES = 1 << 30
+_HOP_HEADERS = {"authorization", "host", "content-length", "connection", "keep-alive", "transfer-encoding",
+                "cookie"}
+
+
+def create_run_app(db_url: str, config: FacilityConfig, mlflow_server: MlflowServer | None = None) -> FastAPI:
     from .api import STATUS_OF  # the one mapping of exception classes to HTTP statuses
 
     engine = engine_for(db_url)
@@ -55,8 +62,9 @@ def create_run_app(db_url: str, config: FacilityConfig) -> FastAPI:
     @app.middleware("http")
     async def _limit(request: Request, call_next):
         size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes", "error": "UserbatchError"},
+        limit = MAX_MLFLOW_BODY_BYTES if request.url.path.startswith("/mlflow/") else MAX_BODY_BYTES
+        if size and size.isdigit() and int(size) > limit:
+            return JSONResponse({"detail": f"request body over {limit} bytes", "error": "UserbatchError"},
                                 status_code=413)
         return await call_next(request)
 
@@ -75,19 +83,41 @@ def create_run_app(db_url: str, config: FacilityConfig) -> FastAPI:
                 "run_id": fac.identity.run_id}
 
     app.include_router(catalog_router(facility))
+
+    @app.api_route("/mlflow/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def mlflow_proxy(path: str, request: Request,
+                           creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
+        """MLflow's REST API as the run's owner: the run shows its delegated token, the facility answers with the
+        owner's MLflow credentials (the run never holds them)."""
+        import httpx
+        from starlette.concurrency import run_in_threadpool
+
+        identity = await run_in_threadpool(Identity.from_token, creds.credentials if creds else None, engine)
+        if mlflow_server is None:
+            raise UserbatchError("this facility has no MLflow tracking server for runs")
+        url = await run_in_threadpool(mlflow_server.ensure_started)
+        auth = await run_in_threadpool(mlflow_server.credentials, identity.user)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        async with httpx.AsyncClient(timeout=600) as client:
+            r = await client.request(request.method, f"{url}/{path}", params=list(request.query_params.multi_items()),
+                                     content=await request.body(), headers=headers, auth=auth)
+        keep = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "content-disposition")}
+        return Response(r.content, status_code=r.status_code, headers=keep)
+
     return app
 
 
 class RunApiServer:
     """uvicorn on a Unix socket in a daemon thread, for the worker's lifetime."""
 
-    def __init__(self, db_url: str, config: FacilityConfig, path: Path):
+    def __init__(self, db_url: str, config: FacilityConfig, path: Path, mlflow_server: MlflowServer | None = None):
         import uvicorn
 
         self.path = Path(path)
+        self.mlflow = mlflow_server
         if self.path.exists() or self.path.is_symlink():
             self.path.unlink()
-        cfg = uvicorn.Config(create_run_app(db_url, config), uds=str(self.path), log_level="warning",
+        cfg = uvicorn.Config(create_run_app(db_url, config, mlflow_server), uds=str(self.path), log_level="warning",
                              lifespan="off", access_log=False)
         self._server = uvicorn.Server(cfg)
         self._server.install_signal_handlers = lambda: None  # a thread cannot; the worker handles signals
@@ -105,6 +135,8 @@ class RunApiServer:
         return self
 
     def stop(self) -> None:
+        if self.mlflow is not None:
+            self.mlflow.stop()
         self._server.should_exit = True
         self._thread.join(timeout=10)
         if self.path.exists():

@@ -105,7 +105,12 @@ class Worker:
             log.warning("userbatch runs as %s without root: this facility is single-user — every run executes as "
                         "this account and can read what it can", os.getenv("USER") or os.getuid())
         storage.secure_facility_state(self.config, s.home, self.db_url, s.warehouse)
-        self._api = RunApiServer(self.db_url, self.config, socket_path(self.db_url, s.home)).start()
+        mlflow = None
+        if not _remote_tracking(tracking_uri(self.config)):  # a local store: runs reach it through a server
+            from .mlflow_service import MlflowServer
+
+            mlflow = MlflowServer(tracking_uri(self.config), artifact_root(self.config), s.home / "mlflow-server")
+        self._api = RunApiServer(self.db_url, self.config, socket_path(self.db_url, s.home), mlflow).start()
 
     def shutdown(self) -> None:
         """Stop the runs this worker launched (they would outlive it unwatched) and record them as failed."""
@@ -252,9 +257,12 @@ class Worker:
             "USERBATCH_WRITE_NAMESPACES": ",".join(spec.get("write_namespaces", [])),
             "USERBATCH_WRITE_NAMESPACES_JSON": json.dumps(spec.get("write_namespaces", [])),
             "PYTHONUNBUFFERED": "1",
-            # one MLflow store for every run (a run's own directory must not become its tracking store)
-            "MLFLOW_TRACKING_URI": tracking_uri(self.config), "USERBATCH_MLFLOW_ARTIFACTS": artifact_root(self.config),
         }
+        uri = tracking_uri(self.config)
+        if _remote_tracking(uri):  # a shared tracking server: the run talks to it
+            env.update(MLFLOW_TRACKING_URI=uri, USERBATCH_MLFLOW_ARTIFACTS=artifact_root(self.config))
+        else:  # the facility's own store, closed to runs: the driver reaches it through the run API
+            env["USERBATCH_MLFLOW_VIA_API"] = "1"
         if token:
             env["USERBATCH_RUN_TOKEN"] = token
         if os.environ.get("USERBATCH_TEMPLATE_PATH"):
@@ -465,6 +473,10 @@ def running_worker(db_url: str | None = None, config: FacilityConfig | None = No
         thread.join(timeout=60)
         worker.shutdown()
         worker.release()
+
+
+def _remote_tracking(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "databricks"))
 
 
 def _aware(ts: datetime) -> datetime:

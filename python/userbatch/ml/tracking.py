@@ -73,13 +73,14 @@ def experiment_id(name: str) -> str:
             raise UserbatchError(f"experiment {name!r} was deleted; restore it in MLflow or choose another name")
         return exp.experiment_id
     location = Path(artifact_root()) / name.replace("/", "__")
-    if "://" in artifact_root():
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", artifact_root()):  # a URI (s3://, mlflow-artifacts:/ ...)
         location = f"{artifact_root().rstrip('/')}/{name.replace('/', '__')}"
     else:
         Path(location).mkdir(parents=True, exist_ok=True)
         location = Path(location).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=str(location))
+        return client.create_experiment(name, artifact_location=None if artifact_root() == "mlflow-artifacts:"
+                                        else str(location))
     except Exception:  # noqa: BLE001 - a concurrent creator won; use theirs
         exp = client.get_experiment_by_name(name)
         if exp is None:
