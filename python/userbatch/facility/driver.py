@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import runpy
 import sys
 import threading
 import time
@@ -111,7 +110,7 @@ def main(run_dir: str) -> int:
     try:
         from userbatch.spark import session
         from userbatch.tables import runctx
-        from userbatch.tables.provenance import Provenance, code_version
+        from userbatch.tables.provenance import code_version
 
         progress.set("starting Spark")
         from userbatch.tables.views import register_catalog_views
@@ -122,38 +121,12 @@ def main(run_dir: str) -> int:
         (run_dir / "app_id").write_text(result["app_id"])
         # the views read the pinned versions (USERBATCH_PINS); what they read is the catalog this run saw
         result["catalog_versions"] = register_catalog_views(spark)
-        kind = spec["kind"]
-        progress.set(f"running {kind} {spec['name']}")
-        if kind == "template":
-            from userbatch.facility.jobmain import run_template
+        from userbatch.facility import run_kinds
 
-            summary = run_template(spec["name"], spec["params"], run_id=spec["run_id"])
-        elif kind == "script":
-            script = run_dir / spec["script"]
-            sys.argv = [str(script), *spec.get("args", [])]
-            sys.path.insert(0, str(run_dir))
-            try:
-                runpy.run_path(str(script), run_name="__main__")
-            except SystemExit as e:
-                if e.code not in (None, 0):
-                    raise RuntimeError(f"the script exited with status {e.code}") from None
-            summary = {}
-        elif kind == "workflow":
-            from userbatch.facility.workflows import parse_workflow, run_workflow
-
-            wf = parse_workflow(spec["workflow"])
-            summary = run_workflow(wf, spark, Provenance(job=f"workflow:{wf.name}", run_id=spec["run_id"],
-                                                         parameters={"workflow": wf.as_dict()}))
-        elif kind == "bps":
-            from userbatch.images.bps_executor import execute
-
-            from userbatch.images.bps_service import read_plan
-
-            result["bps"] = {"submit_path": spec["bps"]["submit_path"],
-                             **read_plan(spec["bps"]["submit_path"]).get("provenance", {})}
-            summary = execute(spark, spec["bps"], run_dir, progress=progress.set)
-        else:
-            raise RuntimeError(f"unknown run kind {kind!r}")
+        kind = run_kinds.get(spec["kind"])
+        progress.set(f"running {kind.name} {spec['name']}")
+        summary, extra = kind.execute(spark, spec, run_dir, progress.set)
+        result.update(extra)
         progress.set("finishing")
         result.update({
             "summary": summary,

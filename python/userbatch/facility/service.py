@@ -52,7 +52,6 @@ _USER = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 #: The shortest time limit a run may ask for: below it a run cannot even start Spark, and a flood of such runs
 #: would only churn the queue.
 MIN_MAX_HOURS = 1 / 60
-_SCRIPT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.py$")
 
 
 class RunNotFound(UserbatchError):
@@ -274,54 +273,20 @@ class Facility:
         output_map = dict(output_map or {})
         spec: dict[str, Any] = {"pins": dict(pins or {}), "output_map": output_map,
                                 "groups": list(self.identity.groups), "spark_conf": dict(spark_conf or {})}
-        reads: list[str] = []
-        writes: list[str] = []
+        from . import run_kinds
+
         if template or job_file:
-            from .templates import load_template, read_job_file
-
-            values = dict(params or {})
-            if job_file:
-                name, file_values = read_job_file(job_file, template=template)
-                values = {**file_values, **values}
-                template = name
-            t = load_template(template)
-            resolved = t.resolve(values)
-            kind, name = "template", template
-            spec.update(params=resolved)
-            for pname, p in t.params.items():
-                if p.type == "table" and resolved.get(pname):
-                    (writes if pname.startswith("output") else reads).append(resolved[pname])
+            kind, payload = "template", (template, params, job_file)
         elif bps:
-            if not isinstance(bps, dict) or not bps.get("name") or not bps.get("submit_path"):
-                raise UserbatchError("a bps run needs its workflow name and submit_path")
-            plan = Path(str(bps["submit_path"])) / "userbatch_plan.json"
-            if not Path(str(bps["submit_path"])).is_absolute() or not plan.is_file():
-                raise UserbatchError(f"{bps['submit_path']} is not a submit directory prepared by the userbatch BPS "
-                                     "plugin (no userbatch_plan.json there)")
-            self._check_own_submit_dir(Path(str(bps["submit_path"])))
-            kind, name = "bps", str(bps["name"])[:128]
-            spec.update(bps=dict(bps))
+            kind, payload = "bps", bps
         elif script:
-            fname, text = script
-            fname = Path(fname).name
-            if not _SCRIPT.match(fname):
-                fname = "script.py"
-            try:
-                compile(text, fname, "exec")
-            except SyntaxError as e:
-                raise UserbatchError(f"script {fname} has a syntax error at line {e.lineno}: {e.msg}") from None
-            kind, name = "script", fname
-            # the text is kept in the database: the run owns its directory and may change the file there
-            spec.update(script=fname, args=list(script_args or []), script_text=text)
+            kind, payload = "script", script
         else:
-            from .workflows import check_tables, parse_workflow_text, pins_for
-
-            wf = parse_workflow_text(workflow)
-            check_tables(wf, self._catalog())
-            kind, name = "workflow", wf.name
-            spec.update(workflow=wf.to_yaml())
-            spec["pins"] = {**pins_for(wf, self._catalog()), **spec["pins"]}
-            writes += wf.outputs()
+            kind, payload = "workflow", workflow
+        prepared = run_kinds.get(kind).prepare(self, payload, {"script_args": script_args})
+        name, reads, writes = prepared.name, prepared.reads, prepared.writes
+        spec.update({k: v for k, v in prepared.spec.items() if k != "pins"})
+        spec["pins"] = {**prepared.spec.get("pins", {}), **spec["pins"]}  # the caller's pins win
         for table in writes:
             self.check_writable(output_map.get(table, table))
         for table in output_map.values():
@@ -342,8 +307,8 @@ class Facility:
             ledger.check_admission(s, self.config, self.user, group, cores, core_hours)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir(mode=0o700)
-            if kind == "script":
-                (run_dir / spec["script"]).write_text(script[1])
+            for fname, text in prepared.files.items():
+                (run_dir / fname).write_text(text)
             spec.update(run_id=run_id, kind=kind, name=name, user=self.user, group=group)
             (run_dir / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
             s.add(RunRow(id=run_id, user=self.user, group=group, kind=kind, name=name,
@@ -359,9 +324,10 @@ class Facility:
             ensure_worker(self.db_url)
         return self.status(run_id)
 
-    def _check_own_submit_dir(self, path: Path) -> None:
-        """A ``bps`` run may name only a submit directory its submitter prepared: in multi-user mode the directory
-        must belong to the submitter's OS account (the worker would otherwise run someone else's quanta)."""
+    def check_own_directory(self, path: Path) -> None:
+        """A run may name only a directory its submitter prepared (a ``bps`` run's submit directory): in multi-user
+        mode it must belong to the submitter's OS account, or to the facility's own (prepared in-process), or the
+        worker would run someone else's work as this user."""
         from .accounts import account_name, effective_mode
 
         if effective_mode(self.config.identity) != "os":
@@ -442,12 +408,15 @@ class Facility:
     def rerun(self, run_id: str, output_map: dict | None = None, wait: bool = False) -> dict:
         """Submit the run again with every input pinned to the version it read; outputs go to
         ``<table>_rerun_<id>`` unless ``output_map`` says otherwise."""
+        from . import run_kinds
+
         with transaction(self.engine) as s:
             run = self._own_run(s, run_id)
             spec, result = json.loads(run.spec), json.loads(run.result or "{}")
-            if run.kind == "bps":
-                raise UserbatchError(f"run {run_id} is a BPS workflow: use 'bps restart' (unfinished jobs) or "
-                                     "'bps submit' again")
+            spec.setdefault("script_text", None)
+            if spec.get("kind") == "script" and not spec["script_text"]:  # a run queued before the text was kept
+                spec["script_text"] = (Path(run.run_dir) / spec["script"]).read_text()
+            run_kinds.get(spec["kind"]).rerun(spec)  # a kind that cannot be rerun says so first
             if run.state != "succeeded":
                 raise UserbatchError(f"run {run_id} did not succeed ({run.state}); only a finished run has pinned "
                                      "inputs to rerun from")
@@ -467,18 +436,13 @@ class Facility:
             pins.pop(t, None)
         common = dict(group=group, cores=cores, max_hours=max_hours, pins=pins, output_map=mapping,
                       rerun_of=run_id, spark_conf=spec.get("spark_conf"))
-        if spec["kind"] == "template":
-            new = self.submit(template=spec["name"], params=spec["params"], **common)
-        elif spec["kind"] == "script":
-            text = spec.get("script_text") or (Path(run.run_dir) / spec["script"]).read_text()
-            new = self.submit(script=(spec["script"], text), script_args=spec.get("args"), **common)
-        else:
-            new = self.submit(workflow=spec["workflow"], **common)
+        new = self.submit(**run_kinds.get(spec["kind"]).rerun(spec), **common)
         return self.wait(new["id"]) if wait else new
 
     def export(self, run_id: str, dest: str | Path) -> Path:
         """A self-contained bundle (tar.gz) to run this job elsewhere: the job (template + entry script, or the
         user's script, or the workflow), resolved parameters, pinned input versions, and the submit command."""
+        from . import run_kinds
         from .runners import LocalRunner, SubmitSpec
 
         with transaction(self.engine) as s:
@@ -497,18 +461,9 @@ class Facility:
         files["spec.json"] = json.dumps(bundle_spec, indent=2, default=str).encode()
         files["inputs.json"] = json.dumps(inputs, indent=2).encode()
         files["result.json"] = json.dumps(result, indent=2, default=str).encode()
-        if spec["kind"] == "template":
-            from .templates import load_template
-
-            t = load_template(spec["name"])
-            files[f"templates/{t.name}.yaml"] = t.path.read_bytes()
-            files["job.yaml"] = _yaml({"template": t.name, "parameters": spec["params"]}).encode()
-        elif spec["kind"] == "script":
-            files[spec["script"]] = (spec.get("script_text") or (rdir / spec["script"]).read_text()).encode()
-        elif spec["kind"] == "bps":
-            files["bps.json"] = json.dumps(spec["bps"], indent=2, default=str).encode()
-        else:
-            files["workflow.yaml"] = spec["workflow"].encode()
+        if spec.get("kind") == "script" and not spec.get("script_text"):  # a run queued before the text was kept
+            spec["script_text"] = (rdir / spec["script"]).read_text()
+        files.update(run_kinds.get(spec["kind"]).export_files(spec))
         argv = LocalRunner().argv(SubmitSpec(run_id="$RUN_ID", run_dir="$BUNDLE", user=spec["user"], cores=cores))
         argv[-2] = "$(python -c 'import userbatch.facility.driver as d; print(d.__file__)')"
         env = {"USERBATCH_PINS": json.dumps(bundle_spec["pins"]), "USERBATCH_OUTPUT_MAP": json.dumps(
@@ -845,12 +800,6 @@ def wait_for_run(status, run_id: str, timeout_s: float, poll_s: float) -> dict:
         if run["state"] in FINAL_STATES or time.monotonic() > deadline:
             return run
         time.sleep(poll_s)
-
-
-def _yaml(doc) -> str:
-    import yaml
-
-    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def _workflow_dict(w: WorkflowRow) -> dict:
