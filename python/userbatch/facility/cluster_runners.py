@@ -200,6 +200,8 @@ class YarnRunner(Runner):
                 "--executor-memory", spec.executor_memory, "--driver-memory", spec.driver_memory]
         if self.archives:
             args += ["--archives", ",".join(self.archives)]
+        if spec.os_user:  # the application runs as its owner on the cluster (Hadoop impersonation; kerberised
+            args += ["--proxy-user", spec.os_user]  # sites allow the facility's principal in hadoop.proxyuser.*)
         return args
 
     def conf(self, spec: SubmitSpec) -> dict[str, str]:
@@ -229,9 +231,9 @@ class YarnRunner(Runner):
         app = Path(spec.run_dir) / "app_id"
         return self.cancel_argv(app.read_text().strip()) if app.exists() else None
 
-    def launch(self, spec, log_path):
+    def launch(self, spec, log_path, creds=None, network=False):
         if self.launchable:  # a site whose gateway reaches the cluster sets launchable on its runner
-            return super().launch(spec, log_path)
+            return super().launch(spec, log_path)  # as the facility: the cluster runs it as --proxy-user
         raise UserbatchError(
             "the yarn runner cannot launch from this machine: no YARN cluster is reachable from it. Run the "
             "command of YarnRunner.argv(spec) on a gateway host of the cluster (with HADOOP_CONF_DIR set), or set "
@@ -471,6 +473,11 @@ class KubernetesRunner(Runner):
             pod_spec["schedulerName"] = self.scheduler
         if role == "driver":
             pod_spec["serviceAccountName"] = self.service_account
+        if spec.uid is not None:  # the run's owner, as on the facility host; never root, no privilege to gain
+            pod_spec["securityContext"] = {"runAsUser": spec.uid, "runAsGroup": spec.gid, "fsGroup": spec.gid,
+                                           "runAsNonRoot": True,
+                                           **({"supplementalGroups": list(spec.gids)} if spec.gids else {})}
+            container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
         pod_spec["containers"] = [container]
         if volumes:
             pod_spec["volumes"] = [{"name": n, "persistentVolumeClaim": {"claimName": claim}}
@@ -569,10 +576,10 @@ class KubernetesRunner(Runner):
     def stop_argv(self, spec):
         return self.cancel_argv(spec, spark_submit() if self.launchable else "spark-submit")
 
-    def launch(self, spec, log_path):
+    def launch(self, spec, log_path, creds=None, network=False):
         if self.launchable:  # a site whose API server is reachable sets launchable on its runner
             self.write_pod_templates(spec)
-            return super().launch(spec, log_path)
+            return super().launch(spec, log_path)  # the pods run as the owner (their securityContext)
         raise UserbatchError(
             "the kubernetes runner cannot launch from this machine: no Kubernetes API server is reachable from "
             "it. Write the pod templates (KubernetesRunner.write_pod_templates) and run the command of "

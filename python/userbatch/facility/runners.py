@@ -48,6 +48,12 @@ class SubmitSpec:
     driver_memory: str = "2g"
     spark_conf: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: the OS identity the run executes as (multi-user mode): rendered for cluster targets as the pods'
+    #: runAsUser/runAsGroup/fsGroup (Kubernetes) or spark-submit's --proxy-user (YARN)
+    os_user: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    gids: tuple[int, ...] = ()
 
     @property
     def app_name(self) -> str:

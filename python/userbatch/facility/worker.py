@@ -191,13 +191,16 @@ class Worker:
             run.worker_id, run.heartbeat_at = self.worker_id, ledger.now()
             token = self._run_token(s, run)
             groups = tuple(ledger.groups_of(s, run.user))
-            spec = self._submit_spec(run, token)
             run_dir = Path(run.run_dir)
+            try:
+                creds = credentials(self.config.identity, run.user, groups) if self.mode == "os" else None
+            except Exception as e:  # noqa: BLE001 - no OS account: this run fails, the worker goes on
+                self._final(s, run, "failed", 0.0, 0.0, f"could not launch: {e}")
+                return False
+            spec = self._submit_spec(run, token, creds)
         runner = runner_for(**self.config.runner)
         try:
-            creds = None
-            if self.mode == "os":
-                creds = credentials(self.config.identity, run.user, groups)
+            if creds is not None:
                 self._prepare_run_dir(run_dir, creds, spec)
             else:
                 for sub in ("eventlog", "tmp", "home"):
@@ -242,7 +245,7 @@ class Worker:
         for ns in namespaces:  # the owner's namespaces exist before the run writes there
             storage.ensure_namespace(self.config, s.warehouse, ns)
 
-    def _submit_spec(self, run: RunRow, token: str | None = None) -> SubmitSpec:
+    def _submit_spec(self, run: RunRow, token: str | None = None, creds=None) -> SubmitSpec:
         spec = json.loads(run.spec)
         s = settings()
         from .runapi import socket_path
@@ -272,7 +275,9 @@ class Worker:
                           executor_cores=min(run.cores, executor_cores(self.config.runner)),
                           executor_memory=str(self.config.runner.get("executor_memory", "2g")),
                           driver_memory=spec.get("driver_memory", "2g"),
-                          spark_conf=spec.get("spark_conf", {}), env=env)
+                          spark_conf=spec.get("spark_conf", {}), env=env,
+                          os_user=creds.account if creds else None, uid=creds.uid if creds else None,
+                          gid=creds.gid if creds else None, gids=creds.groups if creds else ())
 
     # -------------------------------------------------------------------------------------------- watching
     def _renew_leases(self) -> None:
