@@ -182,3 +182,23 @@ def test_single_user_mode_refuses_a_multi_user_config(monkeypatch):
     assert accounts.effective_mode(accounts.IdentityConfig(mode="auto")) == "single-user"
     with pytest.raises(accounts.IdentityError, match="does not run as root"):
         accounts.effective_mode(accounts.IdentityConfig(mode="os"))
+
+
+def test_runs_of_a_worker_that_died_elsewhere_are_reconciled_by_lease(env):
+    """A run left ``running`` by a worker on another host is finished once its lease lapses — not by host name —
+    and a run whose worker still renews its lease is left alone."""
+    from userbatch.facility import ledger
+    from userbatch.facility.models import RunRow
+    from userbatch.facility.worker import LEASE_S, Worker
+    from userbatch.tables.db import transaction
+
+    stale, live = _run_token(env, "alice")[0], _run_token(env, "root_admin")[0]
+    with transaction(env["engine"], lock=True) as s:
+        for run_id, age in ((stale, LEASE_S * 3), (live, 1)):
+            r = s.get(RunRow, run_id)
+            r.host, r.pid = "another-host", 4242
+            r.heartbeat_at = ledger.now() - timedelta(seconds=age)
+    Worker(db_url=env["db_url"]).reconcile()
+    assert env["alice"].status(stale)["state"] == "failed"
+    assert "worker that ran it stopped" in env["alice"].status(stale)["error"]
+    assert env["admin"].status(live)["state"] == "running"

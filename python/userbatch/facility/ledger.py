@@ -9,8 +9,11 @@ of reservations can never pass an allocation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import stat
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,27 +152,64 @@ def balance(session: Session, cfg: FacilityConfig, kind: str, subject: str, peri
 
 
 def storage_used_gb(session: Session, kind: str, subject: str) -> float:
-    """Bytes under the locations of the tables a user owns (or a group's namespace holds), in GB."""
+    """Every byte a user or group holds on the facility's disks, in GB: for a user, their tables (wherever they
+    live), everything in their namespace ``u_<user>`` (dropped tables not yet vacuumed, a killed writer's staging
+    files) and their runs' directories; for a group, its namespace ``g_<group>`` and the tables named in it (matched
+    exactly: ``_`` is a LIKE wildcard, so it is escaped). Files are counted once, by inode, without following
+    links. This walks directories: call it outside a locked transaction (:func:`storage_usage`)."""
+    from ..config import settings
     from ..tables.catalog import _TableRow
 
-    rows = session.scalars(select(_TableRow).where(
-        (_TableRow.owner == subject) if kind == "user"
-        else _TableRow.name.startswith(f"g_{subject}.", autoescape=True)))
+    s = settings()
+    if kind == "user":
+        roots = [Path(p) for p in session.scalars(select(_TableRow.location).where(_TableRow.owner == subject))]
+        roots.append(s.warehouse / f"u_{subject}")
+        roots += [Path(p) for p in session.scalars(select(RunRow.run_dir).where(RunRow.user == subject))]
+    else:
+        roots = [Path(p) for p in session.scalars(select(_TableRow.location).where(
+            _TableRow.name.startswith(f"g_{subject}.", autoescape=True)))]
+        roots.append(s.warehouse / f"g_{subject}")
+    return _bytes_under(roots) / 1e9
+
+
+def _bytes_under(roots: list[Path]) -> int:
+    seen: set[tuple[int, int]] = set()
     total = 0
-    for row in rows:
-        root = Path(row.location)
-        if root.is_dir():
-            total += sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-    return total / 1e9
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root, followlinks=False):
+            for name in files:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if stat.S_ISREG(st.st_mode) and key not in seen:
+                    seen.add(key)
+                    total += st.st_size
+    return total
+
+
+def storage_usage(engine, user: str, group: str | None) -> dict[tuple[str, str], float]:
+    """GB held by ``user`` and ``group``, measured in a read-only transaction before admission takes its lock (a
+    walk of many files must not hold the ledger's write lock)."""
+    from ..tables.db import transaction
+
+    subjects = [("user", user)] + ([("group", group)] if group else [])
+    with transaction(engine) as s:
+        return {(k, n): storage_used_gb(s, k, n) for k, n in subjects}
 
 
 def check_admission(session: Session, cfg: FacilityConfig, user: str, group: str | None, cores: int,
-                    core_hours: float, exclude_run: str | None = None) -> None:
+                    core_hours: float, exclude_run: str | None = None,
+                    storage: dict[tuple[str, str], float] | None = None) -> None:
     """Raise QuotaExceeded unless both the user's and the group's allocation can take ``core_hours`` more and
-    ``cores`` fits their concurrency limit at all; the message says how much is left."""
+    ``cores`` fits their concurrency limit at all; the message says how much is left. ``storage``: GB used per
+    (kind, subject), measured beforehand by :func:`storage_usage` (None: storage is not checked)."""
     subjects = [("user", user)] + ([("group", group)] if group else [])
     for kind, subject in subjects:
-        b = balance(session, cfg, kind, subject, exclude_run=exclude_run)
+        b = balance(session, cfg, kind, subject, exclude_run=exclude_run, storage=False)
+        if storage is not None:
+            b = dataclasses.replace(b, storage_used_gb=storage.get((kind, subject), 0.0))
         if cores > b.max_cores:
             raise QuotaExceeded(f"{kind} {subject} may use at most {b.max_cores} cores at once; this run asks for "
                                 f"{cores} (ask for fewer cores)")

@@ -298,13 +298,14 @@ class Facility:
         run_id = uuid.uuid4().hex[:12]
         run_dir = settings().home / "runs" / run_id
         core_hours = cores * max_hours
+        storage = ledger.storage_usage(self.engine, self.user, group)  # a walk of files: before the lock
         with transaction(self.engine, lock=True) as s:
             queued = s.scalar(select(func.count()).select_from(RunRow).where(
                 RunRow.user == self.user, RunRow.state == "queued")) or 0
             if queued >= self.config.max_queued_runs:
                 raise ledger.QuotaExceeded(f"{self.user} already has {queued} runs queued (at most "
                                            f"{self.config.max_queued_runs}); wait for some to start or cancel them")
-            ledger.check_admission(s, self.config, self.user, group, cores, core_hours)
+            ledger.check_admission(s, self.config, self.user, group, cores, core_hours, storage=storage)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir(mode=0o700)
             for fname, text in prepared.files.items():
@@ -348,8 +349,10 @@ class Facility:
         """Would a run of ``cores`` x ``max_hours`` be admitted now? QuotaExceeded if not (nothing is reserved):
         for work that costs something to prepare (a QuantumGraph) before it is submitted."""
         group = self._group_for(group)
+        storage = ledger.storage_usage(self.engine, self.user, group)
         with transaction(self.engine) as s:
-            ledger.check_admission(s, self.config, self.user, group, int(cores), int(cores) * float(max_hours))
+            ledger.check_admission(s, self.config, self.user, group, int(cores), int(cores) * float(max_hours),
+                                   storage=storage)
 
     # ------------------------------------------------------------------------------------------- runs
     def status(self, run_id: str) -> dict:
