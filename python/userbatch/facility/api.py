@@ -29,31 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import settings
-from ..errors import AccessDenied, TableNotFound, UserbatchError
+from ..errors import UserbatchError
 from ..tables.db import engine_for
 from .catalog_api import catalog_router
 from .config import FacilityConfig, load_config
-from .ledger import QuotaExceeded
-from .service import AuthError, Facility, Identity, RunNotFound
+from .service import Facility, Identity
+from .status import status_for
 
 log = logging.getLogger(__name__)
-
-#: Exception class -> HTTP status; the first match wins (subclasses before their bases), anything else is 400.
-STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
-    (AuthError, 401),
-    (AccessDenied, 403),
-    (RunNotFound, 404),
-    (TableNotFound, 404),
-    (QuotaExceeded, 409),
-)
-
-
-def status_for(exc: UserbatchError) -> int:
-    for cls, code in STATUS_OF:
-        if isinstance(exc, cls):
-            return code
-    return 400
-
 
 # ------------------------------------------------------------------------------------------------ request bodies
 

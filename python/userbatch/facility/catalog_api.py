@@ -13,8 +13,7 @@ from typing import Callable
 
 from fastapi import APIRouter, Body, Depends
 
-from ..tables.catalog import Catalog
-from ..tables.catalog_client import entry_from_json, entry_to_json
+from ..tables.catalog import Catalog, TableEntry
 from .service import Facility
 
 def _catalog(fac: Facility) -> Catalog:
@@ -28,7 +27,7 @@ def catalog_router(facility: Callable[..., Facility]) -> APIRouter:
     @router.get("/tables")
     def tables(namespace: str | None = None, fac: Facility = Depends(facility)) -> list[dict]:
         """Every table the caller can read, as full catalog entries."""
-        return [entry_to_json(e) for e in _catalog(fac).list(namespace)]
+        return [e.to_json() for e in _catalog(fac).list(namespace)]
 
     @router.get("/exists/{name:path}")
     def exists(name: str, fac: Facility = Depends(facility)) -> dict:
@@ -38,22 +37,22 @@ def catalog_router(facility: Callable[..., Facility]) -> APIRouter:
     @router.get("/tables/{name:path}")
     def table(name: str, fac: Facility = Depends(facility)) -> dict:
         """One table the caller can read (404 for one they cannot, as for one that does not exist)."""
-        return entry_to_json(_catalog(fac).get(name))
+        return _catalog(fac).get(name).to_json()
 
     @router.post("/tables", status_code=201)
     def register(doc: dict = Body(...), fac: Facility = Depends(facility)) -> dict:
         """Register a table in a namespace the caller may write."""
-        return entry_to_json(fac.register_table(entry_from_json(doc)))
+        return fac.register_table(TableEntry.from_json(doc)).to_json()
 
     @router.patch("/tables/{name:path}")
     def update(name: str, changes: dict = Body(...), fac: Facility = Depends(facility)) -> dict:
         """Change a table's visibility, group, description or properties (its owner); the directory follows."""
-        return entry_to_json(fac.update_table(name, changes))
+        return fac.update_table(name, changes).to_json()
 
     @router.delete("/tables/{name:path}")
     def drop(name: str, fac: Facility = Depends(facility)) -> dict:
         """Unregister a table (its owner)."""
-        return entry_to_json(_catalog(fac).drop(name))
+        return _catalog(fac).drop(name).to_json()
 
     return router
 

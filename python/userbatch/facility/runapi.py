@@ -25,6 +25,7 @@ from .catalog_api import catalog_router
 from .config import FacilityConfig
 from .mlflow_service import MlflowServer
 from .service import Facility, Identity
+from .status import status_for
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ _HOP_HEADERS = {"authorization", "host", "content-length", "connection", "keep-a
 
 
 def create_run_app(db_url: str, config: FacilityConfig, mlflow_server: MlflowServer | None = None) -> FastAPI:
-    from .api import STATUS_OF  # the one mapping of exception classes to HTTP statuses
-
     engine = engine_for(db_url)
     bearer = HTTPBearer(auto_error=False)
     app = FastAPI(title="userbatch run API", docs_url=None, redoc_url=None, openapi_url=None)
@@ -70,8 +69,7 @@ def create_run_app(db_url: str, config: FacilityConfig, mlflow_server: MlflowSer
 
     @app.exception_handler(UserbatchError)
     async def _error(request: Request, exc: UserbatchError):
-        status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 400)
-        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
+        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status_for(exc))
 
     def facility(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Facility:
         identity = Identity.from_token(creds.credentials if creds else None, engine)

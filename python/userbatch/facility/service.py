@@ -320,7 +320,7 @@ class Facility:
                          workflow_id=workflow_id, error="", result="{}", cancel_requested=False))
         log.info("run %s queued: %s %s for %s (%d cores, %.2f h)", run_id, kind, name, self.user, cores, max_hours)
         if self.start_worker:
-            from .worker import ensure_worker
+            from .worker_lock import ensure_worker
 
             ensure_worker(self.db_url)
         return self.status(run_id)
@@ -390,7 +390,7 @@ class Facility:
                 run.state, run.ended_at, run.stage = "cancelled", ledger.now(), "cancelled"
                 ledger.charge(s, run, 0.0, 0.0, "never-started")
         if self.start_worker:
-            from .worker import ensure_worker
+            from .worker_lock import ensure_worker
 
             ensure_worker(self.db_url)
         return self.status(run_id)

@@ -35,6 +35,7 @@ from .config import FacilityConfig, load_config
 from .models import RunRow, TokenRow, UserRow, WorkflowRow
 from .runfiles import read_bytes, read_json
 from .runners import SubmitSpec, executor_cores, runner_for, terminate
+from .worker_lock import ensure_worker, lock_path  # noqa: F401 - ensure_worker: this module's public API too
 
 #: A run whose worker has not renewed its lease for this long is the orphan of a worker that died (on any host).
 LEASE_S = 90.0
@@ -42,13 +43,6 @@ LEASE_S = 90.0
 TOKEN_SLACK_H = 0.25
 
 log = logging.getLogger(__name__)
-
-
-def lock_path(db_url: str) -> Path:
-    key = hashlib.sha256(db_url.encode()).hexdigest()[:16]
-    d = settings().home / "workers"
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{key}.lock"
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -486,23 +480,6 @@ def _remote_tracking(uri: str) -> bool:
 
 def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-
-
-def ensure_worker(db_url: str) -> bool:
-    """Start a background worker for ``db_url`` unless one holds its lock; returns whether one was started."""
-    path = lock_path(db_url)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    logf = open(path.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
-    env = dict(os.environ, USERBATCH_DB_URL=db_url)
-    subprocess.Popen([sys.executable, "-m", "userbatch.facility.worker", "--until-idle"], stdout=logf,
-                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    logf.close()
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

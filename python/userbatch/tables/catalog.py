@@ -79,6 +79,26 @@ class TableEntry:
     def replace(self, **changes) -> "TableEntry":
         return dataclasses.replace(self, **changes)
 
+    def to_json(self) -> dict:
+        """The entry as JSON (how it travels between a run and the facility's run API)."""
+        values = dataclasses.asdict(self)
+        values["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return values
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "TableEntry":
+        """An entry from :meth:`to_json`'s output (unknown keys are ignored; the checks of the class apply)."""
+        if not isinstance(doc, dict):
+            raise UserbatchError("a table entry is a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in names}
+        if values.get("created_at"):
+            values["created_at"] = datetime.fromisoformat(values["created_at"])
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise UserbatchError(f"not a table entry: {e}") from None
+
 
 class _TableRow(Base):
     __tablename__ = "ub_tables"
@@ -134,7 +154,7 @@ class Catalog:
 
     def register(self, entry: TableEntry) -> TableEntry:
         if self._remote is not None:
-            return self._remote.register(entry)
+            return TableEntry.from_json(self._remote.register(entry.to_json()))
         entry = entry.replace(
             owner=entry.owner or self.user, created_at=entry.created_at or datetime.now(timezone.utc)
         )
@@ -158,7 +178,7 @@ class Catalog:
 
     def get(self, name: str) -> TableEntry:
         if self._remote is not None:
-            return self._remote.get(name)
+            return TableEntry.from_json(self._remote.get(name))
         parse_table_name(name)
         with Session(self.engine) as session:
             row = session.get(_TableRow, name)
@@ -172,7 +192,7 @@ class Catalog:
 
     def list(self, namespace: str | None = None) -> list[TableEntry]:
         if self._remote is not None:
-            return self._remote.list(namespace)
+            return [TableEntry.from_json(d) for d in self._remote.list(namespace)]
         with Session(self.engine) as session:
             stmt = select(_TableRow).order_by(_TableRow.name)
             if namespace:
@@ -182,7 +202,7 @@ class Catalog:
 
     def update(self, name: str, **changes) -> TableEntry:
         if self._remote is not None:
-            return self._remote.update(name, **changes)
+            return TableEntry.from_json(self._remote.update(name, **changes))
         entry = self.get(name)
         self._require_owner(entry, "change")
         new = entry.replace(**changes)
@@ -196,7 +216,7 @@ class Catalog:
     def drop(self, name: str) -> TableEntry:
         """Unregister a table (its files are left for the operator or a vacuum to remove)."""
         if self._remote is not None:
-            return self._remote.drop(name)
+            return TableEntry.from_json(self._remote.drop(name))
         entry = self.get(name)
         self._require_owner(entry, "drop")
         with Session(self.engine) as session:

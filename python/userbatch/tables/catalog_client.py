@@ -8,33 +8,15 @@ may write (at the location the facility chooses), and sets the table directory's
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime
-
 from ..errors import AccessDenied, TableExists, TableNotFound, UserbatchError
 
 #: HTTP status -> the exception the in-process catalog raises for the same refusal.
 _ERRORS = {403: AccessDenied, 404: TableNotFound, 409: TableExists}
 
 
-def entry_to_json(entry) -> dict:
-    values = dataclasses.asdict(entry)
-    values["created_at"] = entry.created_at.isoformat() if entry.created_at else None
-    return values
-
-
-def entry_from_json(doc: dict):
-    from .catalog import TableEntry
-
-    doc = dict(doc)
-    if doc.get("created_at"):
-        doc["created_at"] = datetime.fromisoformat(doc["created_at"])
-    names = {f.name for f in dataclasses.fields(TableEntry)}
-    return TableEntry(**{k: v for k, v in doc.items() if k in names})
-
-
 class CatalogClient:
-    """The catalog operations of :class:`~.catalog.Catalog`, answered by the facility."""
+    """The catalog operations of :class:`~.catalog.Catalog`, answered by the facility: entries travel as JSON
+    (:meth:`~.catalog.TableEntry.to_json`); the catalog turns them back into entries."""
 
     def __init__(self, socket_path: str, token: str, timeout_s: float = 60.0):
         import httpx
@@ -57,21 +39,21 @@ class CatalogClient:
             raise _ERRORS.get(r.status_code, UserbatchError)(str(detail))
         return r.json()
 
-    def list(self, namespace: str | None = None) -> list:
+    def list(self, namespace: str | None = None) -> list[dict]:
         params = {"namespace": namespace} if namespace else {}
-        return [entry_from_json(d) for d in self._call("GET", "/catalog/tables", params=params)]
+        return self._call("GET", "/catalog/tables", params=params)
 
-    def get(self, name: str):
-        return entry_from_json(self._call("GET", f"/catalog/tables/{name}"))
+    def get(self, name: str) -> dict:
+        return self._call("GET", f"/catalog/tables/{name}")
 
     def exists(self, name: str) -> bool:
         return bool(self._call("GET", f"/catalog/exists/{name}")["exists"])
 
-    def register(self, entry):
-        return entry_from_json(self._call("POST", "/catalog/tables", json=entry_to_json(entry)))
+    def register(self, doc: dict) -> dict:
+        return self._call("POST", "/catalog/tables", json=doc)
 
-    def update(self, name: str, **changes):
-        return entry_from_json(self._call("PATCH", f"/catalog/tables/{name}", json=changes))
+    def update(self, name: str, **changes) -> dict:
+        return self._call("PATCH", f"/catalog/tables/{name}", json=changes)
 
-    def drop(self, name: str):
-        return entry_from_json(self._call("DELETE", f"/catalog/tables/{name}"))
+    def drop(self, name: str) -> dict:
+        return self._call("DELETE", f"/catalog/tables/{name}")
