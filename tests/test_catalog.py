@@ -48,7 +48,7 @@ def test_visibility_and_ownership(db_url):
     carol = Catalog(user="carol", groups=("dm",))
     assert [t.name for t in bob.list()] == ["u_alice.public"]
     assert [t.name for t in carol.list()] == ["u_alice.public", "u_alice.shared"]
-    with pytest.raises(AccessDenied):
+    with pytest.raises(TableNotFound, match="no table named u_alice.private"):  # a 404, not "belongs to alice"
         bob.get("u_alice.private")
     with pytest.raises(AccessDenied):
         carol.drop("u_alice.shared")  # may read, may not drop

@@ -63,6 +63,16 @@ class RunKind:
         """``submit`` keyword arguments that run the same payload again."""
         raise NotImplementedError
 
+    def before_launch(self, spec: dict, creds, run_dir: Path) -> None:
+        """In the worker, with the facility's authority, before the run starts as ``creds`` (None: not as its
+        owner): hand the run what it must own. Default: nothing."""
+
+    def after_run(self, spec: dict, run_dir: Path) -> dict:
+        """In the worker, with the facility's authority, after the run's processes ended (not cancelled or
+        stopped): steps that write shared state the owner may not touch. Returns ``{"error": ...}`` to fail the run
+        and/or ``{"summary": {...}}`` to update its summary; ``{}`` for nothing."""
+        return {}
+
 
 class TemplateKind(RunKind):
     name = "template"

@@ -134,6 +134,9 @@ class Runner:
 
     #: Whether a run of this runner can live in its own network namespace (its Spark talks only to itself).
     isolates_network = False
+    #: Whether the run's processes can be its owner's. False for a runner whose executors run as the cluster's
+    #: one account (Spark standalone): a driver as the owner could not even commit what those executors wrote.
+    runs_as_owner = True
 
     def launch(self, spec: SubmitSpec, log_path: Path, creds: Credentials | None = None,
                network: bool = False) -> subprocess.Popen:
@@ -155,6 +158,10 @@ class Runner:
             raise UserbatchError(f"the {self.kind} runner cannot launch from this machine; "
                                  "use 'userbatch export' for the submit command")
         env = self.environment(spec)
+        if creds is not None and not self.runs_as_owner:
+            log.warning("run %s: the %s runner is single-tenant; it runs as the facility's account, not as %s",
+                        spec.run_id, self.kind, creds.account)
+            creds = None
         isolate_net = bool(creds is not None and network and self.isolates_network)
         if isolate_net:  # the driver must bind to the namespace's loopback, not the host's name
             env.update(SPARK_LOCAL_IP="127.0.0.1", SPARK_LOCAL_HOSTNAME="localhost")
@@ -190,6 +197,9 @@ class StandaloneRunner(Runner):
 
     kind = "standalone"
     launchable = True
+    #: Spark standalone is single-tenant (Spark's security page): its executors run as the account that started
+    #: the workers, for every application. Runs are then the facility's account too; docs/security.md says so.
+    runs_as_owner = False
 
     def __init__(self, master: str):
         if not master.startswith("spark://"):

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from ..config import settings
 from ..ml.tracking import artifact_root, tracking_uri
 from ..tables.db import engine_for, transaction
-from . import ledger, storage
+from . import ledger, run_kinds, storage
 from .accounting import usage_of_run
 from .accounts import credentials, effective_mode
 from .config import FacilityConfig, load_config
@@ -95,6 +95,10 @@ class Worker:
         from .runapi import RunApiServer, socket_path
 
         s = settings()
+        if self.mode == "os" and not runner_for(**self.config.runner).runs_as_owner:
+            log.warning("the %s runner is single-tenant: runs execute as the facility's account, not as their "
+                        "owners (docs/security.md); use it for one user or a trusted group only",
+                        self.config.runner.get("kind"))
         if self.mode == "single-user":
             log.warning("userbatch runs as %s without root: this facility is single-user — every run executes as "
                         "this account and can read what it can", os.getenv("USER") or os.getuid())
@@ -192,13 +196,15 @@ class Worker:
                 self._final(s, run, "failed", 0.0, 0.0, f"could not launch: {e}")
                 return False
             spec = self._submit_spec(run, token, creds)
+            kind, run_spec = run.kind, json.loads(run.spec)
         runner = runner_for(**self.config.runner)
         try:
-            if creds is not None:
+            if creds is not None and runner.runs_as_owner:
                 self._prepare_run_dir(run_dir, creds, spec)
             else:
                 for sub in ("eventlog", "tmp", "home"):
                     (run_dir / sub).mkdir(exist_ok=True)
+            run_kinds.get(kind).before_launch(run_spec, creds if runner.runs_as_owner else None, run_dir)
             proc = runner.launch(spec, run_dir / "driver.log", creds=creds,
                                  network=self.config.identity.network == "isolated")
         except Exception as e:  # noqa: BLE001 - a launch failure fails the run, not the worker
@@ -324,6 +330,16 @@ class Worker:
         """Record a run's end. The charge is the worker's own measure (reserved cores x wall time held); what the
         run's files say — its event log, result.json — is read as the run's claim: shown, checked, never charged."""
         self.procs.pop(run_id, None)
+        after: dict = {}
+        if forced_state is None:  # ended by itself: the kind's steps under the facility's authority (bps: final job)
+            with transaction(self.engine) as s:
+                run = s.get(RunRow, run_id)
+                kind, run_spec, run_dir = run.kind, json.loads(run.spec), Path(run.run_dir)
+            try:
+                after = run_kinds.get(kind).after_run(run_spec, run_dir) or {}
+            except Exception as e:  # noqa: BLE001 - a failing facility step fails the run, not the worker
+                log.exception("run %s: the facility's steps after it failed", run_id)
+                after = {"error": f"{type(e).__name__}: {e}"}
         with transaction(self.engine, lock=True) as s:
             run = s.get(RunRow, run_id)
             run_dir = Path(run.run_dir)
@@ -338,8 +354,12 @@ class Worker:
                 if isinstance(err, dict):
                     error = str(err.get("error", ""))[:2000]
                 error = error or f"the driver exited with status {returncode}; see 'userbatch logs {run_id}'"
+            if after.get("error") and state == "succeeded":
+                state, error = "failed", str(after["error"])[:2000]
             if isinstance(result, dict):
                 result = self._checked_result(s, run, result)
+                if after.get("summary") and isinstance(result.get("summary"), dict):
+                    result["summary"].update(after["summary"])
                 run.result = json.dumps(result, default=str)
             app = read_bytes(run_dir / "app_id", limit=256)
             if app:

@@ -98,12 +98,20 @@ RUN_STATE_NAME = "bps_jobs.json"  # the same state, kept in the facility run's d
 
 
 def _write_state(path: Path, state: dict, run_dir: Path | None = None) -> None:
+    """Replace the state file(s) atomically. The temporary file is created afresh, never through a link: the
+    facility writes here too (the final job's record) in a directory its owner controls."""
     state["updated"] = time.time()
-    text = json.dumps(state, indent=1)
+    text = json.dumps(state, indent=1).encode()
     for target in (path, *([Path(run_dir) / RUN_STATE_NAME] if run_dir else [])):
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
 
 
 def _initial_state(plan: dict, previous: dict, run_id: str | None) -> dict:
@@ -134,6 +142,130 @@ def _descendants(children: dict[str, list[str]], name: str) -> set[str]:
             seen.add(n)
             stack.extend(children.get(n, []))
     return seen
+
+
+def _payload(plan: dict, recs: dict, submit: Path, job: dict) -> dict:
+    attempt = recs[job["name"]]["attempts"] + 1
+    base = submit / "jobs" / job["label"] / f"{job['name']}.{attempt}"
+    return {"name": job["name"], "command": job["command"], "attempt": attempt,
+            "env": {**plan.get("submit_env", {}), **job.get("env", {})},
+            "stdout": str(base) + ".out", "stderr": str(base) + ".err", "cwd": str(submit)}
+
+
+def datastore_run_dir(plan: dict) -> Path | None:
+    """Where the output run's files go in the repository's file datastore (``<repo>/<output run>``), or None."""
+    prov = plan.get("provenance") or {}
+    butler, run = prov.get("butler"), prov.get("output_run")
+    if not butler or not run or "://" in str(butler):
+        return None
+    root = Path(butler)
+    root = root.parent if root.suffix in (".yaml", ".yml") else root
+    return root / str(run)
+
+
+def graph_collections(path: str | Path) -> tuple[str | None, str | None]:
+    """(output run, output chain) a QuantumGraph file says its outputs go to — what ``aggregate-graph`` writes.
+
+    Read from the header alone, importing no task (``DO_NOT_IMPORT``, as ``aggregate-graph`` itself reads it):
+    the file is its submitter's, and importing its tasks or loading its configs would run their code here."""
+    if str(path).endswith(".qgraph"):  # the older format
+        from lsst.pipe.base import QuantumGraph
+
+        header = QuantumGraph.readHeader(str(path))
+        meta = (json.loads(header) if header else {}).get("metadata") or {}
+        return meta.get("output_run"), meta.get("output")
+    from lsst.pipe.base.pipeline_graph import TaskImportMode
+    from lsst.pipe.base.quantum_graph import PredictedQuantumGraph
+
+    with PredictedQuantumGraph.open(str(path), import_mode=TaskImportMode.DO_NOT_IMPORT) as reader:
+        return reader.header.output_run, reader.header.output
+
+
+def final_command(final: dict) -> list[str]:
+    """The final job as the facility runs it: built from the facility's own copy of the graph and the repository,
+    never from the plan's text (which its owner can edit)."""
+    butler = Path(sys.executable).with_name("butler")
+    return [str(butler) if butler.exists() else "butler", "aggregate-graph", final["qgraph"], final["butler"],
+            "-j", "1", "--register-dataset-types", "--update-output-chain"]
+
+
+def _copy_into(root: Path, dirs: list[str], name: str, data: bytes) -> None:
+    """Write ``root/dirs.../name`` as the facility in a tree its owner controls: every directory is opened without
+    following a link, the file is created afresh (O_EXCL, O_NOFOLLOW)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(root, flags)
+    try:
+        for part in dirs:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            nfd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        try:
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        with os.fdopen(out, "wb") as fh:
+            fh.write(data)
+    finally:
+        os.close(fd)
+
+
+def run_final(bps_spec: dict, run_dir: Path) -> dict:
+    """The workflow's final job, run by the facility (it writes the registry) after the run's quanta ran as their
+    owner: the command is :func:`final_command` of what the facility recorded at submit (``bps_spec["final"]``);
+    its logs go to the facility's directory; the state file and the run's copy are brought up to date.
+
+    Returns ``{"error": ...}`` when the final job failed, ``{"summary": {...}}`` with the job counts after it."""
+    final = bps_spec.get("final")
+    if not final:
+        return {}
+    submit = Path(bps_spec["submit_path"])
+    state_path = submit / STATE_NAME
+    try:
+        with os.fdopen(os.open(state_path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            state = json.loads(fh.read(64 << 20))
+        recs = state["jobs"]
+        rec = recs[final["name"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"error": f"the workflow's state file {state_path} is unreadable; the final job did not run"}
+    if rec.get("state") != "PENDING":
+        return {}
+    if any(r.get("state") == "RUNNING" for r in recs.values()):
+        return {"error": "jobs were still running when the run ended; the final job did not run"}
+    failed = [n for n, r in recs.items() if r.get("state") == "FAILED"]
+    if final.get("when_run", "ALWAYS") != "ALWAYS" and failed:
+        rec["state"] = "PRUNED"
+    else:
+        attempt = int(rec.get("attempts", 0)) + 1
+        logs = Path(final["log_dir"]) / f"{final['name']}.{Path(run_dir).name}.{attempt}"
+        started = time.time()
+        with open(f"{logs}.out", "wb") as out, open(f"{logs}.err", "wb") as err:
+            code = subprocess.run(final_command(final), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                  cwd=final["log_dir"]).returncode
+        rec.update(attempts=attempt, tries=int(rec.get("tries", 0)) + 1, seconds=time.time() - started,
+                   run_id=Path(run_dir).name, state="SUCCEEDED" if code == 0 else "FAILED")
+        rec.setdefault("exit_codes", []).append(code)
+        if code != 0:
+            rec["error"] = _tail(Path(f"{logs}.err"), 20)[-2000:]
+        for ext in ("out", "err"):  # beside the other jobs' logs, where bps report and the user look
+            _copy_into(submit, ["jobs", final["label"]], f"{final['name']}.{attempt}.{ext}",
+                       Path(f"{logs}.{ext}").read_bytes())
+    state["ended"] = time.time()
+    _write_state(state_path, state)
+    copy = Path(run_dir) / RUN_STATE_NAME
+    if copy.is_file() and not copy.is_symlink():
+        _write_state(copy, state)
+    counts: dict[str, int] = {}
+    for r in recs.values():
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    out: dict = {"summary": {"jobs": counts, "failed": sorted(n for n, r in recs.items() if r["state"] == "FAILED")}}
+    if rec["state"] == "FAILED":
+        out["error"] = f"the final job {final['name']} failed: {rec.get('error', '').strip()[-300:]}"
+    return out
 
 
 def _cores(spark, bps_spec: dict) -> int:
@@ -168,11 +300,7 @@ def execute(spark, bps_spec: dict, run_dir: Path, progress=None) -> dict:
     total = len(recs)
 
     def payload(job: dict) -> dict:
-        attempt = recs[job["name"]]["attempts"] + 1
-        base = submit / "jobs" / job["label"] / f"{job['name']}.{attempt}"
-        return {"name": job["name"], "command": job["command"], "attempt": attempt,
-                "env": {**plan.get("submit_env", {}), **job.get("env", {})},
-                "stdout": str(base) + ".out", "stderr": str(base) + ".err", "cwd": str(submit)}
+        return _payload(plan, recs, submit, job)
 
     def run_wave(batch: list[dict], wave: int) -> None:
         for job in batch:
@@ -225,7 +353,9 @@ def execute(spark, bps_spec: dict, run_dir: Path, progress=None) -> dict:
         if rec["state"] == "PENDING" and (final is None or name != final["name"]):
             rec["state"] = "PRUNED"
     failed_main = [n for n, r in recs.items() if r["state"] == "FAILED"]
-    if final is not None:
+    if final is not None and bps_spec.get("final_by_facility"):
+        say(f"bps {plan['name']}: the final job is left to the facility (it writes the registry)")
+    elif final is not None:
         if final.get("when_run", "ALWAYS") == "ALWAYS" or not failed_main:
             while recs[final["name"]]["state"] == "PENDING":
                 wave += 1
