@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets everything up first (idempotent), then runs.
-.PHONY: setup demo test notebooks bench-ingest bench-cone
+.PHONY: setup demo test check notebooks bench-ingest bench-cone
 
 setup:
 	./scripts/setup.sh
@@ -10,6 +10,13 @@ demo: setup
 test:
 	./scripts/setup.sh --services
 	.venv/bin/python -m pytest -q
+
+# The fast tier for the edit loop (a minute or two): no Spark runs through the worker — the API and its
+# authorisation, tokens, the ledger, run identity and isolation's pure parts, the sky, deploy renders.
+check: setup
+	.venv/bin/python -m pytest -q -x tests/test_api.py tests/test_tokens.py tests/test_run_identity.py \
+	  tests/test_ledger.py tests/test_catalog.py tests/test_sky.py tests/test_deploy.py tests/test_schedulers.py \
+	  tests/test_cluster_runners.py -m "not slow"
 
 notebooks: setup
 	.venv/bin/python -m pytest -q tests/test_notebooks.py

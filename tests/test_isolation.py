@@ -35,6 +35,16 @@ groups:
 runs: {max_concurrent: 3, default_cores: 1, default_max_hours: 0.5, max_queued: 5}
 """
 
+#: Children that try to outlive their run: a setsid'd process and a double-forked daemon.
+ESCAPERS = '''subprocess.Popen(["sleep", "900"], start_new_session=True)
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.setsid()
+        time.sleep(900)
+        os._exit(0)
+    os._exit(0)
+'''
+
 HOSTILE = r'''
 import json, os, socket, subprocess, sys, time
 db_path, secret_dir, warehouse = sys.argv[1:4]
@@ -88,14 +98,7 @@ attempt("make_bob_secret_public", lambda: ok(api.patch("/catalog/tables/u_bob.se
 me = api.get("/me").json()
 
 # children that try to outlive the run
-subprocess.Popen(["sleep", "900"], start_new_session=True)
-if os.fork() == 0:
-    if os.fork() == 0:
-        os.setsid()
-        time.sleep(900)
-        os._exit(0)
-    os._exit(0)
-time.sleep(4)
+''' + ESCAPERS + r'''time.sleep(4)
 
 # forge the charge and the outputs, then plant links for the facility to follow
 for f in os.listdir("eventlog"):
@@ -116,14 +119,7 @@ SLEEPER = r'''
 import os, subprocess, time
 import userbatch
 spark = userbatch.session()
-subprocess.Popen(["sleep", "900"], start_new_session=True)
-if os.fork() == 0:
-    if os.fork() == 0:
-        os.setsid()
-        time.sleep(900)
-        os._exit(0)
-    os._exit(0)
-print("SLEEPING", flush=True)
+''' + ESCAPERS + r'''print("SLEEPING", flush=True)
 time.sleep(900)
 '''
 

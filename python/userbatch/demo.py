@@ -155,11 +155,12 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
     echo(f"demo's quota now: used {q['used']:.4f} of {q['core_hours']:.0f} core-hours, "
          f"{q['remaining']:.4f} remaining")
 
-    pairs = read_table("u_demo.object_gaia").toPandas()
+    mine = Catalog(user="demo")  # a run's outputs are private to its owner unless it shares them
+    pairs = read_table("u_demo.object_gaia", catalog=mine).toPandas()
     right = (pairs.objectId == pairs.truth_objectId).mean() if len(pairs) else 0.0
     echo(f"u_demo.object_gaia: {len(pairs):,} one-to-one pairs, {right:.1%} the simulator's true counterpart; "
          f"median separation {pairs._dist_arcsec.median() * 1000:.2f} mas")
-    periods = read_table("u_demo.periods").toPandas().merge(
+    periods = read_table("u_demo.periods", catalog=mine).toPandas().merge(
         read_table("dp1.object", columns=["objectId", "variability_class", "period_day"]).toPandas(), on="objectId")
     per = periods[(periods.variability_class == "periodic") & (periods.n_points >= 40)]
     hit = ((per.best_period_day / per.period_day - 1).abs() < 0.01) | ((per.best_period_day / per.period_day - 0.5)
@@ -195,7 +196,7 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
             "output": "u_demo.varclass"})["id"], timeout_s=1800)
         if cls["state"] != "succeeded":
             raise UserbatchError(f"demo classify run {cls['state']}: {cls['error']}")
-    counts = read_table("u_demo.varclass").groupBy("predicted_class").count().toPandas()
+    counts = read_table("u_demo.varclass", catalog=mine).groupBy("predicted_class").count().toPandas()
     echo(f"classify {cls['id']}: u_demo.varclass, " + ", ".join(
         f"{r.predicted_class} {r['count']:,}" for _, r in counts.sort_values("predicted_class").iterrows()))
     from .ml.tracking import tracking_uri

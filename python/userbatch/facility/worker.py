@@ -200,7 +200,7 @@ class Worker:
         runner = runner_for(**self.config.runner)
         try:
             if creds is not None and runner.runs_as_owner:
-                self._prepare_run_dir(run_dir, creds, spec)
+                self._prepare_run_dir(run_dir, creds, run_spec.get("write_namespaces", []))
             else:
                 for sub in ("eventlog", "tmp", "home"):
                     (run_dir / sub).mkdir(exist_ok=True)
@@ -229,7 +229,7 @@ class Worker:
                        expires_at=ledger.now() + timedelta(hours=run.max_hours + TOKEN_SLACK_H)))
         return token
 
-    def _prepare_run_dir(self, run_dir: Path, creds, spec: SubmitSpec) -> None:
+    def _prepare_run_dir(self, run_dir: Path, creds, namespaces: list[str]) -> None:
         """The run's directory becomes its owner's (0700; no other run sees it); the facility's copy of the spec
         stays readable to the run but not writable (the worker reads the spec from the database anyway)."""
         for sub in ("eventlog", "tmp", "home"):
@@ -240,10 +240,10 @@ class Worker:
         for f in run_dir.iterdir():  # files the facility wrote at submit (spec.json, the script)
             if f.is_file() and not f.is_symlink():
                 os.chmod(f, 0o644)
-        s = settings()
-        namespaces = [ns for ns in json.loads(spec.env.get("USERBATCH_WRITE_NAMESPACES_JSON", "[]")) if ns != "*"]
+        warehouse = settings().warehouse
         for ns in namespaces:  # the owner's namespaces exist before the run writes there
-            storage.ensure_namespace(self.config, s.warehouse, ns)
+            if ns != "*":
+                storage.ensure_namespace(self.config, warehouse, ns)
 
     def _submit_spec(self, run: RunRow, token: str | None = None, creds=None) -> SubmitSpec:
         spec = json.loads(run.spec)
@@ -258,7 +258,6 @@ class Worker:
             "USERBATCH_PINS": json.dumps(spec.get("pins", {})),
             "USERBATCH_OUTPUT_MAP": json.dumps(spec.get("output_map", {})),
             "USERBATCH_WRITE_NAMESPACES": ",".join(spec.get("write_namespaces", [])),
-            "USERBATCH_WRITE_NAMESPACES_JSON": json.dumps(spec.get("write_namespaces", [])),
             "PYTHONUNBUFFERED": "1",
         }
         uri = tracking_uri(self.config)
