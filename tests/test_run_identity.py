@@ -193,3 +193,24 @@ def test_bps_runs_take_only_the_submitters_directory(fac, tmp_path):
     with pytest.raises(AccessDenied, match="not alice's submit directory"):
         fac.submit(bps={"name": "w", "submit_path": str(sub)})
 
+
+
+def test_a_bps_run_exports(fac, tmp_path):
+    """Export of a bps run used to raise KeyError ('workflow'); it now carries the run kind's own files."""
+    from userbatch.facility import ledger
+    from userbatch.facility.models import RunRow
+    from userbatch.tables.db import transaction
+
+    sub = tmp_path / "submit"
+    sub.mkdir()
+    (sub / "userbatch_plan.json").write_text(json.dumps({"name": "w", "jobs": [], "final": None}))
+    run = fac.submit(bps={"name": "w", "submit_path": str(sub)})
+    with transaction(fac.engine, lock=True) as s:
+        r = s.get(RunRow, run["id"])
+        r.state = "succeeded"
+        ledger.charge(s, r, 0.0, 0.0, "test")
+    with tarfile.open(fac.export(run["id"], tmp_path)) as tar:
+        names = {Path(m.name).name: m for m in tar.getmembers()}
+        assert json.loads(tar.extractfile(names["bps.json"]).read())["submit_path"] == str(sub)
+    with pytest.raises(UserbatchError, match="bps restart"):
+        fac.rerun(run["id"])
