@@ -24,6 +24,8 @@ class Settings:
     #: database URL; its catalog calls go through the API as its owner.
     api_socket: str | None = None
     run_token: str | None = None
+    #: the facility's MLflow store is behind the run API (a run's MLflow calls are piped to it by the driver)
+    mlflow_via_api: bool = False
 
     @property
     def in_run(self) -> bool:
@@ -43,4 +45,5 @@ def settings() -> Settings:
     groups = tuple(g for g in os.environ.get("USERBATCH_GROUPS", "").split(",") if g)
     return Settings(home=home, db_url=db_url, warehouse=warehouse, user=user, groups=groups,
                     api_socket=os.environ.get("USERBATCH_API_SOCKET") or None,
-                    run_token=os.environ.get("USERBATCH_RUN_TOKEN") or None)
+                    run_token=os.environ.get("USERBATCH_RUN_TOKEN") or None,
+                    mlflow_via_api=bool(os.environ.get("USERBATCH_MLFLOW_VIA_API")))

@@ -87,14 +87,16 @@ def _mlflow_through_the_facility() -> None:
     """MLflow's client speaks HTTP over TCP; the run has only its own loopback and the run API's Unix socket. Pipe a
     loopback port to the socket and point MLflow at the facility's tracking server behind it, with the run's token
     (the facility adds the owner's MLflow credentials)."""
-    if not (os.environ.get("USERBATCH_MLFLOW_VIA_API") and os.environ.get("USERBATCH_API_SOCKET")):
+    from userbatch.config import settings
+
+    s = settings()
+    if not (s.mlflow_via_api and s.in_run):
         return
     from userbatch.facility.forward import forward_to_unix_socket
     from userbatch.facility.mlflow_service import RUN_ARTIFACT_ROOT
 
-    port = forward_to_unix_socket(os.environ["USERBATCH_API_SOCKET"])
-    os.environ.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}/mlflow",
-                      MLFLOW_TRACKING_TOKEN=os.environ.get("USERBATCH_RUN_TOKEN", ""),
+    port = forward_to_unix_socket(s.api_socket)
+    os.environ.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}/mlflow", MLFLOW_TRACKING_TOKEN=s.run_token,
                       USERBATCH_MLFLOW_ARTIFACTS=RUN_ARTIFACT_ROOT)
 
 
