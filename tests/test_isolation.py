@@ -343,7 +343,6 @@ def test_group_tables_are_shared_by_members_and_closed_to_outsiders(iso):
 
 
 def test_visibility_changes_follow_to_the_file_system_and_fsck_repairs(iso):
-    from userbatch.facility.catalog_api import catalog_router  # noqa: F401 - the route the runs use
     from userbatch.tables.catalog import Catalog
 
     bob, admin = iso["facs"]["bob"], iso["facs"]["admin"]

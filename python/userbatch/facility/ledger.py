@@ -36,6 +36,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(ts: datetime) -> datetime:
+    """``ts`` with a time zone: SQLite gives back naive datetimes for the UTC ones we store."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
 @dataclass
 class Balance:
     """One allocation's state in a period, as ``userbatch quota show`` prints it."""

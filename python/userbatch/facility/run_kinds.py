@@ -16,7 +16,6 @@ and one entry point.
 
 from __future__ import annotations
 
-import json
 import re
 import runpy
 import sys
@@ -200,10 +199,6 @@ def get(name: str) -> RunKind:
         return _KINDS[name]
     except KeyError:
         raise UserbatchError(f"unknown run kind {name!r}; known: {', '.join(sorted(_KINDS))}") from None
-
-
-def dumps(spec: dict) -> str:
-    return json.dumps(spec, indent=2, default=str)
 
 
 __all__ = ["Prepared", "RunKind", "get", "register"]

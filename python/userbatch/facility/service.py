@@ -104,8 +104,9 @@ class Identity:
             row = s.scalars(select(TokenRow).where(TokenRow.digest == digest)).first()
             if row is None or row.revoked:
                 raise AuthError("unknown or revoked token")
-            if row.expires_at is not None and _aware(row.expires_at) <= now:
-                raise AuthError(f"token {row.id} expired at {_aware(row.expires_at).isoformat()}; create a new one")
+            if row.expires_at is not None and ledger.aware(row.expires_at) <= now:
+                raise AuthError(f"token {row.id} expired at {ledger.aware(row.expires_at).isoformat()}; "
+                                "create a new one")
             if row.run_id:
                 run = s.get(RunRow, row.run_id)
                 if run is None or run.state not in ("starting", "running"):
@@ -116,18 +117,12 @@ class Identity:
             token_id, last = row.id, row.last_used_at
             identity = cls(user.name, tuple(ledger.groups_of(s, user.name)),
                            bool(user.is_admin) and not row.run_id, row.run_id)
-        if last is None or (now - _aware(last)).total_seconds() > 60:
+        if last is None or (now - ledger.aware(last)).total_seconds() > 60:
             with transaction(engine, lock=True) as s:  # at most a write a minute per token, not one per request
                 row = s.get(TokenRow, token_id)
                 if row is not None:
                     row.last_used_at = now
         return identity
-
-
-def _aware(ts):
-    from datetime import timezone
-
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 class Facility:

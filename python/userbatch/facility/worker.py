@@ -295,7 +295,7 @@ class Worker:
                 run = s.get(RunRow, run_id)
                 cancel = run.cancel_requested
                 over = run.started_at is not None and (
-                    ledger.now() - _aware(run.started_at)).total_seconds() > run.max_hours * 3600
+                    ledger.now() - ledger.aware(run.started_at)).total_seconds() > run.max_hours * 3600
                 self._update_stage(run)
             if proc.poll() is None and (cancel or over):
                 log.info("run %s: %s", run_id, "cancel requested" if cancel else "time limit reached")
@@ -365,7 +365,7 @@ class Worker:
                 run.app_id = app.decode(errors="replace").strip()[:128]
             run.exit_code = returncode
             ended = ledger.now()
-            started = _aware(run.started_at) if run.started_at else ended
+            started = ledger.aware(run.started_at) if run.started_at else ended
             wall_h = max(0.0, (ended - started).total_seconds()) / 3600.0
             claimed = usage_of_run(run_dir, end_ms=time.time() * 1000)
             self._final(s, run, state, run.cores * wall_h, claimed.cpu_hours, error,
@@ -419,7 +419,7 @@ class Worker:
             orphans = [(r.id, r.pid, r.run_dir, r.host) for r in s.scalars(select(RunRow).where(
                 RunRow.state.in_(("starting", "running")))) if r.id not in self.procs and (
                 r.host == self.host or r.heartbeat_at is None
-                or (now - _aware(r.heartbeat_at)).total_seconds() > LEASE_S)]
+                or (now - ledger.aware(r.heartbeat_at)).total_seconds() > LEASE_S)]
         for run_id, pid, run_dir, host in orphans:
             if host == self.host and _pid_alive(pid):
                 log.info("run %s: adopting its live process %d", run_id, pid)
@@ -495,10 +495,6 @@ def running_worker(db_url: str | None = None, config: FacilityConfig | None = No
 
 def _remote_tracking(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks"))
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def main(argv: list[str] | None = None) -> int:
