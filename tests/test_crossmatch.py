@@ -435,9 +435,7 @@ def test_all_pairs_left_join_in_memory(xm):
 @pytest.mark.parametrize("engine", [*ENGINES, "spark-rounds"])
 def test_one_to_one_equals_sequential_greedy(xm, engine, monkeypatch):
     if engine == "spark-rounds":  # no driver finish: Spark's mutual-best rounds settle every pair
-        from userbatch.ops import crossmatch_spark
-
-        monkeypatch.setattr(crossmatch_spark, "DRIVER_PAIRS", 0)
+        monkeypatch.setenv("USERBATCH_XMATCH_DRIVER_PAIRS", "0")
         engine = "spark"
     nearest = pairs_of(crossmatch("xm.left", "xm.right", RADIUS, engine="local"))
     assert nearest.r.duplicated().sum() > 100, "the plain nearest match has few conflicts: test not meaningful"

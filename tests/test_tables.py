@@ -208,7 +208,12 @@ import os, sys
 sys.path.insert(0, {python!r})
 import numpy as np, pandas as pd
 import userbatch
+import time
+from pathlib import Path
+from userbatch.tables import write
 from userbatch.tables.write import write_table
+# the fault: once the data files are in place, say so and wait to be killed before the commit
+write.before_commit_hooks.append(lambda location: (Path({marker!r}).write_text(str(location)), time.sleep(3600)))
 spark = userbatch.session(master="local[1]", register_views=False)
 df = spark.createDataFrame(pd.read_parquet({rows!r}))
 write_table(df, "dp1.object", "append")
@@ -225,9 +230,8 @@ def test_writer_killed_before_commit_leaves_table_unchanged(spark, ub_env, tmp_p
     rows = tmp_path / "more.parquet"
     sky_points(600, seed=14, id_start=100_000).to_parquet(rows)
     marker = tmp_path / "about-to-commit"
-    env = {**os.environ, "USERBATCH_FAULT_BEFORE_COMMIT": str(marker)}
-    script = _WRITER.format(python=str(ROOT / "python"), rows=str(rows))
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    script = _WRITER.format(python=str(ROOT / "python"), rows=str(rows), marker=str(marker))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 240
         while not marker.exists():

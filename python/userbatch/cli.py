@@ -252,9 +252,9 @@ def _run_search(ctx, s, explain_only, limit, output, engine):
 
 
 def _light_max():
-    from .ops.search import LIGHT_PATH_MAX_ROWS
+    from .config import settings
 
-    return LIGHT_PATH_MAX_ROWS
+    return settings().tuning.light_path_max_rows
 
 
 def _search_options(f):

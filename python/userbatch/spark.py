@@ -1,49 +1,19 @@
-"""The Spark session factory: one place that decides how userbatch talks to Spark.
+"""The session front: a Spark session with every catalog table the user may read registered as a SQL view.
 
-``session()`` gives the embedded default (``local[*]``) or a cluster (``master=`` / ``SPARK_MASTER``), with the
-settings every job needs: the venv's Python on the workers, Arrow transfers, shuffle partitions sized to the
-cores, quiet logs, UTC, and scratch space under the facility home. It then registers every catalog table the user
-may read as a SQL view ``namespace.name`` (latest version, or the version pinned in ``pins``), so
-``spark.sql("SELECT ... FROM dp1.object")`` works in notebooks, jobs and the CLI alike.
+``userbatch.session()`` is what notebooks, jobs and the CLI call: the bare session of :mod:`userbatch.engine`
+(embedded ``local[*]``, a cluster, or Spark Connect) plus a view ``namespace.name`` per readable table (latest
+version, or the version pinned in ``pins``), so ``spark.sql("SELECT ... FROM dp1.object")`` works everywhere. It
+sits above the tables layer (it needs the catalog); the library below it uses :mod:`userbatch.engine` directly.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from typing import Mapping
 
-from .config import settings
-
-log = logging.getLogger(__name__)
-
-#: Default driver memory for the embedded session (the driver *is* the executor in local mode).
-DEFAULT_DRIVER_MEMORY = "6g"
-
-
-def _base_conf(master: str) -> dict[str, str]:
-    s = settings()
-    cores = os.cpu_count() or 2
-    local = master.startswith("local")
-    conf = {
-        "spark.pyspark.python": sys.executable,
-        "spark.pyspark.driver.python": sys.executable,
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
-        "spark.sql.shuffle.partitions": str(max(4, 2 * cores) if local else 200),
-        "spark.sql.adaptive.enabled": "true",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        "spark.sql.warehouse.dir": str(s.spark_dir / "warehouse"),
-        "spark.local.dir": str(s.spark_dir / "tmp"),
-        "spark.ui.showConsoleProgress": "false",
-        "spark.ui.enabled": os.environ.get("USERBATCH_SPARK_UI", "false"),
-        "spark.driver.memory": os.environ.get("USERBATCH_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY),
-        "spark.driver.extraJavaOptions": "-Dlog4j2.level=error",
-        "spark.python.worker.reuse": "true",
-    }
-    return conf
+# the session helpers keep their old home here too (deep paths keep working)
+from .engine import active_session, base_conf, default_parallelism, get_session, is_remote, require_classic  # noqa: F401
+from .engine import spark_session
+from .tables.views import register_catalog_views
 
 
 def session(
@@ -56,116 +26,28 @@ def session(
 ):
     """Get (or create) the SparkSession and register the catalog's tables as SQL views.
 
-    ``pins`` maps table names to versions: ``session(pins={"dp1.object": 3})`` makes ``dp1.object`` read
-    version 3 for the whole session — the reproducible way to run a query again.
+    Parameters
+    ----------
+    master : str, optional
+        Spark master URL; default ``SPARK_MASTER`` or ``local[*]``.
+    app_name : str
+        The application name Spark shows.
+    conf : mapping, optional
+        Extra Spark configuration over userbatch's defaults.
+    pins : mapping, optional
+        Table name to version: ``session(pins={"dp1.object": 3})`` makes ``dp1.object`` read version 3 for the
+        whole session — the reproducible way to run a query again.
+    register_views : bool
+        Register the catalog's tables as views (off: a bare session).
+    remote : str, optional
+        ``sc://host:port`` (or ``SPARK_REMOTE``): a Spark Connect session to a server started with
+        ``userbatch connect start``, with the same views.
 
-    ``remote="sc://host:port"`` (or ``SPARK_REMOTE``) gives a Spark Connect session to a server started with
-    ``userbatch connect start``, with the same views; operations that need the JVM of a classic session
-    (``sparkContext``, RDDs, broadcast variables) raise :class:`~userbatch.errors.UserbatchError` there.
+    Returns
+    -------
+    pyspark.sql.SparkSession
     """
-    remote = remote or (None if master else os.environ.get("SPARK_REMOTE"))
-    if remote:
-        return _remote_session(remote, app_name, conf, pins, register_views)
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))  # launched by spark-submit: its JVM is configured
-    master = master or os.environ.get("SPARK_MASTER") or "local[*]"
-    builder = SparkSession.builder.master(master).appName(app_name)
-    base = _base_conf(master)
-    if submitted:  # what spark-submit was given (driver memory, app name, event log, any --conf) stands
-        from pyspark import SparkConf
-
-        given = SparkConf()  # spark-submit's settings, from the JVM it started
-        base = {k: v for k, v in base.items() if not given.contains(k)}
-        for key in ("spark.driver.memory", "spark.driver.extraJavaOptions"):
-            base.pop(key, None)
-    for key, value in {**base, **(conf or {})}.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("USERBATCH_SPARK_LOG_LEVEL", "ERROR"))
+    spark = spark_session(master=master, app_name=app_name, conf=conf, remote=remote)
     if register_views:
-        from .tables.views import register_catalog_views
-
         register_catalog_views(spark, pins=pins)
     return spark
-
-
-#: Session-level settings of the factory that a Connect client may set (the others are the server's, fixed at its
-#: start by ``userbatch connect start`` from the same :func:`_base_conf`).
-_REMOTE_CONF = ("spark.sql.session.timeZone", "spark.sql.parquet.outputTimestampType",
-                "spark.sql.execution.arrow.pyspark.enabled")
-
-
-def _remote_session(remote: str, app_name: str, conf, pins, register_views: bool):
-    from pyspark.sql import SparkSession
-
-    from .errors import UserbatchError
-
-    if not remote.startswith("sc://"):
-        raise UserbatchError(f"a Spark Connect URL starts with sc://; got {remote!r}")
-    try:
-        spark = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
-    except ImportError as exc:
-        raise UserbatchError(f"Spark Connect client packages are missing ({exc}); pip install 'pyspark[connect]'") \
-            from exc
-    base = _base_conf("local")
-    settings_ = {**{k: base[k] for k in _REMOTE_CONF}, **(conf or {})}
-    for key, value in settings_.items():
-        try:
-            spark.conf.set(key, value)
-        except Exception as exc:  # noqa: BLE001 - a static conf cannot change per session: the server's stands
-            log.debug("remote session: %s not set (%s)", key, exc)
-    if register_views:
-        from .tables.views import register_catalog_views
-
-        register_catalog_views(spark, pins=pins)
-    return spark
-
-
-def is_remote(spark) -> bool:
-    """True for a Spark Connect session (no JVM here: no sparkContext, RDDs or broadcast variables).
-
-    Note: creating a Connect session switches PySpark in this whole process to Connect mode
-    (``SPARK_CONNECT_MODE_ENABLED``); keep classic and Connect sessions in separate processes."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
-def require_classic(spark, what: str) -> None:
-    """Raise a clear error where an operation needs a classic (JVM) session and ``spark`` is a Connect one."""
-    if spark is not None and is_remote(spark):
-        from .errors import UserbatchError
-
-        raise UserbatchError(f"{what} needs a classic session (it uses the SparkContext); this is a Spark Connect "
-                             "session: run it in a job (userbatch submit / spark-submit) or with "
-                             "userbatch.session(master=...)")
-
-
-def default_parallelism(spark) -> int:
-    """``sparkContext.defaultParallelism`` on a classic session; on Spark Connect (no SparkContext) the server's
-    ``spark.default.parallelism`` (``userbatch connect start`` sets it to the cores it runs on), else the cores of
-    a ``local[N]`` master — the number of tasks to plan for."""
-    if not is_remote(spark):
-        return int(spark.sparkContext.defaultParallelism)
-
-    def conf(key):
-        try:
-            return spark.conf.get(key, None)
-        except Exception:  # noqa: BLE001 - not readable from this client
-            return None
-
-    value = conf("spark.default.parallelism")
-    if value:
-        return max(1, int(value))
-    master = conf("spark.master") or ""
-    if master.startswith("local[") and master[6:-1].isdigit():
-        return int(master[6:-1])
-    return os.cpu_count() or 2
-
-
-def active_session():
-    """The running session, or None; library code uses it instead of starting Spark just to look."""
-    from pyspark.sql import SparkSession
-
-    return SparkSession.getActiveSession()

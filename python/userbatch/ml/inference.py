@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..engine import get_session
 from ..errors import UserbatchError
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,13 @@ def classify(table: str, model: str, *, model_version: int | None = None, model_
     """Score every row of ``table`` (at ``table_version``) with registered model ``model`` (a version, an alias,
     or the latest). ``keep_columns`` are carried to the output beside the key and positions; ``where`` is an
     optional SQL filter on the input rows."""
-    from ..spark import active_session, session
     from ..tables.catalog import Catalog
     from ..tables.read import resolve, to_spark
     from .registry import load
 
     if model_version is not None and model_alias:
         raise UserbatchError("give model_version or model_alias, not both")
-    spark = spark or active_session() or session()
+    spark = spark or get_session()
     pred, ref, meta = load(model, version=model_version, alias=model_alias)
     entry = Catalog().get(table)
     snap = resolve(entry, version=table_version)

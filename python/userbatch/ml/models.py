@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine import require_classic
 from ..errors import UserbatchError
 from .dataset import MISSING, LabelledData, clean_names, clean_sql
 
@@ -93,8 +94,6 @@ class Predictor:
         from pyspark.sql import types as T
 
         spark = df.sparkSession
-        from ..spark import require_classic
-
         require_classic(spark, "batch inference of a scikit-learn model (a broadcast variable)")
         model = spark.sparkContext.broadcast(self.model)
         features, classes = list(self.feature_columns), list(self.classes)

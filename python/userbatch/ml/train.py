@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..config import settings
+from ..engine import get_session
 from ..errors import UserbatchError
 from . import metrics as M
 from .dataset import LabelledData, labelled_data
@@ -140,13 +141,12 @@ def train_classifier(features: str, *, label_column: str, labels: str | None = N
     """Train, evaluate on held-out objects, log to MLflow and (with ``model_name``) register the model."""
     import mlflow
 
-    from ..spark import active_session, session
     from ..tables import runctx
     from ..tables.provenance import code_version
     from .registry import check_alias, check_can_register, register
     from .tracking import configure, experiment_id, tracking_uri
 
-    spark = spark or active_session() or session()
+    spark = spark or get_session()
     user = settings().user
     client = configure()
     if model_name:  # refuse before any training if the name is not the user's to add to

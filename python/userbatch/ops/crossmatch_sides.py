@@ -19,7 +19,14 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ..errors import BadCoordinates, ColumnNotFound, UserbatchError
-from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, radec_to_index, valid_radec_mask, count_pixels
+from ..sky.healpix import (
+    SPATIAL_INDEX_COLUMN,
+    count_pixels,
+    pixel_to_index_range,
+    pixels_to_index_ranges,
+    radec_to_index,
+    valid_radec_mask,
+)
 from ..sky.margins import margin_order
 from ..tables.partitioning import plan_from_histogram
 from ..tables.read import margin_snapshot, path_pixel, resolve
@@ -28,11 +35,6 @@ log = logging.getLogger(__name__)
 
 #: In-memory inputs are cut into partitions of at most this many rows (more partitions than cores either way).
 MEMORY_PARTITION_ROWS = 250_000
-
-
-def pixel_range(order: int, pixel: int) -> tuple[int, int]:
-    shift = 2 * (SPATIAL_INDEX_ORDER - order)
-    return int(pixel) << shift, (int(pixel) + 1) << shift
 
 
 def merge_ranges(ranges: np.ndarray) -> np.ndarray:
@@ -66,8 +68,7 @@ def ring_ranges(order: int, pixel: int, radius_arcsec: float) -> np.ndarray:
                                                            int(m - order))
     pix = np.concatenate([np.asarray(edges, np.int64).ravel(), np.asarray(corners, np.int64).ravel()])
     pix = np.unique(pix[pix >= 0])
-    shift = 2 * (SPATIAL_INDEX_ORDER - m)
-    return merge_ranges(np.column_stack([pix << shift, (pix + 1) << shift]))
+    return merge_ranges(np.column_stack(pixels_to_index_ranges(m, pix)))
 
 
 class Side:
@@ -88,11 +89,11 @@ class Side:
 
     @property
     def starts(self) -> np.ndarray:
-        return self.partitions[:, 1] << (2 * (SPATIAL_INDEX_ORDER - self.partitions[:, 0]))
+        return pixels_to_index_ranges(self.partitions[:, 0], self.partitions[:, 1])[0]
 
     @property
     def ends(self) -> np.ndarray:
-        return (self.partitions[:, 1] + 1) << (2 * (SPATIAL_INDEX_ORDER - self.partitions[:, 0]))
+        return pixels_to_index_ranges(self.partitions[:, 0], self.partitions[:, 1])[1]
 
     def check_columns(self, columns) -> None:
         missing = [c for c in columns if c not in self.schema.names]
@@ -120,7 +121,7 @@ class Side:
         return (float(v.min()), float(v.max())) if len(v) else None
 
 
-def _read(paths: list[str], schema: pa.Schema, columns: list[str]) -> pa.Table:
+def read_files(paths: list[str], schema: pa.Schema, columns: list[str]) -> pa.Table:
     if not paths:
         return schema.empty_table().select(columns)
     return pads.dataset(paths, schema=schema, format="parquet").to_table(columns=columns)
@@ -159,7 +160,7 @@ class FileSide(Side):
             if pix is None:
                 raise UserbatchError(f"table {entry.name} is not HEALPix-partitioned (file {rel}); re-ingest it")
             by_pixel.setdefault(pix, []).append(str(Path(snap.location) / rel))
-        parts = sorted(by_pixel, key=lambda p: p[1] << (2 * (SPATIAL_INDEX_ORDER - p[0])))
+        parts = sorted(by_pixel, key=lambda p: pixel_to_index_range(*p)[0])
         partitions = np.array(parts, dtype=np.int64).reshape(-1, 2)
         margin_files, radius = None, 0.0
         if entry.format == "delta":
@@ -198,12 +199,12 @@ class FileSide(Side):
         )
 
     def core(self, i, columns):
-        return _read(self.files[i], self.schema, columns)
+        return read_files(self.files[i], self.schema, columns)
 
     def margin(self, i, columns, radius_arcsec):
         if self.margin_files is None or radius_arcsec > self.margin_radius_arcsec:
             raise UserbatchError(f"{self.label}: stored margin too small")  # the planner checks first
-        return _read(self.margin_files[i], self.schema, columns)
+        return read_files(self.margin_files[i], self.schema, columns)
 
     def ranges(self, ranges, columns):
         ranges = merge_ranges(ranges)

@@ -13,40 +13,38 @@ cluster with shared storage runs it unchanged. The global steps are Spark jobs o
 from __future__ import annotations
 
 import logging
-import os
 
 import pyarrow as pa
 
+from ..config import settings
+from ..engine import default_parallelism, get_session
 from ..sky.healpix import SPATIAL_INDEX_COLUMN
-from .crossmatch import (
-    _LKEY,
-    _RKEYS,
+from .crossmatch_sides import FileSide, MemorySide
+from .crossmatch_tasks import (
     DIST_COLUMN,
+    LKEY,
     RANK_COLUMN,
-    Crossmatch,
+    RKEYS,
     largest_first,
     output_schema,
     run_task,
 )
-from .crossmatch_sides import FileSide, MemorySide
 
 log = logging.getLogger(__name__)
 
-#: Spark tasks per core of the application (``defaultParallelism``) that the match tasks are dealt into.
-SPARK_TASKS_PER_CORE = int(os.environ.get("USERBATCH_XMATCH_TASKS_PER_CORE", 4))
+# Spark tasks per core of the application (``defaultParallelism``) that the match tasks are dealt into:
+# settings().tuning.xmatch_tasks_per_core. Once settings().tuning.xmatch_driver_pairs candidate pairs remain (keys
+# and distance only, ~40 bytes each), the driver finishes the assignment with the sequential greedy: dense clusters
+# chain pairs and would otherwise take many rounds.
+
 #: A guard, not a tuning knob: each round settles at least the globally best remaining pair, in practice most.
 MAX_ROUNDS = 1000
-#: Once this few candidate pairs remain (keys and distance only, ~40 bytes each), the driver finishes the
-#: assignment with the sequential greedy: dense clusters chain pairs and would otherwise take many rounds.
-DRIVER_PAIRS = int(os.environ.get("USERBATCH_XMATCH_DRIVER_PAIRS", 5_000_000))
 
 
-def run_spark(xm: Crossmatch, spark=None):
+def run_spark(xm, spark=None):
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from ..spark import active_session, session
-
-    spark = spark or active_session() or session()
+    spark = spark or get_session()
     left, right, opts, plan = xm.left, xm.right, xm.options, xm.plan
     schema = output_schema(left, right, opts)
     sschema = from_arrow_schema(schema)
@@ -54,8 +52,7 @@ def run_spark(xm: Crossmatch, spark=None):
     # Match tasks are dealt round-robin into a few Spark tasks per core: a Spark task costs ~0.1 s to schedule and
     # start, and dealing them largest first evens out the groups. A Spark task runs its match tasks
     # one after the other and streams each result, so memory stays that of the largest match task.
-    from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
-    n_groups = min(len(tasks), max(1, default_parallelism(spark)) * SPARK_TASKS_PER_CORE)
+    n_groups = min(len(tasks), max(1, default_parallelism(spark)) * settings().tuning.xmatch_tasks_per_core)
     ordered = largest_first(tasks, left, right)
     groups = [[t.tid for t in ordered[g::n_groups]] for g in range(n_groups)]
 
@@ -83,24 +80,24 @@ def _one_to_one(df, opts):
 
     matched = df.filter(F.col(RANK_COLUMN).isNotNull())
     lone = df.filter(F.col(RANK_COLUMN).isNull())
-    rkeys = list(_RKEYS)
-    remaining = matched.select(_LKEY, *rkeys, DIST_COLUMN).localCheckpoint()
+    rkeys = list(RKEYS)
+    remaining = matched.select(LKEY, *rkeys, DIST_COLUMN).localCheckpoint()
     accepted = None
     for n in range(MAX_ROUNDS):
-        if remaining.count() <= DRIVER_PAIRS:
+        if remaining.count() <= settings().tuning.xmatch_driver_pairs:
             best = _greedy_on_driver(remaining)
             accepted = best if accepted is None else accepted.unionByName(best)
             log.info("one-to-one: %d Spark round(s), the rest on the driver", n)
             break
-        by_left = Window.partitionBy(_LKEY).orderBy(DIST_COLUMN, *rkeys)
-        by_right = Window.partitionBy(*rkeys).orderBy(DIST_COLUMN, _LKEY)
+        by_left = Window.partitionBy(LKEY).orderBy(DIST_COLUMN, *rkeys)
+        by_right = Window.partitionBy(*rkeys).orderBy(DIST_COLUMN, LKEY)
         best = (remaining.withColumn("_bl", F.row_number().over(by_left))
                 .withColumn("_br", F.row_number().over(by_right))
-                .filter("_bl = 1 AND _br = 1").select(_LKEY, *rkeys).localCheckpoint())
+                .filter("_bl = 1 AND _br = 1").select(LKEY, *rkeys).localCheckpoint())
         if best.isEmpty():
             break
         accepted = best if accepted is None else accepted.unionByName(best)
-        remaining = (remaining.join(best.select(_LKEY), _LKEY, "left_anti")
+        remaining = (remaining.join(best.select(LKEY), LKEY, "left_anti")
                      .join(best.select(*rkeys), rkeys, "left_anti").localCheckpoint())
         if remaining.isEmpty():
             log.info("one-to-one settled in %d round(s)", n + 1)
@@ -108,13 +105,13 @@ def _one_to_one(df, opts):
     if accepted is None:
         kept = matched.limit(0)
     else:
-        kept = matched.join(accepted.localCheckpoint(), [_LKEY, *rkeys], "left_semi") \
+        kept = matched.join(accepted.localCheckpoint(), [LKEY, *rkeys], "left_semi") \
                       .withColumn(RANK_COLUMN, F.lit(1).cast("int"))
     if opts.how == "inner":
         return kept
     # left rows that lost every candidate: once, with the right side null
-    first = Window.partitionBy(_LKEY).orderBy(DIST_COLUMN, *rkeys)
-    lost = (matched.join(kept.select(_LKEY), _LKEY, "left_anti")
+    first = Window.partitionBy(LKEY).orderBy(DIST_COLUMN, *rkeys)
+    lost = (matched.join(kept.select(LKEY), LKEY, "left_anti")
             .withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n"))
     for c in [*opts.right_out, DIST_COLUMN, RANK_COLUMN, *rkeys]:
         lost = lost.withColumn(c, F.lit(None).cast(df.schema[c].dataType))
@@ -122,22 +119,22 @@ def _one_to_one(df, opts):
 
 
 def _greedy_on_driver(pairs):
-    from .crossmatch import _dense
+    from .crossmatch_tasks import dense_keys
     from .xmatch_kernel import one_to_one
 
     spark = pairs.sparkSession
     t = pairs.toArrow()
-    rkeys = list(_RKEYS)
+    rkeys = list(RKEYS)
     if t.num_rows == 0:
-        return pairs.select(_LKEY, *rkeys).limit(0)
-    lkey = t.column(_LKEY).to_numpy()
-    rid = _dense(*(t.column(c).to_numpy(zero_copy_only=False) for c in rkeys))
-    keep = one_to_one(_dense(lkey), rid, t.column(DIST_COLUMN).to_numpy(zero_copy_only=False))
-    kept = t.select([_LKEY, *rkeys]).filter(pa.array(keep))
-    return spark.createDataFrame(kept.to_pandas(), pairs.select(_LKEY, *rkeys).schema)
+        return pairs.select(LKEY, *rkeys).limit(0)
+    lkey = t.column(LKEY).to_numpy()
+    rid = dense_keys(*(t.column(c).to_numpy(zero_copy_only=False) for c in rkeys))
+    keep = one_to_one(dense_keys(lkey), rid, t.column(DIST_COLUMN).to_numpy(zero_copy_only=False))
+    kept = t.select([LKEY, *rkeys]).filter(pa.array(keep))
+    return spark.createDataFrame(kept.to_pandas(), pairs.select(LKEY, *rkeys).schema)
 
 
-def _right_unmatched(spark, df, xm: Crossmatch):
+def _right_unmatched(spark, df, xm):
     from pyspark.sql import functions as F
 
     right, opts = xm.right, xm.options
@@ -151,16 +148,16 @@ def _right_unmatched(spark, df, xm: Crossmatch):
     else:
         assert isinstance(right, MemorySide)
         rows = spark.createDataFrame(right.rows.select(want).to_pandas())
-    rows = (rows.withColumn(_RKEYS[0], F.col(SPATIAL_INDEX_COLUMN).cast("long"))
-            .withColumn(_RKEYS[1], F.col(right.ra).cast("double"))
-            .withColumn(_RKEYS[2], F.col(right.dec).cast("double")))
-    used = df.filter(F.col(RANK_COLUMN).isNotNull()).select(*_RKEYS).distinct()
-    alone = rows.join(used, list(_RKEYS), "left_anti")
+    rows = (rows.withColumn(RKEYS[0], F.col(SPATIAL_INDEX_COLUMN).cast("long"))
+            .withColumn(RKEYS[1], F.col(right.ra).cast("double"))
+            .withColumn(RKEYS[2], F.col(right.dec).cast("double")))
+    used = df.filter(F.col(RANK_COLUMN).isNotNull()).select(*RKEYS).distinct()
+    alone = rows.join(used, list(RKEYS), "left_anti")
     out = []
     for name in df.columns:
         if name in opts.right_out:
             out.append(F.col(opts.right_cols[opts.right_out.index(name)]).alias(name))
-        elif name in _RKEYS:
+        elif name in RKEYS:
             out.append(F.col(name))
         else:
             out.append(F.lit(None).cast(df.schema[name].dataType).alias(name))

@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
+from ..config import settings
+from ..engine import default_parallelism
+
 log = logging.getLogger(__name__)
 
-#: Spark tasks per core that the units are dealt into (each runs its units one after the other, streaming results).
-TASKS_PER_CORE = int(os.environ.get("USERBATCH_TASKS_PER_CORE", 4))
 
 
 def run_local(units: Sequence, func: Callable[[object], pa.Table], schema: pa.Schema,
@@ -40,8 +41,8 @@ def run_spark(spark, units: Sequence, func: Callable[[object], pa.Table], schema
     sschema = from_arrow_schema(schema)
     if not units:
         return spark.createDataFrame([], sschema)
-    from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
-    n_groups = min(len(units), max(1, default_parallelism(spark)) * TASKS_PER_CORE)
+    n_groups = min(len(units), max(1, default_parallelism(spark)) * settings().tuning.tasks_per_core)
+    # ^ Spark tasks per core that the units are dealt into (each runs its units one after the other, streaming)
     groups = [list(units[g::n_groups]) for g in range(n_groups)]
     names = schema.names
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..engine import default_parallelism, get_session
 from ..tables.catalog import Catalog
 
 
@@ -51,11 +52,11 @@ class PerObject:
         if kind == "arrow":
             return kernel(self.source[1], spec)
         if kind == "director" and self.engine == "local":
-            from .crossmatch_sides import _read
+            from .crossmatch_sides import read_files
             from .partition_tasks import run_local
 
             schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
-            return run_local(self._units(), lambda u: kernel(_read(u[0], u[1], spec.columns), spec), schema)
+            return run_local(self._units(), lambda u: kernel(read_files(u[0], u[1], spec.columns), spec), schema)
         return self.to_spark().toArrow()
 
     def to_pandas(self):
@@ -64,17 +65,15 @@ class PerObject:
     def to_spark(self, spark=None):
         from pyspark.sql.pandas.types import from_arrow_schema
 
-        from ..spark import active_session, session
-
-        spark = spark or self.spark or active_session() or session()
+        spark = spark or self.spark or get_session()
         spec, kernel = self.spec, type(self).kernel
         kind = self.source[0]
         if kind == "director" and self.engine == "spark":
-            from .crossmatch_sides import _read
+            from .crossmatch_sides import read_files
             from .partition_tasks import run_spark
 
             schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
-            return run_spark(spark, self._units(), lambda u: kernel(_read(u[0], u[1], spec.columns), spec), schema)
+            return run_spark(spark, self._units(), lambda u: kernel(read_files(u[0], u[1], spec.columns), spec), schema)
         if kind in ("table", "spark"):
             if kind == "table":
                 from ..tables.read import read_table
@@ -84,7 +83,6 @@ class PerObject:
                 df = self.source[1].select(*spec.columns)
             otype = pa.int64() if df.schema[spec.object_column].dataType.typeName() == "long" else pa.string()
             schema = spec.schema(otype)
-            from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
             n = max(1, default_parallelism(spark) * 2)
 
             def run(batches):

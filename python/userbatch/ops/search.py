@@ -6,18 +6,20 @@ Spark and shown by :meth:`Search.explain`. The row step then applies the region'
 
 Two engines answer the row step with the same formulas: Spark, for anything large or to keep composing
 DataFrames, and a light pyarrow path for small pruned queries, so a 1-degree cone does not pay for a Spark job.
-``engine="auto"`` takes the light path when the pruned files hold at most ``LIGHT_PATH_MAX_ROWS`` rows.
+``engine="auto"`` takes the light path when the pruned files hold at most ``settings().tuning.light_path_max_rows``
+rows (``USERBATCH_LIGHT_PATH_MAX_ROWS``, 5M).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from ..config import settings
+from ..engine import get_session
 from ..errors import ColumnNotFound, UserbatchError
 from ..sky.healpix import SPATIAL_INDEX_COLUMN
 from ..sky.regions import Box, Cone, Polygon, Region
@@ -27,7 +29,6 @@ from ..tables.read import index_filter_sql, path_pixel, prune, resolve, to_arrow
 
 log = logging.getLogger(__name__)
 
-LIGHT_PATH_MAX_ROWS = int(os.environ.get("USERBATCH_LIGHT_PATH_MAX_ROWS", 5_000_000))
 ENGINES = ("auto", "spark", "arrow")
 
 
@@ -107,9 +108,7 @@ class Search:
 
     def to_spark(self, spark=None):
         """The matching rows as a Spark DataFrame (lazy)."""
-        from ..spark import active_session, session
-
-        spark = spark or active_session() or session()
+        spark = spark or get_session()
         df = to_spark(spark, self.pruned)
         if self._has_index and self.pruned.files.num_rows:
             df = df.filter(index_filter_sql(self.plan.index_ranges))
@@ -119,7 +118,7 @@ class Search:
     def to_arrow(self, engine: str = "auto", spark=None) -> pa.Table:
         if engine not in ENGINES:
             raise UserbatchError(f"engine must be one of {', '.join(ENGINES)}")
-        if engine == "spark" or (engine == "auto" and self.plan.rows_selected_files > LIGHT_PATH_MAX_ROWS):
+        if engine == "spark" or (engine == "auto" and self.plan.rows_selected_files > settings().tuning.light_path_max_rows):
             return pa.Table.from_pandas(self.to_spark(spark).toPandas(), preserve_index=False)
         table = to_arrow(self.pruned, index_ranges=self.plan.index_ranges if self._has_index else None)
         ra = table.column(self.entry.ra_column).to_numpy(zero_copy_only=False)

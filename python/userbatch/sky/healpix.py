@@ -61,9 +61,44 @@ def count_pixels(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int) -> tuple[n
 
 
 def pixel_to_index_range(order: int, pixel: int, index_order: int = SPATIAL_INDEX_ORDER) -> tuple[int, int]:
-    """Half-open range [lo, hi) of order-29 indices covered by ``pixel`` at ``order``."""
+    """Half-open range [lo, hi) of order-29 indices covered by ``pixel`` at ``order``.
+
+    Parameters
+    ----------
+    order, pixel : int
+        A nested HEALPix pixel.
+    index_order : int
+        The order of the index the range is in (29: ``_healpix_29``).
+
+    Returns
+    -------
+    tuple of int
+        ``(lo, hi)``: the pixel holds exactly the indices ``lo <= i < hi``.
+    """
     shift = 2 * (index_order - order)
     return int(pixel) << shift, (int(pixel) + 1) << shift
+
+
+def pixels_to_index_ranges(orders, pixels, index_order: int = SPATIAL_INDEX_ORDER) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pixel_to_index_range` for arrays of pixels (orders may differ per pixel).
+
+    Parameters
+    ----------
+    orders : int or array of int
+        The order of each pixel (one value for all of them, or one each).
+    pixels : array of int
+        Nested pixel numbers.
+    index_order : int
+        The order of the index the ranges are in.
+
+    Returns
+    -------
+    lo, hi : numpy.ndarray of int64
+        Half-open ranges ``[lo, hi)`` of indices at ``index_order``.
+    """
+    pix = np.asarray(pixels, dtype=np.int64)
+    shift = 2 * (index_order - np.asarray(orders, dtype=np.int64))
+    return pix << shift, (pix + 1) << shift
 
 
 def npix(order: int) -> int:

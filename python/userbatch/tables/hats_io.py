@@ -32,159 +32,27 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ..errors import UserbatchError
-from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_directory
+from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_directory, pixel_to_index_range
 from . import delta
 from .catalog import Catalog, TableEntry
-from .read import margin_snapshot, path_pixel, plain_snapshot, resolve, to_spark
+from .snapshots import (  # noqa: F401 - hats_snapshot re-exported: the deep path keeps working
+    HIVE_COLUMNS,
+    _local_path,
+    _open_hats,
+    _require_object_catalog,
+    hats_snapshot,
+    margin_snapshot,
+    path_pixel,
+    resolve,
+    to_spark,
+)
+from ..engine import get_session
 
 log = logging.getLogger(__name__)
 
-#: Hive partition columns some HATS writers put inside the data files; never part of a table's schema here.
-HIVE_COLUMNS = ("Norder", "Dir", "Npix")
 #: Row groups of merged pixel files stay modest, like the files write_table writes.
 ROW_GROUP_BYTES = 4 * 1024 * 1024
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-#: Spark reads unsigned Parquet integers as the next wider signed type (uint64 as decimal(20,0)); pyarrow
-#: casts to the same types on read, so both engines see one schema.
-_UNSIGNED_AS = {
-    pa.uint8(): pa.int16(),
-    pa.uint16(): pa.int32(),
-    pa.uint32(): pa.int64(),
-    pa.uint64(): pa.decimal128(20, 0),
-}
-
-
-# ---------------------------------------------------------------- opening HATS catalogs
-
-def _local_path(upath) -> Path:
-    return Path(getattr(upath, "path", str(upath)))
-
-
-def _open_hats(path: str | Path):
-    """``(catalog, collection_or_None)`` for a HATS catalog or collection directory, or a clear error."""
-    import hats
-    from hats.catalog import CatalogCollection
-
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise UserbatchError(
-            f"{path} is not a directory; give the directory of a HATS catalog (it holds hats.properties, "
-            "partition_info.csv and dataset/) or of a HATS collection (collection.properties)"
-        )
-    if not any((p / f).is_file() for f in ("hats.properties", "properties", "collection.properties")):
-        raise UserbatchError(
-            f"{p} is not a HATS catalog: it has no hats.properties (nor properties, nor collection.properties); "
-            "write HATS with hats-import or lsdb, or export a userbatch table with export_hats"
-        )
-    try:
-        obj = hats.read_hats(p.resolve(), read_moc=False)
-    except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as exc:
-        raise UserbatchError(f"{p} is not a readable HATS catalog: {exc.__class__.__name__}: {exc}") from exc
-    if isinstance(obj, CatalogCollection):
-        return obj.main_catalog, obj
-    return obj, None
-
-
-def _require_object_catalog(cat, path) -> None:
-    from hats.catalog import Catalog as HatsCatalog
-
-    kind = getattr(cat.catalog_info, "catalog_type", "?")
-    if not isinstance(cat, HatsCatalog):
-        raise UserbatchError(
-            f"{path} is a HATS {kind} catalog; only object or source catalogs can be tables here "
-            "(give the primary catalog, or the collection that holds it)"
-        )
-    info = cat.catalog_info
-    if not (info.ra_column and info.dec_column):
-        raise UserbatchError(f"HATS catalog {path} declares no hats_col_ra/hats_col_dec; add them to its properties")
-    if cat.schema is not None:
-        missing = [c for c in (info.ra_column, info.dec_column) if c not in cat.schema.names]
-        if missing:
-            raise UserbatchError(
-                f"HATS catalog {path} names ra/dec column(s) {', '.join(missing)} that its schema does not have"
-            )
-
-
-def _pixel_files(cat) -> list[str]:
-    """Data files of every partition of a HATS catalog, relative to its directory (``dataset/Norder=...``)."""
-    from hats.io import pixel_catalog_file
-
-    base = _local_path(cat.catalog_base_dir)
-    suffix = cat.catalog_info.npix_suffix
-    rel: list[str] = []
-    for pixel in cat.get_healpix_pixels():
-        target = _local_path(pixel_catalog_file(base, pixel, npix_suffix=suffix))
-        if suffix in ("/", "\\"):
-            if not target.is_dir():
-                raise UserbatchError(f"HATS catalog {base} lists partition {pixel} but {target} is not a directory")
-            files = sorted(f for f in target.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
-            rel.extend(str(f.relative_to(base)) for f in files)
-        else:
-            if not target.is_file():
-                raise UserbatchError(f"HATS catalog {base} lists partition {pixel} but its file {target} is missing")
-            rel.append(str(target.relative_to(base)))
-    return rel
-
-
-def _counts_from_metadata(base: Path, rel_paths: list[str]) -> dict[str, int] | None:
-    """Rows per file from ``dataset/_metadata`` (one read instead of one footer per file), when it covers them."""
-    meta_file = base / "dataset" / "_metadata"
-    if not meta_file.is_file():
-        return None
-    try:
-        meta = pq.read_metadata(meta_file)
-    except (OSError, pa.ArrowException):
-        return None
-    counts: dict[str, int] = defaultdict(int)
-    for i in range(meta.num_row_groups):
-        rg = meta.row_group(i)
-        if rg.num_columns == 0:
-            return None
-        counts["dataset/" + rg.column(0).file_path.lstrip("/")] += rg.num_rows
-    if not all(p in counts for p in rel_paths):
-        return None
-    return counts
-
-
-def _reader_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema both engines read a HATS catalog with: no hive columns, unsigned ints widened, no metadata."""
-    fields = []
-    for f in schema:
-        if f.name in HIVE_COLUMNS:
-            continue
-        fields.append(f.with_type(_UNSIGNED_AS.get(f.type, f.type)))
-    return pa.schema(fields)
-
-
-def hats_snapshot(location: str | Path) -> delta.Snapshot:
-    """The files of a HATS catalog as a :class:`~userbatch.tables.delta.Snapshot` (version -1: no history).
-
-    ``location`` is a catalog directory (or a collection, whose primary catalog is used). Row counts come from
-    ``dataset/_metadata`` when present, else from each file's footer; per-file ``_healpix_29`` bounds come from
-    the pixel in the path. The schema is the catalog's (``_common_metadata``) without ``Norder/Dir/Npix`` and with
-    unsigned integers widened the way Spark reads them.
-    """
-    cat, _ = _open_hats(location)
-    base = _local_path(cat.catalog_base_dir)
-    rel = _pixel_files(cat)
-    counts = _counts_from_metadata(base, rel) if rel else None
-    if counts is None:
-        files = plain_snapshot(str(base), rel).files
-    else:
-        lo, hi = [], []
-        for p in rel:
-            order, pix = path_pixel(p)
-            shift = 2 * (SPATIAL_INDEX_ORDER - order)
-            lo.append(pix << shift)
-            hi.append(((pix + 1) << shift) - 1)
-        files = pa.table({
-            "path": pa.array(rel, pa.string()),
-            "num_records": pa.array([counts[p] for p in rel], pa.int64()),
-            f"min.{SPATIAL_INDEX_COLUMN}": pa.array(lo, pa.int64()),
-            f"max.{SPATIAL_INDEX_COLUMN}": pa.array(hi, pa.int64()),
-        })
-    schema = cat.schema if cat.schema is not None else (pq.read_schema(base / rel[0]) if rel else pa.schema([]))
-    return delta.Snapshot(str(base), -1, _reader_schema(schema), files)
 
 
 # ---------------------------------------------------------------- register / import
@@ -266,7 +134,6 @@ def import_hats(
     Spark reads the catalog's partition files; ``Norder/Dir/Npix`` columns are dropped and ``_healpix_29`` is
     recomputed. The input path, catalog name and row count are recorded as provenance.
     """
-    from ..spark import active_session, session
     from .provenance import Provenance
     from .write import write_table
 
@@ -276,7 +143,7 @@ def import_hats(
     snap = hats_snapshot(base)
     if snap.files.num_rows == 0:
         raise UserbatchError(f"HATS catalog {base} has no partitions; there is nothing to import")
-    spark = spark or active_session() or session()
+    spark = spark or get_session()
     df = to_spark(spark, snap)
     df = df.drop(*[c for c in (*HIVE_COLUMNS, SPATIAL_INDEX_COLUMN) if c in df.columns])
     write_options.setdefault("ra_column", hc.catalog_info.ra_column)
@@ -321,7 +188,7 @@ def _files_by_pixel(snap: delta.Snapshot, what: str) -> dict[tuple[int, int], li
             )
         groups[pix].append((p, int(n or 0)))
     # HATS partitions must not overlap: check the order-29 ranges of the pixels
-    spans = sorted((pix << 2 * (SPATIAL_INDEX_ORDER - order), (pix + 1) << 2 * (SPATIAL_INDEX_ORDER - order))
+    spans = sorted(pixel_to_index_range(order, pix)
                    for order, pix in groups)
     for (_, hi), (lo, _) in pairwise(spans):
         if lo < hi:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import settings
+from ..engine import get_session
 from ..errors import InputFormatError, UserbatchError
 from .catalog import Catalog
 from .provenance import Provenance
@@ -121,9 +122,7 @@ def ingest(
 ) -> WriteResult:
     """Ingest files into table ``name``; ``write_options`` go to :func:`write_table` (ra/dec columns,
     partition order or pixel threshold, margin radius, ``on_bad_coords`` ...)."""
-    from ..spark import active_session, session
-
-    spark = spark or active_session() or session()
+    spark = spark or get_session()
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     prov = provenance or Provenance(job="ingest")
     for p in paths:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserbatchError
-from ..sky.healpix import SPATIAL_INDEX_ORDER
+from ..sky.healpix import pixels_to_index_ranges
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class PartitionPlan:
 
     def __post_init__(self):
         parts = np.asarray(self.partitions, dtype=np.int64).reshape(-1, 2)
-        starts = parts[:, 1] << (2 * (SPATIAL_INDEX_ORDER - parts[:, 0]))
+        starts = pixels_to_index_ranges(parts[:, 0], parts[:, 1])[0]
         order = np.argsort(starts, kind="stable")
         object.__setattr__(self, "partitions", parts[order])
         if self.counts is not None:
@@ -38,13 +38,11 @@ class PartitionPlan:
 
     @property
     def starts(self) -> np.ndarray:
-        p = self.partitions
-        return p[:, 1] << (2 * (SPATIAL_INDEX_ORDER - p[:, 0]))
+        return pixels_to_index_ranges(self.partitions[:, 0], self.partitions[:, 1])[0]
 
     @property
     def ends(self) -> np.ndarray:
-        p = self.partitions
-        return (p[:, 1] + 1) << (2 * (SPATIAL_INDEX_ORDER - p[:, 0]))
+        return pixels_to_index_ranges(self.partitions[:, 0], self.partitions[:, 1])[1]
 
     def lookup(self, index: np.ndarray) -> np.ndarray:
         """Partition position of each order-29 index, -1 where no partition covers it."""
@@ -110,8 +108,7 @@ def align(
         nchild = np.bincount(inverse, weights=new_child)
         collapse = (sums <= threshold) & (nchild > 1)
         if blocked is not None and len(blocked):
-            shift = 2 * (SPATIAL_INDEX_ORDER - order)
-            lo, hi = uparent << shift, (uparent + 1) << shift
+            lo, hi = pixels_to_index_ranges(order, uparent)
             pos = np.searchsorted(blocked[:, 1], lo, side="right")
             overlaps = (pos < len(blocked)) & (blocked[np.clip(pos, 0, len(blocked) - 1), 0] < hi)
             collapse &= ~overlaps
@@ -158,8 +155,7 @@ def plan_from_histogram(
     keep_existing = existing is not None and len(existing) > 0
     if keep_existing:
         old = PartitionPlan(existing)
-        shift = 2 * (SPATIAL_INDEX_ORDER - histogram_order)
-        inside = old.lookup(pixels << shift)
+        inside = old.lookup(pixels_to_index_ranges(histogram_order, pixels)[0])
         covered = inside >= 0
         blocked = np.column_stack([old.starts, old.ends])
     else:
@@ -178,7 +174,7 @@ def plan_from_histogram(
         parts = np.concatenate([parts, old.partitions])
         part_counts = np.concatenate([part_counts, np.bincount(inside[covered], weights=counts[covered],
                                                                minlength=len(old)).astype(np.int64)])
-    key = parts[:, 1] << (2 * (SPATIAL_INDEX_ORDER - parts[:, 0]))  # pixels are disjoint: range start is a key
+    key = pixels_to_index_ranges(parts[:, 0], parts[:, 1])[0]  # pixels are disjoint: range start is a key
     _, first, inv = np.unique(key, return_index=True, return_inverse=True)
     uniq = parts[first]
     total = np.bincount(inv.ravel(), weights=part_counts, minlength=len(uniq)).astype(np.int64)

@@ -1,12 +1,11 @@
-"""What a facility run asks of the tables layer, read once from the environment the facility sets.
+"""What a facility run asks of the tables layer (:class:`~userbatch.config.RunContext`, set by the worker).
 
-* ``USERBATCH_PINS`` (JSON ``{table: version}``): a table read without an explicit version reads the pinned one —
-  how ``userbatch rerun`` reproduces a run from exactly the inputs it read.
-* ``USERBATCH_OUTPUT_MAP`` (JSON ``{table: table}``): writes to a table go to another name — how a rerun writes
-  beside the original instead of over it.
-* ``USERBATCH_WRITE_NAMESPACES`` (comma list): the namespaces this run may write (the user's and their groups');
-  unset outside facility runs, where the catalog's owner rules alone apply.
-* ``USERBATCH_RUN_ID`` / ``USERBATCH_JOB``: stamped on the provenance of every commit the run makes.
+* pins: a table read without an explicit version reads the pinned one — how ``userbatch rerun`` reproduces a run
+  from exactly the inputs it read;
+* output map: writes to a table go to another name — how a rerun writes beside the original instead of over it;
+* write namespaces: the namespaces this run may write (the user's and their groups'); unset outside facility runs,
+  where the catalog's owner rules alone apply;
+* run id / job: stamped on the provenance of every commit the run makes.
 
 It also records what the process read and wrote (table, version), which the facility driver stores as the run's
 inputs and outputs.
@@ -14,40 +13,29 @@ inputs and outputs.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 
-from ..errors import AccessDenied, UserbatchError
+from ..config import settings
+from ..errors import AccessDenied
 
 _lock = threading.Lock()
 _reads: dict[str, int] = {}
 _writes: list[dict] = []
 
 
-def _json_env(name: str) -> dict:
-    raw = os.environ.get(name)
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise UserbatchError(f"{name} is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise UserbatchError(f"{name} must be a JSON object")
-    return value
-
-
 def run_id() -> str | None:
-    return os.environ.get("USERBATCH_RUN_ID") or None
+    """The facility run this process belongs to (None outside runs)."""
+    return settings().run.run_id
 
 
 def job_name() -> str | None:
-    return os.environ.get("USERBATCH_JOB") or None
+    """``kind:name`` of the facility run this process belongs to (None outside runs)."""
+    return settings().run.job
 
 
 def pins() -> dict[str, int]:
-    return {k: int(v) for k, v in _json_env("USERBATCH_PINS").items()}
+    """``{table: version}`` this run reads tables at."""
+    return dict(settings().run.pins)
 
 
 def pinned_version(table: str) -> int | None:
@@ -59,15 +47,16 @@ def pinned_version(table: str) -> int | None:
 
 
 def output_name(table: str) -> str:
-    return _json_env("USERBATCH_OUTPUT_MAP").get(table, table)
+    """The name a write to ``table`` goes to in this run (a rerun writes beside the original)."""
+    return settings().run.output_map.get(table, table)
 
 
 def check_writable(table: str) -> None:
-    allowed = os.environ.get("USERBATCH_WRITE_NAMESPACES")
-    if allowed is None:
+    """Raise :class:`~userbatch.errors.AccessDenied` when this run may not write ``table``'s namespace."""
+    spaces = settings().run.write_namespaces
+    if spaces is None:
         return
     ns = table.split(".")[0]
-    spaces = [s for s in allowed.split(",") if s]
     if "*" not in spaces and ns not in spaces:
         raise AccessDenied(f"this run may write only in namespace(s) {', '.join(spaces) or '(none)'}; "
                            f"{table} is in {ns}")

@@ -24,6 +24,8 @@ import pandas as pd  # module level: the pandas UDF's type hints are resolved ag
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..config import settings
+from ..engine import active_session, default_parallelism
 from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, TableExists, UserbatchError
 from ..sky.healpix import (
     HATS_DIR_STEP,
@@ -60,11 +62,10 @@ PARTITION_COLUMNS = ("Norder", "Dir", "Npix")
 _TASK_KEY = "_task_key"
 #: Partition column that sends a row to the margin table instead of the main one (never inside a file).
 MARGIN_FLAG = "ub_margin"
-#: Rows per write task; a partition is never split, so a task holds whole pixels.
-ROWS_PER_TASK = int(os.environ.get("USERBATCH_ROWS_PER_TASK", 600_000))
-#: Up to this many input rows, ingest counts pixels on the driver with pyarrow (two columns, a few seconds for
-#: 10M rows) instead of a Spark pass whose Python workers cost more than the counting; beyond it, Spark.
-DRIVER_HISTOGRAM_MAX_ROWS = int(os.environ.get("USERBATCH_DRIVER_HISTOGRAM_MAX_ROWS", 200_000_000))
+# Sizes (settings().tuning): rows_per_task — rows per write task (a partition is never split, so a task holds
+# whole pixels); driver_histogram_max_rows — up to this many input rows, ingest counts pixels on the driver with
+# pyarrow (two columns, a few seconds for 10M rows) instead of a Spark pass whose Python workers cost more than the
+# counting; beyond it, Spark.
 #: Parquet row groups stay modest so a cone touches few of them.
 ROW_GROUP_BYTES = 4 * 1024 * 1024
 
@@ -275,16 +276,15 @@ def _write_files(df, root: Path, partitioned: bool, margin_root: Path | None = N
     return moved[root], moved[margin_root], schema.remove_metadata()
 
 
-#: Fault injection for the crash test: when set to a file path, a write touches that file once its data files
-#: are in place and then waits, so a test can kill the process at exactly the worst moment (before the commit).
-FAULT_BEFORE_COMMIT_ENV = "USERBATCH_FAULT_BEFORE_COMMIT"
+#: Test hook: callables run with the table's location once a write's data files are in place, just before its
+#: commit — the crash test installs one that signals and waits, then kills the process at exactly that moment.
+#: Empty in production: nothing here reads the environment or sleeps.
+before_commit_hooks: list = []
 
 
 def _commit(location: Path, rel_paths, schema, mode, metadata, expected_version=None) -> int:
-    marker = os.environ.get(FAULT_BEFORE_COMMIT_ENV)
-    if marker:
-        Path(marker).write_text(str(location))
-        time.sleep(3600)
+    for hook in before_commit_hooks:
+        hook(location)
     exists = delta.is_delta_table(location)
     delta_mode = "create" if not exists else mode
     try:
@@ -321,7 +321,7 @@ def _histogram(src, ra_col: str, dec_col: str, order: int) -> tuple[np.ndarray, 
 def _histogram_from_files(paths: list[str], ra_col: str, dec_col: str, order: int):
     """The same histogram as :func:`_histogram`, read on the driver with pyarrow from Parquet files that hold
     exactly the rows being written: only the two coordinate columns, streamed in batches (memory stays flat),
-    no Spark job. Used by ingest for inputs up to ``DRIVER_HISTOGRAM_MAX_ROWS``."""
+    no Spark job. Used by ingest for inputs up to ``settings().tuning.driver_histogram_max_rows``."""
     import pyarrow.dataset as pads
 
     pix_parts, cnt_parts = [], []
@@ -342,7 +342,7 @@ def _use_driver_histogram(paths: list[str] | None) -> bool:
     if not paths:
         return False
     rows = sum(pq.read_metadata(p).num_rows for p in paths)
-    return rows <= DRIVER_HISTOGRAM_MAX_ROWS
+    return rows <= settings().tuning.driver_histogram_max_rows
 
 
 def _prepare_entry(cat: Catalog, name: str, mode: str, options: dict) -> tuple[TableEntry, bool]:
@@ -479,7 +479,6 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
             hist_pixels, hist_counts, hist_order, partition_order=entry.partition_order,
             threshold=entry.pixel_threshold or DEFAULT_THRESHOLD, existing=existing,
         )
-        from ..spark import default_parallelism  # sparkContext's on a classic session; Spark Connect has none
         task_of_part, n_tasks = _tasks(plan, default_parallelism(spark))
         keys = task_keys(n_tasks)[task_of_part] if len(plan) else np.zeros(0, np.int32)
     quarantined = 0
@@ -551,19 +550,17 @@ def _max_open_files(plan: PartitionPlan) -> int:
 
 
 def _tasks(plan: PartitionPlan, parallelism: int) -> tuple[np.ndarray, int]:
-    """Pack partitions into write tasks: about ROWS_PER_TASK rows each, but at least one task per core."""
+    """Pack partitions into write tasks: about ``tuning.rows_per_task`` rows each, but at least one task per core."""
     if not len(plan):
         return np.zeros(0, dtype=np.int64), 1
     counts = plan.counts if plan.counts is not None else np.ones(len(plan), dtype=np.int64)
-    wanted = max(-(-int(counts.sum()) // ROWS_PER_TASK), min(parallelism, len(plan)))
+    wanted = max(-(-int(counts.sum()) // settings().tuning.rows_per_task), min(parallelism, len(plan)))
     task_of_part = pack_tasks(counts, max(1, -(-int(counts.sum()) // wanted)), max_tasks=wanted)
     return task_of_part, int(task_of_part.max()) + 1
 
 
 def _refresh_view(entry: TableEntry) -> None:
     """Keep the SQL view of a running session pointing at the version just written."""
-    from ..spark import active_session
-
     spark = active_session()
     if spark is None:
         return
