@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets everything up first (idempotent), then runs.
-.PHONY: setup demo test check notebooks bench-ingest bench-cone
+.PHONY: setup demo test check notebooks docs bench-ingest bench-cone
 
 setup:
 	./scripts/setup.sh
@@ -20,6 +20,10 @@ check: setup
 
 notebooks: setup
 	.venv/bin/python -m pytest -q tests/test_notebooks.py
+
+# The documentation site (Sphinx; warnings are errors, as in tests/test_docs.py): docs/_build/html/index.html
+docs: setup
+	.venv/bin/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 bench-ingest: setup
 	.venv/bin/python bench/ingest.py

@@ -113,5 +113,5 @@ def propagate(ra_deg, dec_deg, pmra_masyr, pmdec_masyr, ref_epoch_jyear, epoch_j
 
 
 def max_displacement_arcsec(pm_max_masyr: float, dt_max_yr: float) -> float:
-    """An upper bound on how far any row moves: |pm| * |dt|, plus 1% for perspective effects and a milliarcsec."""
+    """An upper bound on how far any row moves: ``|pm| * |dt|``, plus 1% for perspective effects and a milliarcsec."""
     return float(pm_max_masyr) * abs(float(dt_max_yr)) / 1000.0 * 1.01 + 1e-3
