@@ -43,3 +43,10 @@ class CommitConflict(UserbatchError):
 
 class InputFormatError(UserbatchError):
     """An input file could not be read in the declared format."""
+
+
+class MissingExtra(UserbatchError, ImportError):
+    """An optional part of userbatch was used without the extra that installs it (``pip install 'userbatch[ml]'``).
+
+    Also an :class:`ImportError`, so code that probes for an optional package with ``except ImportError`` keeps
+    working."""

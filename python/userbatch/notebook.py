@@ -14,14 +14,16 @@ import os
 from pathlib import Path
 
 from .errors import UserbatchError
+from .resources import repo_root
 
 log = logging.getLogger(__name__)
 
 #: the tables the notebooks read; all present means the home is ready
 DEMO_TABLES = ("dp1.object", "dp1.visit", "dp1.forced_source", "ref.gaia")
 
-#: the repository root (python/userbatch/notebook.py -> ../..), where ``make demo`` writes ``demo_output``
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the repository root when running from a checkout (``make demo`` writes ``demo_output`` there); None for an
+#: installed package, whose notebooks use ``demo_output`` in the current directory, as ``userbatch demo`` does
+REPO_ROOT = repo_root()
 
 
 def _choose_home(home) -> tuple[Path, bool]:
@@ -30,18 +32,19 @@ def _choose_home(home) -> tuple[Path, bool]:
         return Path(home).expanduser().resolve(), False
     if os.environ.get("USERBATCH_HOME"):
         return Path(os.environ["USERBATCH_HOME"]).expanduser().resolve(), True
-    return REPO_ROOT / "demo_output", False
+    return (REPO_ROOT or Path.cwd()) / "demo_output", False
 
 
 def open_demo(n_objects: int = 5000, home=None):
     """Return a SparkSession whose SQL views are the demo catalog's tables, building that catalog if needed.
 
-    The home is ``home``, else ``$USERBATCH_HOME``, else ``<repo>/demo_output`` (what ``make demo`` writes).
-    USERBATCH_HOME, USERBATCH_DB_URL (SQLite in the home) and USERBATCH_WAREHOUSE are set as the demo sets them,
-    so the library, the CLI run from ``!userbatch ...`` cells and facility runs all see the same catalog; when the
-    home came from the environment, a database URL or warehouse already set there is respected (a deployment's
-    PostgreSQL, CI's prepared catalog). If the catalog lacks the demo tables, ``n_objects`` simulated objects are
-    ingested (about a minute for 5000 on a laptop); a home holding other data is never written into.
+    The home is ``home``, else ``$USERBATCH_HOME``, else ``<repo>/demo_output`` (what ``make demo`` writes;
+    ``./demo_output`` for an installed package). USERBATCH_HOME, USERBATCH_DB_URL (SQLite in the home) and
+    USERBATCH_WAREHOUSE are set as the demo sets them, so the library, the CLI run from ``!userbatch ...`` cells
+    and facility runs all see the same catalog; when the home came from the environment, a database URL or
+    warehouse already set there is respected (a deployment's PostgreSQL, CI's prepared catalog). If the catalog
+    lacks the demo tables, ``n_objects`` simulated objects are ingested (about a minute for 5000 on a laptop); a
+    home holding other data is never written into.
     """
     from . import demo
     from .spark import session

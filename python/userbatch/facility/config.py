@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from ..errors import UserbatchError
+from ..resources import conf
 from .accounts import IdentityConfig
 
-DEFAULT_PATH = Path(__file__).resolve().parents[3] / "conf" / "facility.yaml"
+DEFAULT_PATH = conf("facility.yaml")  # the repository's conf/ in a checkout, else the packaged copy
 PERIODS = ("month", "quarter", "year")
 HOURS_PER_PERIOD = {"month": 730.0, "quarter": 2190.0, "year": 8760.0}
 

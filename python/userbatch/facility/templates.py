@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserbatchError
+from ..resources import conf
 from ..tables.names import parse_table_name
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ class TemplateError(UserbatchError):
 
 def template_dirs() -> list[Path]:
     """Where templates are looked up: ``USERBATCH_TEMPLATE_PATH`` (``:``-separated) first, then the
-    ``conf/templates`` directory of the source tree this package runs from."""
+    shipped ``conf/templates`` (the repository's in a checkout: :mod:`userbatch.resources`)."""
     dirs = [Path(p) for p in os.environ.get("USERBATCH_TEMPLATE_PATH", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[3] / "conf" / "templates")
+    dirs.append(conf("templates"))
     return dirs
 
 

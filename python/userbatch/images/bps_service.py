@@ -28,14 +28,19 @@ import re
 import time
 from pathlib import Path
 
-from lsst.ctrl.bps import BaseWmsService, BaseWmsWorkflow, WmsJobReport, WmsRunReport, WmsStates
-
 from ..errors import UserbatchError
+from ..extras import missing
+from ..resources import conf
+
+try:
+    from lsst.ctrl.bps import BaseWmsService, BaseWmsWorkflow, WmsJobReport, WmsRunReport, WmsStates
+except ModuleNotFoundError as exc:
+    raise missing("images", exc) from exc
 
 log = logging.getLogger(__name__)
 
 #: The plugin's defaults (read by BPS after its own and before the user's submit YAML).
-DEFAULTS_PATH = Path(__file__).resolve().parents[3] / "conf" / "bps" / "userbatch.yaml"
+DEFAULTS_PATH = conf("bps", "userbatch.yaml")
 PLAN_NAME = "userbatch_plan.json"
 STATE_NAME = "userbatch_jobs.json"
 SUBMIT_NAME = "userbatch_submit.json"

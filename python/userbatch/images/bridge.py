@@ -18,10 +18,12 @@ import yaml
 
 from ..config import settings
 from ..errors import UserbatchError
+from ..resources import path as shipped_path
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[3]
+#: the shipped pipelines (the repository's pipelines/ in a checkout, else the packaged copy)
+PIPELINES = shipped_path("pipelines")
 SERVICE = "userbatch.images.bps_service.UserbatchService"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _KEYS = {"pipeline", "butler", "inputs", "query", "config", "name", "cores", "max_hours", "group", "retries"}
@@ -53,9 +55,9 @@ def pipeline_path(name: str) -> Path:
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p.resolve()
-    if _NAME.match(name) and (ROOT / "pipelines" / f"{name}.yaml").is_file():
-        return ROOT / "pipelines" / f"{name}.yaml"
-    shipped = sorted(q.stem for q in (ROOT / "pipelines").glob("*.yaml"))
+    if _NAME.match(name) and (PIPELINES / f"{name}.yaml").is_file():
+        return PIPELINES / f"{name}.yaml"
+    shipped = sorted(q.stem for q in PIPELINES.glob("*.yaml"))
     raise ImageRequestError(f"pipeline {name!r} is neither a YAML file nor one of {', '.join(shipped)}")
 
 
