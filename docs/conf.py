@@ -4,16 +4,15 @@ Build it with ``make docs`` (``python -m sphinx -W --keep-going -b html docs doc
 ``tests/test_docs.py`` runs the same build in the test suite, with warnings as errors, and checks that every
 public function and class of the package is in the API reference.
 
-The API reference is generated, never kept by hand: ``api/index.rst`` holds one recursive autosummary over the
-``userbatch`` package, and the templates in ``_templates/autosummary/`` turn each module into a page with its
-docstring, a summary table and every public function and class defined in it. The module tree comes from the
-source files (so a module added or renamed later is picked up, and directories without ``__init__.py`` are
-walked too), and the page of the ``userbatch`` package itself documents whatever ``userbatch.__all__`` holds at
-build time: the public API.
+The API reference is generated, never kept by hand: when the build starts, :func:`write_api_pages` writes one
+page per module of the source tree (so a module added or renamed later is picked up) with its docstring, summary
+tables and every public function and class defined in it; the page of the ``userbatch`` package itself documents
+whatever ``userbatch.__all__`` holds at build time: the public API.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 from pathlib import Path
@@ -50,7 +49,6 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "README.md"]
 
 # ``single backticks`` in docstrings are code, as they are in the Markdown pages.
@@ -60,11 +58,15 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 # -- API reference -------------------------------------------------------------------------------------------------
+#
+# One page per module, written by write_api_pages() below when the build starts (into api/generated/, which git
+# ignores): the module's docstring, summary tables (autosummary) and every public function and class defined in
+# it (autodoc). The modules come from the source tree, so a module added, moved or renamed is picked up without
+# editing anything here. Why not autosummary's own ``:recursive:`` generation: it finds subpackages with pkgutil,
+# which skips directories without ``__init__.py``, and it resolves ``userbatch.ops.search`` to the *function*
+# ``search`` that ``userbatch.ops`` re-exports, not to the module of that name.
 
-autosummary_generate = True
-autosummary_generate_overwrite = True
-autosummary_imported_members = False
-autosummary_ignore_module_all = True  # a module's __all__ does not hide public functions defined in it
+autosummary_generate = False  # the pages are written by write_api_pages(); autosummary only draws the tables
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
@@ -77,6 +79,8 @@ napoleon_google_docstring = False
 napoleon_use_rtype = False
 napoleon_use_ivar = True
 
+API_PAGES = DOCS / "api" / "generated"
+
 
 def _excluded(name: str) -> bool:
     return any(name == x or name.startswith(x + ".") for x in API_EXCLUDE)
@@ -85,9 +89,8 @@ def _excluded(name: str) -> bool:
 def module_tree() -> dict[str, list[str]]:
     """Every documented module of the package, mapped to its direct submodules, from the source files.
 
-    A directory counts as a package whether or not it has an ``__init__.py`` (``pkgutil``, which autosummary's
-    own recursion uses, skips namespace packages). Private modules (a name starting with ``_``) and
-    :data:`API_EXCLUDE` are left out.
+    A directory counts as a package whether or not it has an ``__init__.py``. Private modules (a name starting
+    with ``_``) and :data:`API_EXCLUDE` are left out.
     """
     tree: dict[str, list[str]] = {}
 
@@ -100,7 +103,7 @@ def module_tree() -> dict[str, list[str]]:
                 child = f"{name}.{path.stem}"
             else:
                 continue
-            if _excluded(child) or not child.replace(".", "_").isidentifier():
+            if _excluded(child) or not all(p.isidentifier() for p in child.split(".")):
                 continue
             children.append(child)
             if path.is_dir():
@@ -113,29 +116,107 @@ def module_tree() -> dict[str, list[str]]:
     return tree
 
 
-def public_api() -> list[tuple[str, str]]:
-    """``userbatch.__all__`` at build time, each name with the autodoc directive that documents it."""
-    out = []
-    for name in getattr(userbatch, "__all__", []):
-        if name.startswith("_"):
+def public_members(module) -> tuple[list[str], list[str]]:
+    """The public functions and classes *defined* in a module (not imported into it), in source order."""
+    functions, classes = [], []
+    for attr, obj in vars(module).items():
+        if attr.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
             continue
-        obj = getattr(userbatch, name)
         if inspect.isclass(obj):
-            kind = "exception" if issubclass(obj, BaseException) else "class"
-        elif inspect.ismodule(obj):
-            kind = "module"
-        elif callable(obj):
-            kind = "function"
-        else:
-            kind = "data"
-        out.append((name, kind))
-    return out
+            classes.append(attr)
+        elif inspect.isroutine(obj) or inspect.isfunction(getattr(obj, "py_func", None)):  # numba: a dispatcher
+            functions.append(attr)
+    return functions, classes
 
 
-autosummary_context = {
-    "module_tree": module_tree(),
-    "public_api": public_api(),
-}
+def _kind(obj) -> str:
+    if inspect.isclass(obj):
+        return "class"
+    if inspect.ismodule(obj):
+        return "module"
+    if callable(obj):
+        return "function"
+    return "data"
+
+
+def _summary(module) -> str:
+    """The first paragraph of a module's docstring, on one line."""
+    doc = inspect.getdoc(module) or ""
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def _title(text: str) -> list[str]:
+    return [text, "=" * len(text), ""]
+
+
+def _members_rst(functions: list[str], classes: list[str], data: tuple[str, ...] = ()) -> list[str]:
+    lines: list[str] = []
+    for heading, names in (("Functions", functions), ("Classes", classes)):
+        if names:
+            lines += [f".. rubric:: {heading}", "", ".. autosummary::", ""]
+            lines += [f"   {n}" for n in names] + [""]
+    for n in functions:
+        lines += [f".. autofunction:: {n}", ""]
+    for n in classes:
+        lines += [f".. autoclass:: {n}", "   :members:", ""]
+    for n in data:
+        lines += [f".. autodata:: {n}", "   :no-value:", ""]
+    return lines
+
+
+def module_page(name: str, submodules: list[str]) -> str:
+    """The reST of one module's page."""
+    from sphinx.util import logging
+
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # autodoc would say it less clearly; -W turns this into a failed build
+        logging.getLogger(__name__).warning(f"API reference: cannot import {name}: {exc!r}")
+        return "\n".join(_title(name) + [f".. automodule:: {name}", ""])
+    functions, classes = public_members(module)
+    if name == "userbatch":
+        # The public API: userbatch.__all__ at build time (lazy attributes included), as userbatch.<name>.
+        lines = _title("userbatch: the public API") + [f".. automodule:: {name}", "", f".. currentmodule:: {name}", ""]
+        lines += ["Everything in ``userbatch.__all__``, importable as ``userbatch.<name>``; the deep module paths",
+                  "below keep working.", ""]
+        kinds = {n: _kind(getattr(module, n)) for n in getattr(module, "__all__", []) if not n.startswith("_")}
+        api_functions = [n for n, k in kinds.items() if k == "function"]
+        api_classes = [n for n, k in kinds.items() if k == "class"]
+        api_data = tuple(n for n, k in kinds.items() if k == "data")
+        lines += _members_rst(api_functions + [f for f in functions if f not in kinds],
+                              api_classes + [c for c in classes if c not in kinds], api_data)
+    else:
+        lines = _title(name) + [f".. automodule:: {name}", "", f".. currentmodule:: {name}", ""]
+        lines += _members_rst(functions, classes)
+    if submodules:
+        lines += [".. rubric:: Modules", "", ".. toctree::", "   :hidden:", ""]
+        lines += [f"   {sub}" for sub in submodules] + [""]
+        for sub in submodules:
+            try:
+                summary = _summary(importlib.import_module(sub))
+            except Exception:
+                summary = ""
+            lines += [f"* :mod:`{sub}`" + (f" — {summary}" if summary else "")]
+        lines += [""]
+    return "\n".join(lines)
+
+
+def write_api_pages(app=None) -> None:
+    """Write api/generated/<module>.rst for every module, rewriting only what changed and removing pages of
+    modules that are gone."""
+    API_PAGES.mkdir(parents=True, exist_ok=True)
+    tree = module_tree()
+    wanted = set()
+    for name, submodules in tree.items():
+        path = API_PAGES / f"{name}.rst"
+        wanted.add(path)
+        text = module_page(name, submodules)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+    for path in API_PAGES.glob("*.rst"):
+        if path not in wanted:
+            path.unlink()
+
 
 # -- HTML output ---------------------------------------------------------------------------------------------------
 
@@ -162,4 +243,5 @@ def _skip_framework_attributes(app, what, name, obj, skip, options):
 
 
 def setup(app):
+    app.connect("builder-inited", write_api_pages)
     app.connect("autodoc-skip-member", _skip_framework_attributes)
