@@ -9,7 +9,7 @@ job costs end to end). Wall time is the best of the repeats as the parent proces
 targets must be identical row for row (the script exits 1 otherwise).
 
 Both use ``spark.sql.shuffle.partitions=4`` (2 cores x 2). The cluster is started with
-:func:`userbatch.facility.cluster.start` and stopped at the end.
+:func:`userbatch.cluster.dev.start` and stopped at the end.
 
 Last line: ``RESULT cluster_vs_local_ratio=<cluster_s / local_s> local_s=<s> cluster_s=<s> rows=<n>``.
 """
@@ -108,7 +108,7 @@ def main() -> int:
         print(f"built {a.rows:,} + {int(a.rows * 0.6):,} rows in {time.monotonic() - t0:.1f} s")
     os.environ.update(_env(home))
     sys.path.insert(0, str(ROOT / "python"))
-    from userbatch.facility import cluster as dev
+    from userbatch.cluster import dev
 
     dev.stop()  # a stale record of an earlier interrupted run
     st = dev.start(workers=2, cores=1, memory="1g")

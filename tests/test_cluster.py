@@ -30,8 +30,8 @@ from click.testing import CliRunner
 from helpers import module_facility, sky_points
 
 from userbatch.cli import main
-from userbatch.facility import cluster as dev
-from userbatch.facility.runners import spark_submit
+from userbatch.cluster import dev
+from userbatch.cluster.base import spark_submit
 
 pytestmark = pytest.mark.slow
 

@@ -19,15 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 from userbatch.errors import UserbatchError
-from userbatch.facility.cluster_runners import (
-    KubernetesRunner,
-    YarnRunner,
-    dns_label,
-    k8s_quantity,
-    label_value,
-    memory_mib,
-)
-from userbatch.facility.runners import DRIVER, LocalRunner, StandaloneRunner, SubmitSpec, runner_for
+from userbatch.cluster.kubernetes import KubernetesRunner
+from userbatch.cluster.naming import dns_label, k8s_quantity, label_value, memory_mib
+from userbatch.cluster.yarn import YarnRunner
+from userbatch.cluster.base import DRIVER, SubmitSpec
+from userbatch.cluster.local import LocalRunner
+from userbatch.cluster.registry import runner_for
+from userbatch.cluster.standalone import StandaloneRunner
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -442,7 +440,7 @@ def test_runner_for_cluster_kinds_render_but_do_not_launch(tmp_path, kind, cls):
 
 
 def test_runner_for_passes_options_and_warns_about_unknown_ones(caplog):
-    with caplog.at_level(logging.WARNING, logger="userbatch.facility.cluster_runners"):
+    with caplog.at_level(logging.WARNING, logger="userbatch.cluster"):
         yarn = runner_for("yarn", deploy_mode="client", archives=["a.tgz#e"], max_concurrent=2)
         k8s = runner_for("kubernetes", namespace_prefix="lsst-", warehouse_pvc="wh", warehuose_mount="/x")
     assert yarn.deploy_mode == "client" and yarn.archives == ["a.tgz#e"]
@@ -455,7 +453,7 @@ def test_runner_for_passes_options_and_warns_about_unknown_ones(caplog):
 
 
 def test_a_launchable_kubernetes_runner_writes_its_templates_before_submitting(tmp_path, monkeypatch):
-    from userbatch.facility import runners
+    from userbatch.cluster import base as runners
 
     calls = []
     monkeypatch.setattr(runners.Runner, "launch", lambda self, spec, log_path: calls.append((spec, log_path)))
@@ -468,7 +466,7 @@ def test_a_launchable_kubernetes_runner_writes_its_templates_before_submitting(t
 
 
 def test_executor_cores_option_fits_small_workers():
-    from userbatch.facility.runners import executor_cores
+    from userbatch.cluster.base import executor_cores
 
     assert executor_cores({}) == 4 and executor_cores({"executor_cores": 1}) == 1
     # the worker's spec: 2 cores as 2 executors of 1 core on a cluster of 1-core workers

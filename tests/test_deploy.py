@@ -13,17 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from userbatch.facility import schedulers as S
-from userbatch.facility.cluster_runners import (
-    SPARK_CLUSTER_ROLE,
-    USER_INFO_ANNOTATION,
-    KubernetesRunner,
-    deploy_spark_examples,
-    spark_application,
-    yunikorn_user_info,
-)
+from userbatch.cluster import kubernetes, render
+from userbatch.cluster.kubernetes import SPARK_CLUSTER_ROLE, USER_INFO_ANNOTATION, KubernetesRunner, spark_application, yunikorn_user_info
+from userbatch.cluster.render import deploy_spark_examples
 from userbatch.facility.config import load_config, parse_config
-from userbatch.facility.runners import DRIVER, SubmitSpec, runner_for
+from userbatch.cluster.base import DRIVER, SubmitSpec
+from userbatch.cluster.registry import runner_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -121,7 +116,7 @@ def test_the_configmap_facility_config_parses_with_a_kubernetes_runner():
     for field in ("total_cores", "user_fraction", "users", "groups", "max_concurrent_runs", "queue_prefix",
                   "memory_per_core_gb"):
         assert getattr(cfg, field) == getattr(base, field), field
-    assert S.kubernetes_yaml(cfg).split("\n", 1)[1] == (K8S / "quotas.yaml").read_text().split("\n", 1)[1]
+    assert kubernetes.kubernetes_yaml(cfg).split("\n", 1)[1] == (K8S / "quotas.yaml").read_text().split("\n", 1)[1]
 
 
 def workloads() -> dict[str, dict]:
@@ -195,8 +190,8 @@ def test_worker_rbac_covers_the_run_namespaces():
     assert {"create", "delete", "watch"} <= set(core["verbs"]) and "configmaps" in core["resources"]
     bound = {d["metadata"]["namespace"] for d in docs_of(SPARK / "run-namespaces.yaml") if d["kind"] == "RoleBinding"}
     quota_ns = {d["metadata"]["name"] for d in docs_of(K8S / "quotas.yaml") if d["kind"] == "Namespace"}
-    assert bound == quota_ns == {S.namespace_for(cfg, "demo", "dp1_team"), S.namespace_for(cfg, "demo", None),
-                                 S.namespace_for(cfg, "admin", None)}
+    assert bound == quota_ns == {kubernetes.namespace_for(cfg, "demo", "dp1_team"), kubernetes.namespace_for(cfg, "demo", None),
+                                 kubernetes.namespace_for(cfg, "admin", None)}
 
 
 # ------------------------------------------------------------------------------------------------ Spark on k8s
@@ -246,7 +241,7 @@ def test_rendered_spark_application_matches_the_runner(user, group, cores, execu
     check_spark_application(app)
     body = app["spec"]
     assert body["executor"]["instances"] * body["executor"]["cores"] == cores
-    assert app["metadata"]["namespace"] == runner.namespace(spec) == S.namespace_for(cfg, user, group)
+    assert app["metadata"]["namespace"] == runner.namespace(spec) == kubernetes.namespace_for(cfg, user, group)
     assert body["batchSchedulerOptions"]["queue"] == runner.queue(spec) == cfg.queue_for(user, group)
     assert body["arguments"] == [spec.run_dir] and body["mainApplicationFile"].endswith("/" + DRIVER.name)
     # the same identity and sizes as the spark-submit path
@@ -273,7 +268,7 @@ def test_user_info_annotation_has_one_source():
     runner = runner_for(**cfg.runner)
     for user, group in (("demo", "dp1_team"), ("demo", None), ("eve", "a.b")):
         spec = SubmitSpec(run_id="x", run_dir="/r", user=user, group=group, queue=cfg.queue_for(user, group))
-        settings = S.submission_settings(cfg, user, group)
+        settings = render.submission_settings(cfg, user, group)
         conf = runner.conf(spec)
         pod = runner.pod_template(spec, "executor")
         for role in ("driver", "executor"):

@@ -15,9 +15,10 @@ import pytest
 
 from userbatch.errors import UserbatchError
 from userbatch.facility.accounts import Credentials, IdentityConfig, account_name, group_name
-from userbatch.facility.cluster_runners import KubernetesRunner, YarnRunner
+from userbatch.cluster.kubernetes import KubernetesRunner
+from userbatch.cluster.yarn import YarnRunner
 from userbatch.facility.isolation import clean_environment, wrap
-from userbatch.facility.runners import SubmitSpec
+from userbatch.cluster.base import SubmitSpec
 
 
 def _spec(**over) -> SubmitSpec:

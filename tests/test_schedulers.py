@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from userbatch.errors import UserbatchError
-from userbatch.facility import schedulers as S
+from userbatch.cluster import kubernetes, naming, quotas, render, slurm, yarn
 from userbatch.facility.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,12 +71,12 @@ def test_queue_names_are_safe_and_shared_with_queue_for(cfg):
     odd = cfg.queue_for("x", "Cosmo.Team")
     assert odd.count(".") == 2 and YK_QUEUE.match(odd.rsplit(".", 1)[1])
     assert cfg.queue_for("x", "Cosmo.Team") != cfg.queue_for("x", "Cosmo_Team")
-    settings = S.submission_settings(cfg, "alice", "Cosmo.Team")
+    settings = render.submission_settings(cfg, "alice", "Cosmo.Team")
     assert settings["spark.yarn.queue"] == odd == settings["spark.kubernetes.driver.label.queue"]
     assert DNS_LABEL.match(settings["spark.kubernetes.namespace"])
     assert settings["spark.kubernetes.scheduler.name"] == "yunikorn"
     assert SLURM_ACCOUNT.match(settings["slurm.account"])
-    assert S.submission_settings(cfg, "alice")["spark.kubernetes.namespace"] == "ub-user-alice"
+    assert render.submission_settings(cfg, "alice")["spark.kubernetes.namespace"] == "ub-user-alice"
 
 
 # ------------------------------------------------------------------------------------------------ YARN
@@ -96,7 +96,7 @@ def yarn_props(text: str) -> dict[str, str]:
 
 
 def test_capacity_scheduler_xml(cfg):
-    props = yarn_props(S.capacity_scheduler_xml(cfg))
+    props = yarn_props(yarn.capacity_scheduler_xml(cfg))
     cs = "yarn.scheduler.capacity."
 
     def children(q):
@@ -106,7 +106,7 @@ def test_capacity_scheduler_xml(cfg):
     for parent in ("root", "root.users"):  # capacities at each level sum to exactly 100
         assert sum(Decimal(props[f"{cs}{parent}.{c}.capacity"]) for c in children(parent)) == 100
     assert props[f"{cs}root.users.capacity"] == "20.00"
-    leaves = {c for c in children("root.users")} - {S.SPARE_QUEUE}
+    leaves = {c for c in children("root.users")} - {quotas.SPARE_QUEUE}
     leaf = {g: cfg.queue_for("-", g).rsplit(".", 1)[1] for g in GROUPS}
     leaf.update({u: u if u != "Jane.Doe" else cfg.queue_for(u, None).rsplit(".", 1)[1] for u in USERS})
     assert leaves == set(leaf.values())  # exactly the groups and users of the file
@@ -130,16 +130,16 @@ def test_capacity_scheduler_xml(cfg):
 
 
 def test_largest_remainder_is_exact():
-    out = S.largest_remainder({"a": 1, "b": 1, "c": 1})
+    out = yarn.largest_remainder({"a": 1, "b": 1, "c": 1})
     assert sum(out.values()) == 10000 and sorted(out.values()) == [3333, 3333, 3334]
-    assert S.largest_remainder({"a": 0, "b": 0}) == {"a": 5000, "b": 5000}
+    assert yarn.largest_remainder({"a": 0, "b": 0}) == {"a": 5000, "b": 5000}
 
 
 def test_overcommitted_quotas_scale_to_100(cfg):
     small = parse_config({**DOC, "capacity": {"cores": 10, "user_fraction": 1.0}})
-    props = yarn_props(S.capacity_scheduler_xml(small))
+    props = yarn_props(yarn.capacity_scheduler_xml(small))
     kids = props["yarn.scheduler.capacity.root.users.queues"].split(",")
-    assert S.SPARE_QUEUE not in kids
+    assert quotas.SPARE_QUEUE not in kids
     assert sum(Decimal(props[f"yarn.scheduler.capacity.root.users.{k}.capacity"]) for k in kids) == 100
     for k in kids:
         assert Decimal(props[f"yarn.scheduler.capacity.root.users.{k}.maximum-capacity"]) <= 100
@@ -149,7 +149,7 @@ def test_overcommitted_quotas_scale_to_100(cfg):
 
 
 def test_yunikorn_queues(cfg):
-    doc = yaml.safe_load(S.yunikorn_queues_yaml(cfg))
+    doc = yaml.safe_load(kubernetes.yunikorn_queues_yaml(cfg))
     (part,) = doc["partitions"]
     assert part["name"] == "default"
     assert [r["name"] for r in part["placementrules"]] == ["provided", "user"]
@@ -175,22 +175,22 @@ def test_yunikorn_queues(cfg):
 
 def test_kubernetes_manifests_validate(cfg):
     kv = pytest.importorskip("kubernetes_validate")
-    docs = list(yaml.safe_load_all(S.kubernetes_yaml(cfg)))
-    assert docs == S.kubernetes_manifests(cfg)
+    docs = list(yaml.safe_load_all(kubernetes.kubernetes_yaml(cfg)))
+    assert docs == kubernetes.kubernetes_manifests(cfg)
     for d in docs:
         kv.validate(d, kv.latest_version(), strict=True)
         assert DNS_LABEL.match(d["metadata"]["name"])
     namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
-    expected = {S.namespace_for(cfg, None, g) for g in GROUPS} | {S.namespace_for(cfg, u, None) for u in USERS}
+    expected = {kubernetes.namespace_for(cfg, None, g) for g in GROUPS} | {kubernetes.namespace_for(cfg, u, None) for u in USERS}
     assert namespaces == expected and len(namespaces) == len(GROUPS) + len(USERS)
     quotas = {d["metadata"]["namespace"]: d["spec"]["hard"] for d in docs if d["kind"] == "ResourceQuota"}
     for g, (cores, _, _) in GROUPS.items():
-        hard = quotas[S.namespace_for(cfg, None, g)]
+        hard = quotas[kubernetes.namespace_for(cfg, None, g)]
         n = sched_cores(cores)
         assert hard == {"requests.cpu": str(n), "limits.cpu": str(n), "requests.memory": f"{2 * n}Gi",
                         "limits.memory": f"{2 * n}Gi", "pods": str(n)}
     for u, (cores, _) in USERS.items():
-        assert quotas[S.namespace_for(cfg, u, None)]["limits.cpu"] == str(sched_cores(cores))
+        assert quotas[kubernetes.namespace_for(cfg, u, None)]["limits.cpu"] == str(sched_cores(cores))
 
 
 def test_kubernetes_validate_catches_a_broken_manifest():
@@ -204,7 +204,7 @@ def test_kubernetes_validate_catches_a_broken_manifest():
 
 
 def test_slurm_commands(cfg):
-    text = S.slurm_commands(cfg)
+    text = slurm.slurm_commands(cfg)
     bash = shutil.which("bash")
     assert subprocess.run([bash, "-n"], input=text, text=True).returncode == 0
     accounts, budgets, users = set(), {}, {}
@@ -220,16 +220,16 @@ def test_slurm_commands(cfg):
         if m:
             users[(m.group(1).strip("'"), m.group(2))] = int(m.group(3))
     assert all(SLURM_ACCOUNT.match(a) for a in accounts)
-    expected = {S.SLURM_ROOT} | {S.slurm_account(None, g) for g in GROUPS} | {S.slurm_account(u, None) for u in USERS}
+    expected = {slurm.SLURM_ROOT} | {naming.slurm_account(None, g) for g in GROUPS} | {naming.slurm_account(u, None) for u in USERS}
     assert accounts == expected
-    assert budgets[S.SLURM_ROOT] == (200, round(1000 * 0.2 * 730 * 60))
+    assert budgets[slurm.SLURM_ROOT] == (200, round(1000 * 0.2 * 730 * 60))
     for g, (cores, ch, members) in GROUPS.items():
-        assert budgets[S.slurm_account(None, g)] == (cores, round(ch * 60))
+        assert budgets[naming.slurm_account(None, g)] == (cores, round(ch * 60))
         for m in members:
-            assert users[(m, S.slurm_account(None, g))] == min(cores, USERS[m][0])
+            assert users[(m, naming.slurm_account(None, g))] == min(cores, USERS[m][0])
     for u, (cores, ch) in USERS.items():
-        assert budgets[S.slurm_account(u, None)] == (cores, round(ch * 60))
-        assert users[(u, S.slurm_account(u, None))] == cores
+        assert budgets[naming.slurm_account(u, None)] == (cores, round(ch * 60))
+        assert users[(u, naming.slurm_account(u, None))] == cores
     assert "add coordinator account=userbatch names=root_admin" in text
 
 
@@ -239,7 +239,7 @@ def test_slurm_commands(cfg):
     ("bps", {"bps_file": "my submit.yaml"}),
 ])
 def test_sbatch_scripts_parse(kind, kw):
-    text = S.sbatch_script(kind, account="g_cosmo", cores=4, hours=1.5, **kw)
+    text = slurm.sbatch_script(kind, account="g_cosmo", cores=4, hours=1.5, **kw)
     assert subprocess.run([shutil.which("bash"), "-n"], input=text, text=True).returncode == 0
     assert "#SBATCH --account=g_cosmo" in text and "#SBATCH --cpus-per-task=4" in text
     assert "#SBATCH --time=01:30:00" in text
@@ -259,9 +259,9 @@ def test_sbatch_scripts_parse(kind, kw):
 def test_sbatch_bad_input(kind, kw, match):
     kw = {"account": "u_me", **kw}
     with pytest.raises(UserbatchError, match=match):
-        S.sbatch_script(kind, **kw)
+        slurm.sbatch_script(kind, **kw)
     with pytest.raises(UserbatchError, match="account"):
-        S.sbatch_script("bps", bps_file="x.yaml", account="G Cosmo")
+        slurm.sbatch_script("bps", bps_file="x.yaml", account="G Cosmo")
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -276,12 +276,12 @@ def test_sbatch_bad_input(kind, kw, match):
 def test_bad_quota_files(change, match):
     cfg = parse_config({**DOC, **change})
     with pytest.raises(UserbatchError, match=match):
-        S.render(cfg, "all")
+        render.render(cfg, "all")
 
 
 def test_unknown_target(cfg):
     with pytest.raises(UserbatchError, match="target"):
-        S.render(cfg, "mesos")
+        render.render(cfg, "mesos")
 
 
 # ------------------------------------------------------------------------------------------------ CLI + deploy/
@@ -294,7 +294,7 @@ def test_cli_render_and_sbatch(tmp_path):
     conf.write_text(yaml.safe_dump(DOC))
     r = CliRunner().invoke(main, ["deploy", "render", "--output", str(tmp_path / "out"), "--config", str(conf)])
     assert r.exit_code == 0, r.output
-    assert sorted(Path(p).name for p in r.output.split()) == sorted(S.FILES.values())
+    assert sorted(Path(p).name for p in r.output.split()) == sorted(render.FILES.values())
     yarn_props((tmp_path / "out" / "capacity-scheduler.xml").read_text())
     r = CliRunner().invoke(main, ["deploy", "sbatch", "crossmatch", "-p", "left=dp1.object", "--user", "alice",
                                   "--group", "sn_ia", "--config", str(conf)])
@@ -305,7 +305,7 @@ def test_cli_render_and_sbatch(tmp_path):
 
 
 def test_committed_examples_are_fresh():
-    fresh = S.deploy_examples(load_config(ROOT / "conf" / "facility.yaml"))
+    fresh = render.deploy_examples(load_config(ROOT / "conf" / "facility.yaml"))
     for path, text in fresh.items():
         committed = ROOT / "deploy" / path
         assert committed.is_file(), f"deploy/{path} missing: see deploy/README.md to render it"

@@ -11,7 +11,7 @@ import pytest
 
 from userbatch.facility.config import load_config
 from userbatch.facility.service import Facility, Identity
-from userbatch.facility.standalone import start_cluster
+from userbatch.cluster.standalone import start_cluster
 from userbatch.facility.worker import Worker
 from userbatch.tables.db import engine_for
 

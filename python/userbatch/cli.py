@@ -6,6 +6,7 @@ never a traceback. Long operations log their stages as they finish.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -928,7 +929,7 @@ def deploy():
 def deploy_render(target, output, config_path):
     """Write capacity-scheduler.xml, queues.yaml, quotas.yaml, slurm-accounts.sh from the facility config."""
     from .facility.config import load_config
-    from .facility.schedulers import render
+    from .cluster.render import render
 
     files = render(load_config(config_path), target)
     out = Path(output)
@@ -956,7 +957,8 @@ def deploy_render(target, output, config_path):
 def deploy_sbatch(template, params, bps_file, account, user, group, cores, hours, use_spark_submit, config_path):
     """Print an sbatch script that runs TEMPLATE (or a BPS submit YAML) under a Slurm account."""
     from .facility.config import load_config
-    from .facility.schedulers import sbatch_script, slurm_account
+    from .cluster.naming import slurm_account
+    from .cluster.slurm import sbatch_script
 
     if bool(template) == bool(bps_file):
         raise UserbatchError("give a TEMPLATE or --bps SUBMIT_YAML (one of them)")
@@ -966,7 +968,7 @@ def deploy_sbatch(template, params, bps_file, account, user, group, cores, hours
 
         load_template(template)  # an unknown template fails here, with the list of known ones
     if not account:
-        account = slurm_account(user or os.environ.get("USER") or "unknown", group)
+        account = slurm_account(user or getpass.getuser(), group)
     click.echo(sbatch_script("template" if template else "bps", template=template, params=list(params),
                              bps_file=bps_file, account=account, cores=cores or cfg.default_cores,
                              hours=hours or cfg.default_max_hours, memory_per_core_gb=cfg.memory_per_core_gb,
@@ -987,7 +989,7 @@ def cluster():
 @click.option("--json", "as_json", is_flag=True)
 def cluster_start(workers, cores, memory, as_json):
     """Start a master and N workers (detached; 'userbatch cluster stop' ends them)."""
-    from .facility import cluster as dev
+    from .cluster import dev
 
     st = dev.start(workers=workers, cores=cores, memory=memory)
     if as_json:
@@ -1000,7 +1002,7 @@ def cluster_start(workers, cores, memory, as_json):
 @cluster.command("stop")
 def cluster_stop():
     """Stop the dev cluster (no-op when none runs)."""
-    from .facility import cluster as dev
+    from .cluster import dev
 
     r = dev.stop()
     click.echo(f"stopped {len(r['stopped'])} process(es)" if r.get("master_url") else "no cluster recorded")
@@ -1010,7 +1012,7 @@ def cluster_stop():
 @click.option("--json", "as_json", is_flag=True)
 def cluster_status(as_json):
     """Master URL and alive workers (asked from the master's /json/)."""
-    from .facility import cluster as dev
+    from .cluster import dev
 
     st = dev.status()
     if as_json:
@@ -1031,7 +1033,7 @@ def connect():
 @click.option("--port", type=click.IntRange(1, 65535), default=15002, show_default=True)
 def connect_start(spark_master, port):
     """Start the Spark Connect server on 127.0.0.1 (detached)."""
-    from .facility import cluster as dev
+    from .cluster import dev
 
     st = dev.connect_start(master=spark_master, port=port)
     click.echo(f"{st['url']}  (against {st['master']}; log {st['log']})")
@@ -1040,7 +1042,7 @@ def connect_start(spark_master, port):
 @connect.command("stop")
 def connect_stop():
     """Stop the Spark Connect server."""
-    from .facility import cluster as dev
+    from .cluster import dev
 
     r = dev.connect_stop()
     click.echo(f"stopped {r['url']}" if r.get("url") else "no Spark Connect server recorded")
@@ -1049,7 +1051,7 @@ def connect_stop():
 @connect.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def connect_status(as_json):
-    from .facility import cluster as dev
+    from .cluster import dev
 
     st = dev.connect_status()
     if as_json:

@@ -124,6 +124,8 @@ class Settings:
     #: ``MLFLOW_TRACKING_URI`` / ``USERBATCH_MLFLOW_ARTIFACTS`` (None: the facility's store under the home)
     mlflow_tracking_uri: str | None = None
     mlflow_artifacts: str | None = None
+    #: the names set explicitly (``home``, ``db_url``, ``warehouse`` ...; environment or file), not defaulted
+    given: frozenset = frozenset()
 
     @property
     def in_run(self) -> bool:
@@ -229,6 +231,8 @@ def _build(env: dict[str, str]) -> Settings:
         api_timeout=number(float, "api_timeout", 30.0, None),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         mlflow_artifacts=get("mlflow_artifacts"),
+        given=frozenset({k[len("USERBATCH_"):].lower() for k, v in env.items() if k.startswith("USERBATCH_") and v}
+                        | {k for k, v in conf.items() if not isinstance(v, dict)}),
     )
 
 

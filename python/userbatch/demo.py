@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from .config import settings
 from .errors import UserbatchError
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,9 @@ def _fresh_home(home: str | Path | None) -> Path:
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
     (home / _MARKER).touch()
-    os.environ["USERBATCH_HOME"] = str(home)
-    os.environ["USERBATCH_DB_URL"] = f"sqlite:///{home / 'facility.db'}"
-    os.environ["USERBATCH_WAREHOUSE"] = str(home / "warehouse")
+    # the demo chooses its own home: every later settings() call in this process (and its runs) sees it
+    os.environ.update(USERBATCH_HOME=str(home), USERBATCH_DB_URL=f"sqlite:///{home / 'facility.db'}",
+                      USERBATCH_WAREHOUSE=str(home / "warehouse"))
     return home
 
 
@@ -121,7 +122,7 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
     from .facility.worker import running_worker
     from .tables.db import engine_for
 
-    db_url = os.environ["USERBATCH_DB_URL"]
+    db_url = settings().db_url
     user = Facility(Identity.lookup("demo", engine_for(db_url)), db_url=db_url, start_worker=False)
     q = user.quota_show()["user"]
     echo(f"demo's allocation: {q['core_hours']:.0f} core-hours per {q['period']}, {q['max_cores']} cores at once")

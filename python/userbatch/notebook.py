@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from .config import settings
 from .errors import UserbatchError
 from .resources import repo_root
 
@@ -30,8 +31,9 @@ def _choose_home(home) -> tuple[Path, bool]:
     """The home and whether it came from USERBATCH_HOME (then a database/warehouse already set there is kept)."""
     if home is not None:
         return Path(home).expanduser().resolve(), False
-    if os.environ.get("USERBATCH_HOME"):
-        return Path(os.environ["USERBATCH_HOME"]).expanduser().resolve(), True
+    s = settings()
+    if "home" in s.given:
+        return s.home, True
     return (REPO_ROOT or Path.cwd()) / "demo_output", False
 
 
@@ -51,12 +53,12 @@ def open_demo(n_objects: int = 5000, home=None):
     from .tables.catalog import Catalog
 
     home, from_env = _choose_home(home)
-    os.environ["USERBATCH_HOME"] = str(home)
-    defaults = {"USERBATCH_DB_URL": f"sqlite:///{home / 'facility.db'}",
-                "USERBATCH_WAREHOUSE": str(home / "warehouse")}
-    for key, value in defaults.items():
-        if not (from_env and os.environ.get(key)):
-            os.environ[key] = value
+    given = settings().given if from_env else frozenset()
+    os.environ.update(USERBATCH_HOME=str(home))
+    if "db_url" not in given:
+        os.environ.update(USERBATCH_DB_URL=f"sqlite:///{home / 'facility.db'}")
+    if "warehouse" not in given:
+        os.environ.update(USERBATCH_WAREHOUSE=str(home / "warehouse"))
 
     marker = home / demo._MARKER
     # decided before the catalog is opened: opening a SQLite catalog creates its database file in the home

@@ -11,14 +11,19 @@ same plain dicts, and an error comes back as the same exception class with the s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from .. import errors
+from ..extras import missing
+
+try:
+    import httpx
+except ModuleNotFoundError as exc:
+    raise missing("facility", exc) from exc
+
+from ..config import settings
 from ..errors import AccessDenied, TableNotFound, UserbatchError
 from .ledger import QuotaExceeded
 from .service import AuthError, RunNotFound, wait_for_run
@@ -263,13 +268,12 @@ class Client:
 def client_from_env() -> Client | None:
     """A :class:`Client` for ``USERBATCH_API_URL`` with ``USERBATCH_TOKEN``, or None when no API URL is set (the
     CLI then runs the facility in its own process)."""
-    url = os.environ.get("USERBATCH_API_URL", "").strip()
+    s = settings()
+    url, token = s.api_url, s.api_token
     if not url:
         return None
-    token = os.environ.get("USERBATCH_TOKEN", "").strip()
     if not token:
         raise AuthError(f"USERBATCH_API_URL is set ({url}) but USERBATCH_TOKEN is not: export the API token an "
                         "admin gave you ('userbatch admin token create USER'), or unset USERBATCH_API_URL to use "
                         "the facility directly")
-    timeout = float(os.environ.get("USERBATCH_API_TIMEOUT", "30") or 30)
-    return Client(url, token, timeout=timeout)
+    return Client(url, token, timeout=s.api_timeout)

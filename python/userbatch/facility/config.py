@@ -9,7 +9,6 @@ first seen gets the quota the file gives it — and declares what the database c
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..config import settings
 from ..errors import UserbatchError
 from ..resources import conf
 from .accounts import IdentityConfig
@@ -39,7 +39,7 @@ def queue_segment(name: str) -> str:
 
     A ``.`` would split the path into more levels and YuniKorn accepts no other characters, so any other name gets
     its offending characters replaced by ``_`` and ``_`` plus 8 hex digits of the name's SHA-256 appended (the
-    convention of ``cluster_runners.dns_label``): deterministic, and two names differing only in what was replaced
+    convention of ``userbatch.cluster.naming.dns_label``): deterministic, and two names differing only in what was replaced
     keep distinct queues. Valid names are unchanged. This is the one place queue names are made.
     """
     if _QUEUE_SEGMENT.match(name):
@@ -85,7 +85,7 @@ class FacilityConfig:
     default_max_hours: float = 1.0
     queue_prefix: str = "root.users"
     mlflow: dict = field(default_factory=dict)  # tracking_uri, artifact_root (userbatch.ml.tracking)
-    memory_per_core_gb: float = 4.0  # scheduler: memory a core comes with on the clusters (facility.schedulers)
+    memory_per_core_gb: float = 4.0  # scheduler: memory a core comes with on the clusters (userbatch.cluster)
     identity: IdentityConfig = IdentityConfig()  # OS accounts runs execute as (facility.accounts)
     max_queued_runs: int = 20  # per user: a user cannot flood the queue
     token_days: float = 90.0  # default lifetime of an API token
@@ -104,13 +104,30 @@ class FacilityConfig:
             return f"{when.year}Q{(when.month - 1) // 3 + 1}"
         return str(when.year)
 
+    def mlflow_tracking_uri(self) -> str:
+        """Where MLflow keeps experiments and models: ``MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri``, else
+        SQLite in the facility home (one place for the rule; :mod:`userbatch.ml.tracking` and the worker ask here)."""
+        s = settings()
+        return s.mlflow_tracking_uri or self.mlflow.get("tracking_uri") or f"sqlite:///{s.home / 'mlflow.db'}"
+
+    def mlflow_artifact_root(self) -> str:
+        """Where new experiments keep their artifacts: ``USERBATCH_MLFLOW_ARTIFACTS``, ``mlflow.artifact_root``, or
+        the facility home."""
+        s = settings()
+        return str(s.mlflow_artifacts or self.mlflow.get("artifact_root") or (s.home / "mlartifacts"))
+
+    @property
+    def mlflow_remote(self) -> bool:
+        """A shared tracking server (runs talk to it) rather than the facility's own store (closed to runs)."""
+        return self.mlflow_tracking_uri().startswith(("http://", "https://", "databricks"))
+
     def queue_for(self, user: str, group: str | None) -> str:
         """The scheduler queue of a run: its group's, else the user's own (names made safe by queue_segment)."""
         return f"{self.queue_prefix}.{queue_segment(group or user)}"
 
 
 def load_config(path: str | Path | None = None) -> FacilityConfig:
-    path = Path(path or os.environ.get("USERBATCH_FACILITY_CONFIG") or DEFAULT_PATH)
+    path = Path(path or settings().facility_config or DEFAULT_PATH)
     if not path.is_file():
         raise ConfigError(f"facility config {path} not found; set USERBATCH_FACILITY_CONFIG")
     try:

@@ -441,7 +441,8 @@ class Facility:
         """A self-contained bundle (tar.gz) to run this job elsewhere: the job (template + entry script, or the
         user's script, or the workflow), resolved parameters, pinned input versions, and the submit command."""
         from . import run_kinds
-        from .runners import LocalRunner, SubmitSpec
+        from ..cluster.base import SubmitSpec
+        from ..cluster.local import LocalRunner
 
         with transaction(self.engine) as s:
             run = self._own_run(s, run_id)

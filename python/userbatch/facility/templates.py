@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ..config import settings
 from ..errors import UserbatchError
 from ..resources import conf
 from ..tables.names import parse_table_name
@@ -40,7 +40,7 @@ class TemplateError(UserbatchError):
 def template_dirs() -> list[Path]:
     """Where templates are looked up: ``USERBATCH_TEMPLATE_PATH`` (``:``-separated) first, then the
     shipped ``conf/templates`` (the repository's in a checkout: :mod:`userbatch.resources`)."""
-    dirs = [Path(p) for p in os.environ.get("USERBATCH_TEMPLATE_PATH", "").split(os.pathsep) if p]
+    dirs = list(settings().template_path)
     dirs.append(conf("templates"))
     return dirs
 

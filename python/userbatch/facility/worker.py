@@ -21,12 +21,14 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from sqlalchemy import select
 
+from ..cluster.base import SubmitSpec, executor_cores, terminate
+from ..cluster.registry import runner_for
 from ..config import settings
-from ..ml.tracking import artifact_root, tracking_uri
 from ..tables.db import engine_for, transaction
 from . import ledger, run_kinds, storage
 from .accounting import usage_of_run
@@ -34,7 +36,6 @@ from .accounts import credentials, effective_mode
 from .config import FacilityConfig, load_config
 from .models import RunRow, TokenRow, UserRow, WorkflowRow
 from .runfiles import read_bytes, read_json
-from .runners import SubmitSpec, executor_cores, runner_for, terminate
 from .worker_lock import ensure_worker, lock_path  # noqa: F401 - ensure_worker: this module's public API too
 
 #: A run whose worker has not renewed its lease for this long is the orphan of a worker that died (on any host).
@@ -104,10 +105,11 @@ class Worker:
                         "this account and can read what it can", os.getenv("USER") or os.getuid())
         storage.secure_facility_state(self.config, s.home, self.db_url, s.warehouse)
         mlflow = None
-        if not _remote_tracking(tracking_uri(self.config)):  # a local store: runs reach it through a server
+        if not self.config.mlflow_remote:  # a local store: runs reach it through a server
             from .mlflow_service import MlflowServer
 
-            mlflow = MlflowServer(tracking_uri(self.config), artifact_root(self.config), s.home / "mlflow-server")
+            mlflow = MlflowServer(self.config.mlflow_tracking_uri(), self.config.mlflow_artifact_root(),
+                                  s.home / "mlflow-server")
         self._api = RunApiServer(self.db_url, self.config, socket_path(self.db_url, s.home), mlflow).start()
 
     def shutdown(self) -> None:
@@ -260,15 +262,11 @@ class Worker:
             "USERBATCH_WRITE_NAMESPACES": ",".join(spec.get("write_namespaces", [])),
             "PYTHONUNBUFFERED": "1",
         }
-        uri = tracking_uri(self.config)
-        if _remote_tracking(uri):  # a shared tracking server: the run talks to it
-            env.update(MLFLOW_TRACKING_URI=uri, USERBATCH_MLFLOW_ARTIFACTS=artifact_root(self.config))
-        else:  # the facility's own store, closed to runs: the driver reaches it through the run API
-            env["USERBATCH_MLFLOW_VIA_API"] = "1"
+        env.update(run_environment(self.config))  # what installed parts (MLflow) ask runs to have
         if token:
             env["USERBATCH_RUN_TOKEN"] = token
-        if os.environ.get("USERBATCH_TEMPLATE_PATH"):
-            env["USERBATCH_TEMPLATE_PATH"] = os.environ["USERBATCH_TEMPLATE_PATH"]
+        if s.template_path:
+            env["USERBATCH_TEMPLATE_PATH"] = os.pathsep.join(str(p) for p in s.template_path)
         return SubmitSpec(run_id=run.id, run_dir=run.run_dir, user=run.user, group=run.group,
                           queue=self.config.queue_for(run.user, run.group), cores=run.cores,
                           executor_cores=min(run.cores, executor_cores(self.config.runner)),
@@ -493,8 +491,31 @@ def running_worker(db_url: str | None = None, config: FacilityConfig | None = No
         worker.release()
 
 
-def _remote_tracking(uri: str) -> bool:
-    return uri.startswith(("http://", "https://", "databricks"))
+#: Entry-point group of run-environment hooks: ``name = "module:function"``, each ``function(config) -> dict``
+#: of variables every run gets (``userbatch.ml.tracking:run_environment`` tells runs where MLflow is). The
+#: facility asks installed parts for their environment instead of importing them.
+RUN_ENVIRONMENT_GROUP = "userbatch.run_environment"
+
+
+def run_environment(config) -> dict[str, str]:
+    """The environment every run gets from the installed parts' hooks (a broken hook is logged and skipped).
+
+    Parameters
+    ----------
+    config : FacilityConfig
+        The facility config the worker runs under.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    env: dict[str, str] = {}
+    for ep in entry_points(group=RUN_ENVIRONMENT_GROUP):
+        try:
+            env.update({str(k): str(v) for k, v in ep.load()(config).items()})
+        except Exception as exc:  # noqa: BLE001 - an optional part's hook must not stop every run; say which
+            log.warning("run-environment hook %s=%s failed: %s", ep.name, ep.value, exc)
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,40 +15,71 @@ import re
 import sys
 from pathlib import Path
 
-from ..config import settings
 from ..errors import UserbatchError
+from ..extras import require
+from ..facility.config import FacilityConfig, load_config
 
 log = logging.getLogger(__name__)
 
 _EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
 
 
-def _config_section(config=None) -> dict:
-    from ..facility.config import load_config
-
+def _config(config=None) -> FacilityConfig:
     if config is not None:
-        return dict(config.mlflow)
+        return config
     try:
-        return dict(load_config().mlflow)
+        return load_config()
     except UserbatchError:  # no facility config: the embedded defaults apply
-        return {}
+        return FacilityConfig()
 
 
 def tracking_uri(config=None) -> str:
-    """``MLFLOW_TRACKING_URI``, else the facility config's ``mlflow.tracking_uri``, else SQLite in the home."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or _config_section(config).get("tracking_uri")
-    return uri or f"sqlite:///{settings().home / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI``, else the facility config's ``mlflow.tracking_uri``, else SQLite in the home.
+
+    Parameters
+    ----------
+    config : FacilityConfig, optional
+        The facility config (default: the one in effect, or the embedded defaults without one).
+    """
+    return _config(config).mlflow_tracking_uri()
 
 
 def artifact_root(config=None) -> str:
-    """Where new experiments keep their artifacts (models, plots): config ``mlflow.artifact_root`` or the home."""
-    root = os.environ.get("USERBATCH_MLFLOW_ARTIFACTS") or _config_section(config).get("artifact_root")
-    return str(root or (settings().home / "mlartifacts"))
+    """Where new experiments keep their artifacts (models, plots): config ``mlflow.artifact_root`` or the home.
+
+    Parameters
+    ----------
+    config : FacilityConfig, optional
+        The facility config (default: the one in effect).
+    """
+    return _config(config).mlflow_artifact_root()
+
+
+def run_environment(config) -> dict[str, str]:
+    """The environment a facility run needs for MLflow: the worker calls this through the entry point
+    ``userbatch.run_environment`` (the facility does not import ``ml``).
+
+    A shared tracking server: the run talks to it directly. The facility's own store (closed to runs): the driver
+    reaches it through the run API, which the worker serves.
+
+    Parameters
+    ----------
+    config : FacilityConfig
+        The facility config the worker runs under.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    if config.mlflow_remote:
+        return {"MLFLOW_TRACKING_URI": config.mlflow_tracking_uri(),
+                "USERBATCH_MLFLOW_ARTIFACTS": config.mlflow_artifact_root()}
+    return {"USERBATCH_MLFLOW_VIA_API": "1"}
 
 
 def configure():
     """Point the ``mlflow`` module at the facility's store and return a client for it."""
-    import mlflow
+    mlflow = require("mlflow", "ml")
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in job logs

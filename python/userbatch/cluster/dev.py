@@ -1,6 +1,6 @@
 """The development cluster the CLI manages: ``userbatch cluster start|stop|status`` and ``userbatch connect ...``.
 
-:func:`~userbatch.facility.standalone.start_cluster` starts a master and N workers on 127.0.0.1; here they are
+:func:`~userbatch.cluster.standalone.start_cluster` starts a master and N workers on 127.0.0.1; here they are
 started *detached* (each in its own session, surviving the CLI process) and recorded in a state file,
 ``$USERBATCH_HOME/cluster/state.json`` (master URL, web UI port, pids, log paths), so that a later ``stop`` or
 ``status`` — from another shell — finds them. ``status`` asks the master itself (its web UI serves
@@ -28,13 +28,18 @@ import urllib.request
 from pathlib import Path
 
 from ..config import settings
+from ..engine import base_conf
 from ..errors import UserbatchError
-from .standalone import _wait_port, start_cluster
+from .base import spark_submit
+from .standalone import start_cluster, wait_port
 
 log = logging.getLogger(__name__)
 
+
 #: The Spark Connect server's main class (in pyspark/jars/spark-connect_2.13-*.jar).
 CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
 DEFAULT_CONNECT_PORT = 15002
 
 
@@ -105,8 +110,6 @@ def _stop_pid(pid: int | None, marker: str, grace_s: float = 10.0) -> bool:
             time.sleep(0.1)
     return True
 
-
-# --------------------------------------------------------------------------------------------- standalone cluster
 
 def cluster_state() -> dict | None:
     """The recorded dev cluster (or None)."""
@@ -193,8 +196,6 @@ def status() -> dict:
     return out
 
 
-# --------------------------------------------------------------------------------------------- Spark Connect
-
 def connect_jar() -> Path:
     import pyspark
 
@@ -207,16 +208,13 @@ def connect_jar() -> Path:
 def connect_argv(master: str, port: int) -> list[str]:
     """The spark-submit command line of the Connect server (the connect jar is already on the wheel's classpath;
     it is also the primary resource spark-submit wants)."""
-    from ..spark import _base_conf
-    from .runners import spark_submit
-
-    conf = _base_conf(master)
+    conf = base_conf(master)
     conf.update({
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
-        "spark.driver.memory": os.environ.get("USERBATCH_CONNECT_DRIVER_MEMORY", "1g"),
+        "spark.driver.memory": settings().spark.connect_driver_memory,
         "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
     })
     if master.startswith("spark://"):
@@ -265,7 +263,7 @@ def connect_start(master: str | None = None, port: int = DEFAULT_CONNECT_PORT, t
     state = {"url": f"sc://127.0.0.1:{port}", "port": port, "master": master, "pid": proc.pid,
              "log": str(log_path), "started_at": time.time()}
     try:
-        _wait_port(port, timeout_s, proc, "Spark Connect server", log_path)
+        wait_port(port, timeout_s, proc, "Spark Connect server", log_path)
     except BaseException:
         _stop_pid(proc.pid, CONNECT_CLASS, grace_s=5)
         proc.wait()

@@ -1,11 +1,11 @@
-"""Runners: how a facility run becomes a Spark application on some resource manager.
+"""Runners: how a facility run becomes a Spark application on some resource manager — the interface.
 
 Every run is one ``spark-submit`` of the facility's driver (:mod:`userbatch.facility.driver`) with the run's
 directory as its argument; a runner only decides the master, the resources and where the user's queue is named.
 :class:`SubmitSpec` is what the facility knows about a run, :meth:`Runner.argv` turns it into the exact
 ``spark-submit`` command line (the same text ``userbatch export`` writes into a bundle), and :meth:`Runner.launch`
-starts it here. Local and standalone launch on this machine; YARN and Kubernetes (``cluster_runners``) render
-their commands and pod templates for a site whose cluster is reachable.
+starts it here. The runners themselves live beside this module (``local``, ``standalone``, ``yarn``,
+``kubernetes``) and are found by name through :mod:`.registry`, like ctrl_bps' ``BaseWmsService`` plug-ins.
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserbatchError
-from .accounts import Credentials
-from .isolation import clean_environment, wrap
+from ..facility.accounts import Credentials
+from ..facility.isolation import clean_environment, wrap
+
+log = logging.getLogger(__name__)
+
 
 #: umask of every run: files group-writable (group tables are appended by any member), world-readable (the table
 #: directory's mode decides who reaches them)
 RUN_UMASK = 0o002
 
-log = logging.getLogger(__name__)
 
 #: The driver every run executes (a file, because spark-submit wants a file).
-DRIVER = Path(__file__).resolve().with_name("driver.py")
+DRIVER = Path(__file__).resolve().parent.parent / "facility" / "driver.py"
 
 
 @dataclass(frozen=True)
@@ -175,48 +177,6 @@ class Runner:
             out.close()
 
 
-class LocalRunner(Runner):
-    """``local[cores]`` on this machine: the embedded default."""
-
-    kind = "local"
-    launchable = True
-    isolates_network = True
-
-    def master_args(self, spec):
-        return ["--master", f"local[{spec.cores}]"]
-
-    def environment(self, spec):
-        env = super().environment(spec)
-        env["SPARK_MASTER"] = f"local[{spec.cores}]"
-        return env
-
-
-class StandaloneRunner(Runner):
-    """A Spark standalone cluster (``spark://host:port``), driver in client mode on the facility host so that
-    cancel can stop it; the run gets at most ``cores`` executor cores."""
-
-    kind = "standalone"
-    launchable = True
-    #: Spark standalone is single-tenant (Spark's security page): its executors run as the account that started
-    #: the workers, for every application. Runs are then the facility's account too; docs/security.md says so.
-    runs_as_owner = False
-
-    def __init__(self, master: str):
-        if not master.startswith("spark://"):
-            raise UserbatchError(f"a standalone master URL starts with spark://; got {master!r}")
-        self.master = master
-
-    def master_args(self, spec):
-        return ["--master", self.master, "--deploy-mode", "client",
-                "--total-executor-cores", str(spec.cores), "--executor-cores", str(spec.cores_per_executor),
-                "--executor-memory", spec.executor_memory]
-
-    def environment(self, spec):
-        env = super().environment(spec)
-        env["SPARK_MASTER"] = self.master
-        return env
-
-
 def terminate(proc_or_pid, grace_s: float = 10.0) -> None:
     """Stop a run's process group: SIGTERM (Spark's shutdown hook writes the event log's end), then SIGKILL."""
     import time
@@ -260,18 +220,20 @@ def executor_cores(runner_options: dict) -> int:
     return value
 
 
-def runner_for(kind: str, **options) -> Runner:
-    """The runner named in the facility config (``runner: {kind: local|standalone|yarn|kubernetes, ...}``).
-    ``executor_cores`` / ``executor_memory`` (any kind) size every run's executors; the worker reads them (see
-    :func:`executor_cores`), not the runner."""
-    options = {k: v for k, v in options.items() if k not in ("executor_cores", "executor_memory")}
-    if kind == "local":
-        return LocalRunner()
-    if kind == "standalone":
-        return StandaloneRunner(options.get("master") or os.environ.get("USERBATCH_SPARK_MASTER", ""))
-    if kind in ("yarn", "kubernetes"):
-        from .cluster_runners import KubernetesRunner, YarnRunner
+def warn_ignored(kind: str, options: dict) -> None:
+    if options:
+        log.warning("the %s runner ignores option(s) %s", kind, ", ".join(sorted(options)))
 
-        cls = YarnRunner if kind == "yarn" else KubernetesRunner
-        return cls(**options)
-    raise UserbatchError(f"runner kind {kind!r} is not one of local, standalone, yarn, kubernetes")
+
+def option_flag(value, kind: str, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserbatchError(f"the {kind} runner's {option} is true or false; got {value!r}")
+    return value
+
+
+def archive_list(archives) -> list[str]:
+    if not archives:
+        return []
+    if isinstance(archives, str):
+        return [a.strip() for a in archives.split(",") if a.strip()]
+    return [str(a) for a in archives]

@@ -1,256 +1,69 @@
-"""Runners for shared clusters: YARN and Kubernetes (with the YuniKorn scheduler).
+"""Kubernetes (with the YuniKorn scheduler): the runner (driver and executor pod templates, or a spark-operator
+``SparkApplication``), the per-group namespaces, ResourceQuotas and YuniKorn queues rendered from the quota file.
 
-Neither cluster is reachable from the facility's own machines, so both runners are *rendering* runners by
-default (``launchable = False``): they turn a :class:`~userbatch.facility.runners.SubmitSpec` into the exact
-``spark-submit`` command line (and, for Kubernetes, the driver and executor pod templates, or a spark-operator
-``SparkApplication``) that a site with the cluster runs. A worker deployed where the cluster answers (a gateway
-host, a pod in the cluster: ``deploy/kubernetes/facility``) sets the runner option ``launchable: true`` and
-submits the runs itself. What they guarantee, because the facility's quotas depend on it:
-
-* the run lands in the scheduler queue the facility config names (``SubmitSpec.queue``), and on Kubernetes in the
-  namespace of its group;
-* it gets a fixed number of executors of fixed size (dynamic allocation off), the facility having reserved
-  exactly ``cores`` for it; the resource and identity settings a runner sets override the same keys in the user's
-  ``spark_conf``, so a run cannot move itself to another queue or grow past its reservation;
-* ``spark-submit`` stays in the foreground until the application ends and exits with its status
-  (``waitAppCompletion``), because the worker tracks a run by its submit process;
-* the run's environment (``SubmitSpec.env``) reaches the driver and the executors, wherever they run.
-
-Both runners keep the facility's convention that the run directory (``spec.json``, the event log that accounting
-reads, ``progress.json``) is a path: in cluster mode the driver runs on a cluster node, so that path must be on a
-file system mounted at the same place there (a shared file system under YARN, the ``home_pvc`` /
-``warehouse_pvc`` volumes below on Kubernetes).
-
-Cancelling: in cluster mode, stopping the ``spark-submit`` process does not stop the application; use
-:meth:`YarnRunner.cancel_argv` / :meth:`KubernetesRunner.cancel_argv`.
+Like YARN, a rendering runner by default (``launchable = False``); a worker in a pod of the cluster
+(``deploy/kubernetes/facility``) sets ``launchable: true``. The same guarantees as :mod:`.yarn`: the run lands in
+its group's namespace and queue, with fixed executors, the facility's settings winning; pods run as the run's
+owner (runAsUser/runAsGroup/fsGroup/supplementalGroups); the run directory is on the ``home_pvc`` /
+``warehouse_pvc`` volumes. Cancelling: :meth:`KubernetesRunner.cancel_argv`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
-import re
-import sys
 from pathlib import Path
 
 import yaml
 
 from ..errors import UserbatchError
-from .config import queue_segment
-from .runners import DRIVER, Runner, SubmitSpec, spark_submit
+from ..facility.config import FacilityConfig, Limits, queue_segment
+from .base import DRIVER, Runner, SubmitSpec, option_flag, spark_submit, warn_ignored
+from .naming import (
+    DEFAULT_NAMESPACE_PREFIX,
+    default_overhead_mib,
+    dns_label,
+    k8s_namespace,
+    k8s_namespace_prefix,
+    k8s_quantity,
+    label_value,
+    memory_mib,
+)
+from .quotas import (
+    banner,
+    check_clashes,
+    check_user,
+    groups_of,
+    leaf_queue,
+    probe_spec,
+    queue_prefix,
+    scheduler_cores,
+    scheduler_memory,
+    share_cores,
+    users_of,
+)
 
 log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------------------------------------ helpers
-
-_MEM = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$")
-_MIB_PER = {"": 1, "b": 1 / 2**20, "k": 1 / 1024, "kb": 1 / 1024, "m": 1, "mb": 1, "g": 1024, "gb": 1024,
-            "t": 1024**2, "tb": 1024**2, "p": 1024**3, "pb": 1024**3}
-
-
-def memory_mib(text: str) -> int:
-    """A Spark memory string (``2g``, ``512m``, ``1024`` = MiB as Spark reads it) in MiB."""
-    m = _MEM.match(str(text).lower())
-    if not m or m.group(2) not in _MIB_PER:
-        raise UserbatchError(f"memory {text!r} is not a Spark size such as 512m, 2g or 1t")
-    mib = int(int(m.group(1)) * _MIB_PER[m.group(2)])
-    if mib <= 0:
-        raise UserbatchError(f"memory {text!r} is less than 1 MiB")
-    return mib
-
-
-def k8s_quantity(mib: int) -> str:
-    """MiB as a Kubernetes quantity string: ``2Gi`` when it is whole GiB, else ``2432Mi``."""
-    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
-
-
-def default_overhead_mib(heap_mib: int) -> int:
-    """Spark's default container overhead: 10 % of the heap, at least 384 MiB."""
-    return max(int(heap_mib * 0.10), 384)
-
-
-def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()[:8]
-
-
-def dns_label(name: str, max_len: int = 63) -> str:
-    """``name`` as an RFC 1123 label (lower-case alphanumerics and ``-``, starting and ending alphanumeric).
-
-    ``_`` becomes ``-``, which keeps facility names (``[a-z][a-z0-9_]*``) readable and distinct. Any other
-    change (upper case, other characters) or a name longer than ``max_len`` gets ``-`` and 8 hex digits of the
-    original name's SHA-256 appended to the cut-down name, so the result is deterministic and two names that
-    differ only in what was dropped (``Team`` and ``team`` are two groups to the facility) do not share a label.
-    """
-    readable = name.replace("_", "-")
-    label = re.sub(r"[^a-z0-9-]+", "-", readable.lower()).strip("-")
-    if label == readable and len(label) <= max_len and label:
-        return label
-    keep = max_len - 9
-    head = label[:keep].strip("-")
-    return f"{head}-{_digest(name)}" if head else f"x{_digest(name)}"
-
-
-def label_value(value: str, max_len: int = 63) -> str:
-    """``value`` as a Kubernetes label value (``[A-Za-z0-9._-]``, alphanumeric at both ends, at most 63), with
-    the same deterministic digest suffix as :func:`dns_label` when anything had to change."""
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("._-")
-    if clean == value and len(clean) <= max_len:
-        return clean
-    head = clean[: max_len - 9].strip("._-")
-    return f"{head}-{_digest(value)}" if head else f"x{_digest(value)}"
-
-
-def _warn_ignored(kind: str, options: dict) -> None:
-    if options:
-        log.warning("the %s runner ignores option(s) %s", kind, ", ".join(sorted(options)))
-
-
-def _flag(value, kind: str, option: str) -> bool:
-    if not isinstance(value, bool):
-        raise UserbatchError(f"the {kind} runner's {option} is true or false; got {value!r}")
-    return value
-
-
-def _archive_list(archives) -> list[str]:
-    if not archives:
-        return []
-    if isinstance(archives, str):
-        return [a.strip() for a in archives.split(",") if a.strip()]
-    return [str(a) for a in archives]
-
-
-# ------------------------------------------------------------------------------------------------ YARN
-
-
-class YarnRunner(Runner):
-    """A run as a YARN application in the run's queue (capacity or fair scheduler).
-
-    Decisions, and why:
-
-    * ``spark.yarn.submit.waitAppCompletion=true`` (Spark's default, written out so that no site default or user
-      conf turns it off): the worker tracks a run by its ``spark-submit`` process — running while it lives, its
-      exit status the run's outcome, then accounting reads the event log. With ``false`` the client returns as
-      soon as YARN *accepts* the application: the worker would finish the run, release its cores to the next one
-      and read an event log still being written, while the application goes on outside the quota.
-    * ``spark.yarn.maxAppAttempts=1``: a second attempt would run the driver again — outputs committed twice and
-      the work charged twice; the facility has its own rerun, which the user asks for.
-    * ``spark.dynamicAllocation.enabled=false`` with ``--num-executors``: the facility reserved exactly ``cores``.
-    * ``--queue`` and ``spark.yarn.queue`` both name the queue (Hadoop 3 schedulers accept the full path
-      ``root.users.<group>`` the facility config builds); ``spark.yarn.tags`` carry user, group and run so that
-      ``yarn application -list -appTags run:<id>`` finds a run.
-    * In cluster mode the driver runs in the ApplicationMaster's container, whose environment comes from
-      ``spark.yarn.appMasterEnv.*``; executors get ``spark.executorEnv.*``. Both are set from ``spec.env`` in
-      either deploy mode (in client mode the AM is only the executor launcher, and the driver has the submit
-      process's environment).
-    * Python: ``archives`` ships a packed environment (``venv-pack``/``conda-pack`` tarball, e.g.
-      ``hdfs:///envs/userbatch.tar.gz#environment``); the interpreter then defaults to ``./<alias>/bin/python`` of
-      the first archive with an alias, else to ``python`` (option) or ``python3`` on the nodes. It is set with
-      ``spark.pyspark.python`` so the submit host's ``PYSPARK_PYTHON`` (a path on this machine, which Spark
-      would otherwise forward to the ApplicationMaster) is not used on the cluster.
-    """
-
-    kind = "yarn"
-    launchable = False
-
-    def __init__(self, deploy_mode: str = "cluster", spark_home: str | None = None, archives=None,
-                 python: str | None = None, launchable: bool = False, **ignored_options):
-        if deploy_mode not in ("cluster", "client"):
-            raise UserbatchError(f"the yarn runner's deploy_mode is cluster or client; got {deploy_mode!r}")
-        _warn_ignored(self.kind, ignored_options)
-        self.launchable = _flag(launchable, "yarn", "launchable")
-        self.deploy_mode = deploy_mode
-        self.spark_home = spark_home
-        self.archives = _archive_list(archives)
-        self.python = python
-
-    @property
-    def submit_command(self) -> str:
-        """``spark-submit`` of the site's Spark (``spark_home``), else the one on the gateway's PATH."""
-        return str(Path(self.spark_home) / "bin" / "spark-submit") if self.spark_home else "spark-submit"
-
-    @staticmethod
-    def queue(spec: SubmitSpec) -> str:
-        return spec.queue or "default"
-
-    @staticmethod
-    def tags(spec: SubmitSpec) -> str:
-        """YARN application tags (comma-separated, so commas in values become ``_``)."""
-        def clean(v):
-            return str(v).replace(",", "_")
-        tags = ["userbatch", f"user:{clean(spec.user)}"]
-        if spec.group:
-            tags.append(f"group:{clean(spec.group)}")
-        tags.append(f"run:{clean(spec.run_id)}")
-        return ",".join(tags)
-
-    def cluster_python(self) -> str:
-        if self.python:
-            return self.python
-        for archive in self.archives:
-            if "#" in archive:
-                return f"./{archive.rsplit('#', 1)[1]}/bin/python"
-        return "python3"
-
-    def master_args(self, spec: SubmitSpec) -> list[str]:
-        args = ["--master", "yarn", "--deploy-mode", self.deploy_mode, "--queue", self.queue(spec),
-                "--num-executors", str(spec.num_executors),
-                "--executor-cores", str(spec.cores_per_executor),
-                "--executor-memory", spec.executor_memory, "--driver-memory", spec.driver_memory]
-        if self.archives:
-            args += ["--archives", ",".join(self.archives)]
-        if spec.os_user:  # the application runs as its owner on the cluster (Hadoop impersonation; kerberised
-            args += ["--proxy-user", spec.os_user]  # sites allow the facility's principal in hadoop.proxyuser.*)
-        return args
-
-    def conf(self, spec: SubmitSpec) -> dict[str, str]:
-        conf = super().conf(spec)
-        for key, value in spec.env.items():
-            conf[f"spark.yarn.appMasterEnv.{key}"] = value
-            conf[f"spark.executorEnv.{key}"] = value
-        conf.update({  # the facility's settings win over the user's spark_conf
-            "spark.yarn.queue": self.queue(spec),
-            "spark.yarn.tags": self.tags(spec),
-            "spark.yarn.submit.waitAppCompletion": "true",
-            "spark.yarn.maxAppAttempts": "1",
-            "spark.dynamicAllocation.enabled": "false",  # sizes come from the flags, which win over --conf
-            "spark.pyspark.python": self.cluster_python(),
-            # cluster mode: the driver runs in the AM container with the shipped environment; client mode: here
-            "spark.pyspark.driver.python": self.cluster_python() if self.deploy_mode == "cluster"
-            else sys.executable,
-        })
-        return conf
-
-    def cancel_argv(self, app_id: str) -> list[str]:
-        """The command that stops the application (``app_id``: ``application_...``, which the driver writes to
-        ``RUN_DIR/app_id``); stopping ``spark-submit`` alone leaves a cluster-mode application running."""
-        return ["yarn", "application", "-kill", app_id]
-
-    def stop_argv(self, spec):
-        app = Path(spec.run_dir) / "app_id"
-        return self.cancel_argv(app.read_text().strip()) if app.exists() else None
-
-    def launch(self, spec, log_path, creds=None, network=False):
-        if self.launchable:  # a site whose gateway reaches the cluster sets launchable on its runner
-            return super().launch(spec, log_path)  # as the facility: the cluster runs it as --proxy-user
-        raise UserbatchError(
-            "the yarn runner cannot launch from this machine: no YARN cluster is reachable from it. Run the "
-            "command of YarnRunner.argv(spec) on a gateway host of the cluster (with HADOOP_CONF_DIR set), or set "
-            "runner.kind to local or standalone in the facility config")
-
-
-# ------------------------------------------------------------------------------------------------ Kubernetes
 
 DRIVER_CONTAINER = "spark-kubernetes-driver"
+
+
 EXECUTOR_CONTAINER = "spark-kubernetes-executor"
+
+
 #: YuniKorn's annotation naming the user (and groups) a pod is scheduled for; its per-user and per-group queue
 #: limits match these names. YuniKorn's admission controller accepts it only from trusted submitters (the
 #: facility worker's and the drivers' service accounts: ``admissionController.accessControl.trustControllers`` /
 #: ``externalUsers`` in YuniKorn's configuration).
 USER_INFO_ANNOTATION = "yunikorn.apache.org/user.info"
+
+
 #: The spark-operator CRD the :func:`spark_application` renderer writes.
 SPARK_OPERATOR_API = "sparkoperator.k8s.io/v1beta2"
+
+
 #: Where the container image (``deploy/docker/Dockerfile``) keeps the project; the driver script below it.
 IMAGE_PROJECT_DIR = "/opt/userbatch"
 
@@ -294,7 +107,7 @@ class KubernetesRunner(Runner):
     kind = "kubernetes"
     launchable = False
 
-    def __init__(self, api_server: str = "https://kubernetes.default.svc", namespace_prefix: str = "ub-",
+    def __init__(self, api_server: str = "https://kubernetes.default.svc", namespace_prefix: str = DEFAULT_NAMESPACE_PREFIX,
                  image: str = "userbatch/spark:latest", scheduler: str | None = "yunikorn",
                  service_account: str = "spark", warehouse_pvc: str | None = None,
                  warehouse_mount: str | None = None, home_pvc: str | None = None, home_mount: str | None = None,
@@ -302,8 +115,8 @@ class KubernetesRunner(Runner):
                  launchable: bool = False, **ignored):
         if not api_server.startswith(("https://", "http://")):
             raise UserbatchError(f"the kubernetes runner's api_server is an http(s) URL; got {api_server!r}")
-        _warn_ignored(self.kind, ignored)
-        self.launchable = _flag(launchable, "kubernetes", "launchable")
+        warn_ignored(self.kind, ignored)
+        self.launchable = option_flag(launchable, "kubernetes", "launchable")
         self.api_server = api_server.rstrip("/")
         self.namespace_prefix = namespace_prefix
         self.image = image
@@ -324,8 +137,7 @@ class KubernetesRunner(Runner):
         return f"k8s://{self.api_server}"
 
     def namespace(self, spec: SubmitSpec) -> str:
-        owner = spec.group if spec.group else f"user-{spec.user}"
-        return dns_label(f"{self.namespace_prefix}{owner}")
+        return k8s_namespace(spec.user, spec.group, self.namespace_prefix)
 
     @staticmethod
     def queue(spec: SubmitSpec) -> str:
@@ -548,7 +360,7 @@ class KubernetesRunner(Runner):
             "mainApplicationFile": main_application_file
             or f"local://{IMAGE_PROJECT_DIR}/python/userbatch/facility/{DRIVER.name}",
             "arguments": [spec.run_dir],
-            "sparkVersion": spark_version or _spark_version(),
+            "sparkVersion": spark_version or installed_spark_version(),
             "restartPolicy": {"type": "Never"},
             "dynamicAllocation": {"enabled": False},
             "sparkConf": spark_conf,
@@ -587,8 +399,6 @@ class KubernetesRunner(Runner):
             "in the facility config")
 
 
-# ------------------------------------------------------------------------------------------------ spark-operator
-
 #: Settings of :meth:`KubernetesRunner.conf` that a SparkApplication expresses with its own fields (or that only
 #: mean something to a ``spark-submit`` the worker runs: pod templates and the upload path on the submit host).
 _OPERATOR_OWNED = frozenset({
@@ -602,6 +412,8 @@ _OPERATOR_OWNED = frozenset({
     "spark.kubernetes.executor.request.cores", "spark.kubernetes.executor.limit.cores",
     "spark.kubernetes.driver.request.cores", "spark.kubernetes.driver.limit.cores",
 })
+
+
 _OPERATOR_OWNED_PREFIXES = (
     "spark.kubernetes.driverEnv.", "spark.executorEnv.", "spark.kubernetes.driver.secretKeyRef.",
     "spark.kubernetes.executor.secretKeyRef.", "spark.kubernetes.driver.label.", "spark.kubernetes.executor.label.",
@@ -609,7 +421,7 @@ _OPERATOR_OWNED_PREFIXES = (
 )
 
 
-def _spark_version() -> str:
+def installed_spark_version() -> str:
     """The version of the pyspark wheel this environment (and the image built from it) has."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -629,6 +441,8 @@ def spark_application(spec: SubmitSpec, runner: KubernetesRunner | None = None, 
 #: The ClusterRole (deploy/kubernetes/facility/rbac.yaml) bound in every run namespace: what spark-submit (the
 #: worker, or the spark-operator) and a driver need there — pods, services, config maps, PVCs, SparkApplications.
 SPARK_CLUSTER_ROLE = "userbatch-spark"
+
+
 #: An example of the shared file system behind ``home_pvc`` / ``warehouse_pvc`` (a site replaces the server).
 EXAMPLE_SHARED_VOLUMES = {
     "userbatch-home": {"nfs": {"server": "nfs.example.org", "path": "/export/userbatch/home"}},
@@ -681,42 +495,109 @@ def run_namespace_manifests(runner: KubernetesRunner, namespace: str, *, worker_
     return docs
 
 
-def deploy_spark_examples(cfg, namespaces: list[str] | None = None) -> dict[str, str]:
-    """``deploy/kubernetes/spark/`` rendered from a facility config whose runner is ``kind: kubernetes`` (the
-    config of ``deploy/kubernetes/facility/configmap.yaml``): ``sparkapplication.yaml``, the SparkApplication
-    of an example run (user ``demo`` charged to group ``dp1_team``, 8 cores), and ``run-namespaces.yaml``,
-    :func:`run_namespace_manifests` for every run namespace (default: the Namespaces of
-    ``schedulers.kubernetes_manifests(cfg)``, i.e. of ``deploy/kubernetes/quotas.yaml``). Paths relative to
-    ``deploy/kubernetes/spark``; ``tests/test_deploy.py`` fails when the files differ from a fresh render."""
-    if cfg.runner.get("kind") != "kubernetes":
-        raise UserbatchError("the Spark-on-Kubernetes examples need a facility config with runner.kind kubernetes")
-    runner = KubernetesRunner(**{k: v for k, v in cfg.runner.items() if k != "kind"})
-    user, group, run_id = "demo", "dp1_team", "0123456789ab"
-    home = runner.home_mount or "/var/lib/userbatch/home"
-    env = {"USERBATCH_HOME": home, "USERBATCH_WAREHOUSE": runner.warehouse_mount or "/var/lib/userbatch/warehouse",
-           "USERBATCH_USER": user, "USERBATCH_GROUPS": group, "USERBATCH_RUN_ID": run_id,
-           "USERBATCH_JOB": "template:crossmatch", "PYTHONUNBUFFERED": "1"}
-    if cfg.mlflow.get("tracking_uri"):
-        env["MLFLOW_TRACKING_URI"] = cfg.mlflow["tracking_uri"]
-    if cfg.mlflow.get("artifact_root"):
-        env["USERBATCH_MLFLOW_ARTIFACTS"] = cfg.mlflow["artifact_root"]
-    for name in runner.secret_env:
-        env[name] = "(from the secret)"
-    spec = SubmitSpec(run_id=run_id, run_dir=f"{home}/runs/{run_id}", user=user, group=group,
-                      queue=cfg.queue_for(user, group), cores=8, executor_cores=4, executor_memory="8g",
-                      driver_memory="2g", env=env)
-    if namespaces is None:
-        from .schedulers import kubernetes_manifests
+YUNIKORN_SCHEDULER = "yunikorn"
 
-        namespaces = [d["metadata"]["name"] for d in kubernetes_manifests(cfg) if d["kind"] == "Namespace"]
-    banner = ("# Generated (userbatch.facility.cluster_runners.deploy_spark_examples, from the facility.yaml of\n"
-              "# ../facility/configmap.yaml) — do not edit; see deploy/README.md.\n")
-    app = (banner + "# A run (user demo, group dp1_team, 8 cores = 2 executors x 4) as a spark-operator "
-           "SparkApplication:\n# what KubernetesRunner.spark_application renders for each run.\n"
-           + runner.render_spark_application(spec, spark_version=_spark_version()))
-    docs = [d for ns in namespaces for d in run_namespace_manifests(runner, ns)]
-    rbac = (banner + "# Per run namespace (ub-<group>, ub-user-<user>; the Namespaces of ../quotas.yaml): the "
-            "drivers' ServiceAccount, the\n# RoleBinding of ClusterRole userbatch-spark (facility/rbac.yaml) and "
-            "the shared home and warehouse volumes.\n# Also create the userbatch-db Secret (key db-url) in each.\n"
-            + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True))
-    return {"sparkapplication.yaml": app, "run-namespaces.yaml": rbac}
+
+def namespace_for(cfg: FacilityConfig, user: str | None, group: str | None) -> str:
+    """The Kubernetes namespace of a run (:func:`~userbatch.cluster.naming.k8s_namespace`, one place for the name)."""
+    return k8s_namespace(user or "-", group, k8s_namespace_prefix(cfg.runner))
+
+
+def k8s_runner(cfg: FacilityConfig) -> KubernetesRunner:
+    opts = {k: v for k, v in cfg.runner.items() if k != "kind"} if cfg.runner.get("kind") == "kubernetes" else {}
+    return KubernetesRunner(**opts)
+
+
+def _yk_resources(cfg: FacilityConfig, cores: int) -> dict:
+    return {"vcore": cores, "memory": scheduler_memory(cfg, cores)}
+
+
+def yunikorn_queues_yaml(cfg: FacilityConfig) -> str:
+    """YuniKorn's ``queues.yaml``: partition ``default``, queue ``root.<users>`` with a child per group and per
+    named user, each with ``resources.max`` from its quota.
+
+    Limits: on the user share, one per named user (their ``max_cores`` across all their queues, as the facility
+    counts it) and a last ``*`` wildcard with the user defaults for everyone else; on a group's queue, a limit
+    for the group. Placement: the ``provided`` queue (the ``queue`` label the Kubernetes runner sets) if it
+    exists, else the user's own queue under the user share, created on first use — so users the file does not
+    name still land under the wildcard limit. A subject with ``max_cores: 0`` gets no resources and nobody in its
+    submit ACL (YuniKorn refuses all-zero quotas). ``maxapplications`` is left out: YuniKorn would then require
+    it on every child.
+    """
+    users_leaf = queue_prefix(cfg)
+    check_clashes(cfg)
+    admins = ",".join(sorted(check_user(a) for a in cfg.admins)) or " "
+    users, groups = users_of(cfg), groups_of(cfg)
+
+    def queue(name: str, lim: Limits, members: list[str], limits: list[dict]) -> dict:
+        q: dict = {"name": name, "submitacl": ",".join(members) if lim.max_cores > 0 and members else " ",
+                   "adminacl": admins}
+        if lim.max_cores > 0:
+            q["resources"] = {"max": _yk_resources(cfg, scheduler_cores(cfg, lim))}
+            if limits:
+                q["limits"] = limits
+        return q
+
+    children = []
+    for g, (lim, members) in groups.items():
+        limit = [{"limit": f"group {g}", "groups": [queue_segment(g)],
+                  "maxresources": _yk_resources(cfg, scheduler_cores(cfg, lim))}]
+        children.append(queue(leaf_queue(cfg, g), lim, members, limit))
+    for u, lim in users.items():
+        children.append(queue(leaf_queue(cfg, u), lim, [u], []))
+    children.sort(key=lambda q: q["name"])
+    user_limits = [{"limit": f"user {u}", "users": [u], "maxresources": _yk_resources(cfg, scheduler_cores(cfg, lim))}
+                   for u, lim in users.items() if lim.max_cores > 0]
+    if cfg.user_defaults.max_cores > 0:
+        user_limits.append({"limit": "users the file does not name", "users": ["*"],
+                            "maxresources": _yk_resources(cfg, scheduler_cores(cfg, cfg.user_defaults))})
+    share = int(share_cores(cfg))
+    users_q = {"name": users_leaf, "parent": True, "submitacl": " ", "adminacl": admins,
+               "resources": {"max": _yk_resources(cfg, share)}, "limits": user_limits, "queues": children}
+    if not user_limits:
+        del users_q["limits"]
+    doc = {"partitions": [{
+        "name": "default",
+        "placementrules": [
+            {"name": "provided", "create": False},
+            {"name": "user", "create": True, "parent": {"name": "fixed", "value": cfg.queue_prefix}},
+        ],
+        "queues": [{"name": "root", "submitacl": " ", "adminacl": admins, "queues": [users_q]}],
+    }]}
+    return f"# {banner(cfg)}\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def kubernetes_manifests(cfg: FacilityConfig) -> list[dict]:
+    """A Namespace and a ResourceQuota per group and per named user, named as the Kubernetes runner names them.
+
+    The quota caps ``requests``/``limits`` of cpu and memory at the subject's scheduler cores (``max_cores`` +
+    drivers) and ``memory_per_core_gb`` per core, and ``pods`` at that many cores (every Spark pod holds at least
+    one core). The namespaces carry the facility's labels and YuniKorn's queue annotation, so pods in them that
+    name no queue still land in the subject's queue.
+    """
+    check_clashes(cfg)
+    runner = k8s_runner(cfg)
+    out = []
+    subjects = [("group", g, lim) for g, (lim, _) in groups_of(cfg).items()]
+    subjects += [("user", u, lim) for u, lim in users_of(cfg).items()]
+    for kind, name, lim in subjects:
+        spec = probe_spec(cfg, name if kind == "user" else "-", name if kind == "group" else None)
+        ns = runner.namespace(spec)
+        labels = {"app.kubernetes.io/part-of": "userbatch", f"userbatch/{kind}": label_value(name)}
+        cores = scheduler_cores(cfg, lim)
+        mem = scheduler_memory(cfg, cores)
+        out.append({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": ns, "labels": labels,
+                                 "annotations": {"yunikorn.apache.org/queue": spec.queue}}})
+        out.append({"apiVersion": "v1", "kind": "ResourceQuota",
+                    "metadata": {"name": dns_label(f"userbatch-{kind}-quota"), "namespace": ns, "labels": labels},
+                    "spec": {"hard": {"requests.cpu": str(cores), "limits.cpu": str(cores),
+                                      "requests.memory": mem, "limits.memory": mem, "pods": str(cores)}}})
+    return out
+
+
+def kubernetes_yaml(cfg: FacilityConfig) -> str:
+    """:func:`kubernetes_manifests` as one multi-document YAML file (``kubectl apply -f``)."""
+    docs = kubernetes_manifests(cfg)
+    return f"# {banner(cfg)}\n" + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False,
+                                                      explicit_start=True)

@@ -1,8 +1,9 @@
-"""A Spark standalone cluster on this machine, from the pyspark wheel: a master and N workers on 127.0.0.1.
+"""Spark standalone: the runner that submits to a ``spark://`` master, and a cluster on this machine from the
+pyspark wheel (a master and N workers on 127.0.0.1) for development and tests.
 
-For development and tests (production uses the site's cluster): the standalone runner submits to its
-``spark://`` URL exactly as it would to a real one. Processes are started in their own session so that
-:meth:`Cluster.stop` takes down each daemon and the executors it forked.
+The standalone runner submits to its ``spark://`` URL exactly as it would to a real one. Processes of the local
+cluster are started in their own session so that :meth:`Cluster.stop` takes down each daemon and the executors it
+forked.
 """
 
 from __future__ import annotations
@@ -17,9 +18,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserbatchError
-from .runners import terminate
+from .base import Runner, terminate
 
 log = logging.getLogger(__name__)
+
+
+class StandaloneRunner(Runner):
+    """A Spark standalone cluster (``spark://host:port``), driver in client mode on the facility host so that
+    cancel can stop it; the run gets at most ``cores`` executor cores."""
+
+    kind = "standalone"
+    launchable = True
+    #: Spark standalone is single-tenant (Spark's security page): its executors run as the account that started
+    #: the workers, for every application. Runs are then the facility's account too; docs/security.md says so.
+    runs_as_owner = False
+
+    def __init__(self, master: str):
+        if not master.startswith("spark://"):
+            raise UserbatchError(f"a standalone master URL starts with spark://; got {master!r}")
+        self.master = master
+
+    def master_args(self, spec):
+        return ["--master", self.master, "--deploy-mode", "client",
+                "--total-executor-cores", str(spec.cores), "--executor-cores", str(spec.cores_per_executor),
+                "--executor-memory", spec.executor_memory]
+
+    def environment(self, spec):
+        env = super().environment(spec)
+        env["SPARK_MASTER"] = self.master
+        return env
 
 
 def _free_port() -> int:
@@ -35,7 +62,7 @@ def _spark_class() -> str:
     return str(exe)
 
 
-def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen, what: str, log_path: Path) -> None:
+def wait_port(port: int, timeout_s: float, proc: subprocess.Popen, what: str, log_path: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -81,7 +108,7 @@ def start_cluster(work_dir: str | Path, workers: int = 1, cores_per_worker: int 
                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
     cluster = Cluster(f"spark://127.0.0.1:{port}", work_dir, master, webui_port=ui, logs=[mlog])
     try:
-        _wait_port(port, timeout_s, master, "Spark master", mlog)
+        wait_port(port, timeout_s, master, "Spark master", mlog)
         for i in range(workers):
             wport, wui = _free_port(), _free_port()
             wlog = work_dir / f"worker{i}.log"
@@ -93,7 +120,7 @@ def start_cluster(work_dir: str | Path, workers: int = 1, cores_per_worker: int 
             cluster.workers.append(w)
             cluster.worker_ports.append(wport)
             cluster.logs.append(wlog)
-            _wait_port(wport, timeout_s, w, f"Spark worker {i}", wlog)
+            wait_port(wport, timeout_s, w, f"Spark worker {i}", wlog)
         _wait_registered(cluster, workers, timeout_s, mlog)
     except BaseException:
         cluster.stop()
