@@ -53,6 +53,7 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "README.md"]
 
 # ``single backticks`` in docstrings are code, as they are in the Markdown pages.
 default_role = "code"
+add_module_names = False  # signatures read read_table(...), not userbatch.tables.read.read_table(...)
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
