@@ -26,6 +26,10 @@ from .healpix import SPATIAL_INDEX_ORDER, mean_pixel_size_deg, validate_radec
 #: Finest order at which a region is enveloped; finer buys little pruning for a lot of ranges.
 MAX_ENVELOPE_ORDER = 18
 
+#: How far a box is widened before its HEALPix envelope is taken (0.2 milliarcsec): enough that a box of zero
+#: width or height (a meridian or parallel segment) has an area sphgeom can envelope, far below any pixel.
+ENVELOPE_DILATION = sg.Angle(1e-9)
+
 
 def _unit(ra_deg: float, dec_deg: float) -> sg.UnitVector3d:
     return sg.UnitVector3d(sg.LonLat.fromDegrees(ra_deg, dec_deg))
@@ -44,6 +48,13 @@ def _xyz(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarra
     dec = np.radians(dec_deg)
     cd = np.cos(dec)
     return cd * np.cos(ra), cd * np.sin(ra), np.sin(dec)
+
+
+def _ra_mod(ra: np.ndarray) -> np.ndarray:
+    """RA modulo 360 in [0, 360), as Spark's ``pmod(ra, 360.0D)`` gives it: numpy's mod of a tiny negative RA
+    rounds up to 360.0 exactly, where Spark's ``(r + n) % n`` gives 0.0; fold that one value the same way."""
+    ra = np.mod(ra, 360.0)
+    return np.where(ra >= 360.0, 0.0, ra)
 
 
 def _sql_xyz(ra: str, dec: str) -> tuple[str, str, str]:
@@ -125,7 +136,18 @@ class Cone(Region):
 
 @dataclass(frozen=True)
 class Box(Region):
-    """RA/Dec box; ``ra_min > ra_max`` means the box wraps through RA = 0."""
+    """RA/Dec box, corners in degrees with RA in [0, 360].
+
+    RA bounds are read on the circle, as hats' ``wrap_ra_angles`` and lsst-sphgeom's ``NormalizedAngleInterval``
+    read them: both are taken modulo 360 (RA 360 is RA 0), and the box runs east from ``ra_min`` to ``ra_max``:
+
+    * ``ra_min < ra_max`` (after the modulo) — the plain range, e.g. Box(10, 350) is 340 degrees wide;
+    * ``ra_min > ra_max`` — the box wraps through RA = 0, e.g. Box(350, 10) is 20 degrees wide;
+    * ``ra_min == ra_max`` — zero width: the meridian segment RA = ra_min, e.g. Box(0, 0), Box(360, 360) and
+      Box(360, 0) are all the line RA = 0;
+    * the one exception is Box(0, 360) (``ra_max - ra_min >= 360`` as given), every RA: sphgeom would read it as
+      the line RA = 0, but a caller who writes 0..360 means the whole circle.
+    """
 
     ra_min_deg: float
     ra_max_deg: float
@@ -143,8 +165,9 @@ class Box(Region):
 
     @property
     def ra_bounds(self) -> tuple[float, float]:
-        """(lo, hi) in [0, 360]: RA 360 as a lower bound is RA 0 (Box(360, 0) is the line RA = 0, not the sky)."""
-        return self.ra_min_deg % 360.0, self.ra_max_deg % 360.0 if self.ra_max_deg != 360.0 else 360.0
+        """(lo, hi), both in [0, 360): RA 360 is RA 0 at either end (Box(360, 360) is the line RA = 0, not the
+        sky; only ``full_ra`` means every RA, and then these bounds are not used)."""
+        return self.ra_min_deg % 360.0, self.ra_max_deg % 360.0
 
     @property
     def wraps(self) -> bool:
@@ -155,19 +178,23 @@ class Box(Region):
         lat = sg.AngleInterval.fromDegrees(self.dec_min_deg, self.dec_max_deg)
         if self.full_ra:
             return sg.Box(sg.NormalizedAngleInterval.full(), lat)
-        return sg.Box(sg.NormalizedAngleInterval.fromDegrees(self.ra_min_deg, self.ra_max_deg), lat)
+        return sg.Box(sg.NormalizedAngleInterval.fromDegrees(*self.ra_bounds), lat)  # sphgeom tells 0 from 2 pi
 
     def envelope_parts(self) -> list[sg.Region]:
-        """lsst-sphgeom's HEALPix envelope of a box spanning all 360 degrees of RA comes back empty (seen with
-        30.2026.4000), so wide boxes are enveloped as pieces under 180 degrees each."""
-        lat = sg.AngleInterval.fromDegrees(self.dec_min_deg, self.dec_max_deg)
+        """Boxes whose HEALPix envelopes together cover this one, working round two gaps in lsst-sphgeom's
+        envelope (seen with 30.2026.4000): a box spanning all 360 degrees of RA comes back empty, so wide boxes
+        are enveloped as pieces of at most 120 degrees; and so does a box of zero width or height (Box(10, 10, ...)
+        is the meridian RA = 10, Box(..., 5, 5) the parallel Dec = 5), so every piece is dilated by
+        ``ENVELOPE_DILATION`` first — a conservative envelope may only grow."""
+        # each interval on its own: sphgeom's Box.dilatedBy would open a box touching a pole to all RA
+        lat = sg.AngleInterval.fromDegrees(self.dec_min_deg, self.dec_max_deg).dilatedBy(ENVELOPE_DILATION)
         width = 360.0 if self.full_ra else (self.ra_max_deg - self.ra_min_deg) % 360.0
         n = max(1, int(np.ceil(width / 120.0)))
         start = 0.0 if self.full_ra else self.ra_min_deg
         step = width / n
         return [
-            sg.Box(sg.NormalizedAngleInterval.fromDegrees((start + i * step) % 360.0,
-                                                          (start + (i + 1) * step) % 360.0), lat)
+            sg.Box(sg.NormalizedAngleInterval.fromDegrees((start + i * step) % 360.0, (start + (i + 1) * step) % 360.0)
+                   .dilatedBy(sg.NormalizedAngle(ENVELOPE_DILATION)), lat)
             for i in range(n)
         ]
 
@@ -177,7 +204,7 @@ class Box(Region):
         return max(min(width * cos_dec, 360.0), self.dec_max_deg - self.dec_min_deg, 1e-6)
 
     def contains(self, ra_deg, dec_deg):
-        ra = np.mod(np.asarray(ra_deg, dtype=np.float64), 360.0)
+        ra = _ra_mod(np.asarray(ra_deg, dtype=np.float64))
         dec = np.asarray(dec_deg, dtype=np.float64)
         in_dec = (dec >= self.dec_min_deg) & (dec <= self.dec_max_deg)
         if self.full_ra:
