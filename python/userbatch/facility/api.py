@@ -21,12 +21,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from ..extras import missing, require
+
+try:
+    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from pydantic import BaseModel, ConfigDict, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ModuleNotFoundError as exc:
+    raise missing("facility", exc) from exc
 
 from ..config import settings
 from ..errors import UserbatchError
@@ -396,7 +401,7 @@ def _worker_loop(db_url: str, config: FacilityConfig, stop: threading.Event, ret
 def serve(host: str = "127.0.0.1", port: int = 8765, db_url: str | None = None, with_worker: bool = True) -> None:
     """Run the API (uvicorn) until interrupted and, ``with_worker``, the facility worker in a daemon thread that
     is stopped when the server shuts down."""
-    import uvicorn
+    uvicorn = require("uvicorn", "facility")
 
     if not logging.getLogger().handlers:  # the worker's and the facility's log lines go beside uvicorn's
         logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s")

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fastapi import APIRouter, Body, Depends
+from ..extras import missing
+
+try:
+    from fastapi import APIRouter, Body, Depends
+except ModuleNotFoundError as exc:
+    raise missing("facility", exc) from exc
 
 from ..tables.catalog import Catalog, TableEntry
 from .service import Facility

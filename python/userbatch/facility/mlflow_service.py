@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..extras import require
+
 log = logging.getLogger(__name__)
 
 #: Where experiments a run creates keep their artifacts: the tracking server's own default
@@ -78,7 +80,8 @@ class MlflowServer:
     # ------------------------------------------------------------------------------------------ lifecycle
     def ensure_started(self, timeout_s: float = 120.0) -> str:
         """The server's base URL, starting it if needed."""
-        import httpx
+        httpx = require("httpx", "facility")
+        require("mlflow", "ml", what="the facility's MLflow server for runs", load=False)
 
         with self._lock:
             if self._proc is not None and self._proc.poll() is None and self.url:
@@ -97,7 +100,8 @@ class MlflowServer:
             mlflow_bin = Path(sys.executable).with_name("mlflow")
             argv = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "server", "--app-name", "basic-auth",
                     "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts_dir,
-                    "--serve-artifacts", "--default-artifact-root", "mlflow-artifacts:/", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+                    "--serve-artifacts", "--default-artifact-root", "mlflow-artifacts:/", "--host", "127.0.0.1",
+                    "--port", str(port), "--workers", "1"]
             env = dict(os.environ, MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY=password)
             out = open(self._secret_file("server.log"), "ab")  # noqa: SIM115 - handed to the child
             try:
@@ -136,7 +140,7 @@ class MlflowServer:
     # ------------------------------------------------------------------------------------------ users
     def credentials(self, user: str) -> tuple[str, str]:
         """The MLflow user of facility user ``user`` (created with a random password the first time)."""
-        import httpx
+        httpx = require("httpx", "facility")
 
         with self._lock:
             users = self._load("users.json")

@@ -15,9 +15,14 @@ import threading
 import time
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from ..extras import missing, require
+
+try:
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+except ModuleNotFoundError as exc:
+    raise missing("facility", exc) from exc
 
 from ..errors import UserbatchError
 from ..tables.db import engine_for
@@ -87,7 +92,7 @@ def create_run_app(db_url: str, config: FacilityConfig, mlflow_server: MlflowSer
                            creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
         """MLflow's REST API as the run's owner: the run shows its delegated token, the facility answers with the
         owner's MLflow credentials (the run never holds them)."""
-        import httpx
+        httpx = require("httpx", "facility")
         from starlette.concurrency import run_in_threadpool
 
         identity = await run_in_threadpool(Identity.from_token, creds.credentials if creds else None, engine)
@@ -109,7 +114,7 @@ class RunApiServer:
     """uvicorn on a Unix socket in a daemon thread, for the worker's lifetime."""
 
     def __init__(self, db_url: str, config: FacilityConfig, path: Path, mlflow_server: MlflowServer | None = None):
-        import uvicorn
+        uvicorn = require("uvicorn", "facility")
 
         self.path = Path(path)
         self.mlflow = mlflow_server

@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserbatchError
+from ..extras import require
 from ..tables.names import parse_table_name
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class _QuietFallback(logging.Filter):
 def check_sql(step: str, sql: str) -> tuple[str, ...]:
     """Check that ``sql`` is exactly one read-only query that reads only named tables, and return what it reads:
     two-part catalog names (``ns.name``) and single-part names that are not CTEs of the query (steps)."""
-    import sqlglot
+    sqlglot = require("sqlglot", "facility")
     from sqlglot import exp
     from sqlglot.errors import SqlglotError
 
@@ -411,7 +412,7 @@ def parse_workflow(source) -> Workflow:
 
 def check_schedule(schedule: str) -> str:
     """A 5-field cron expression (minute hour day-of-month month day-of-week, in UTC), or WorkflowError."""
-    from croniter import croniter
+    croniter = require("croniter", "facility").croniter
 
     if not isinstance(schedule, str) or len(schedule.split()) != 5 or not croniter.is_valid(schedule):
         raise WorkflowError(f"schedule {schedule!r} is not a 5-field cron expression (minute hour day month "
@@ -422,7 +423,7 @@ def check_schedule(schedule: str) -> str:
 def next_run(schedule: str, after: datetime) -> datetime:
     """The first time strictly after ``after`` that ``schedule`` fires, as an aware UTC datetime. A naive
     ``after`` is taken to be UTC (the facility keeps every time in UTC)."""
-    from croniter import croniter
+    croniter = require("croniter", "facility").croniter
 
     check_schedule(schedule)
     start = after.replace(tzinfo=UTC) if after.tzinfo is None else after.astimezone(UTC)
@@ -606,10 +607,10 @@ def run_workflow(workflow: Workflow, spark, provenance, catalog=None) -> dict:
 
     Everything that can be checked is checked before anything is written: the tables exist and the catalog's user
     may read them, the outputs may be written, the views read committed versions, Spark parses every step as a
-    query and can analyse it (columns exist, types fit). So a refused workflow writes nothing; only an error while rows are computed can
-    stop a run after an earlier step's output was committed. Each step is a temporary view named after it while
-    the workflow runs (dropped at the end); each table read is recorded once in ``provenance`` with the version
-    read, and the workflow itself in its parameters.
+    query and can analyse it (columns exist, types fit). So a refused workflow writes nothing; only an error while
+    rows are computed can stop a run after an earlier step's output was committed. Each step is a temporary view
+    named after it while the workflow runs (dropped at the end); each table read is recorded once in
+    ``provenance`` with the version read, and the workflow itself in its parameters.
 
     Returns ``{"outputs": [{table, version, rows}], "steps": [{name, output}], "inputs": provenance.inputs}``.
     """

@@ -28,14 +28,10 @@ import re
 import time
 from pathlib import Path
 
-from ..errors import UserbatchError
-from ..extras import missing
-from ..resources import conf
+from lsst.ctrl.bps import BaseWmsService, BaseWmsWorkflow, WmsJobReport, WmsRunReport, WmsStates
 
-try:
-    from lsst.ctrl.bps import BaseWmsService, BaseWmsWorkflow, WmsJobReport, WmsRunReport, WmsStates
-except ModuleNotFoundError as exc:
-    raise missing("images", exc) from exc
+from ..errors import UserbatchError
+from ..resources import conf
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..engine import require_classic
 from ..errors import UserbatchError
+from ..extras import require
 from .dataset import MISSING, LabelledData, clean_names, clean_sql
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,8 @@ def _fit_sklearn(data: LabelledData, name: str, hyper: dict, weights: dict, seed
     import inspect
 
     from pyspark.sql import functions as F
+
+    require("sklearn", "ml")
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import AccessDenied, UserbatchError
+from ..extras import require
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def resolve_version(client, name: str, version: int | None = None, alias: str | 
 
 def load(name: str, version: int | None = None, alias: str | None = None):
     """``(Predictor, ModelRef, metadata)`` of a registered model version, whichever flavor it was logged with."""
-    import mlflow
+    mlflow = require("mlflow", "ml")
 
     from .models import Predictor
     from .tracking import configure
@@ -179,7 +180,7 @@ def list_models() -> list[dict]:
 
 def describe(name: str, version: int | None = None, alias: str | None = None) -> dict:
     """One model version: its MLflow run, validation metrics, classes, features and training tables."""
-    import mlflow
+    mlflow = require("mlflow", "ml")
 
     from .tracking import configure
 

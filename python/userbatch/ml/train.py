@@ -19,6 +19,7 @@ import numpy as np
 from ..config import settings
 from ..engine import get_session
 from ..errors import UserbatchError
+from ..extras import require
 from . import metrics as M
 from .dataset import LabelledData, labelled_data
 from .models import PREDICTION, Predictor, fit, probability_column
@@ -139,7 +140,7 @@ def train_classifier(features: str, *, label_column: str, labels: str | None = N
                      run_name: str | None = None, model_name: str | None = None, model_alias: str | None = None,
                      spark=None) -> TrainResult:
     """Train, evaluate on held-out objects, log to MLflow and (with ``model_name``) register the model."""
-    import mlflow
+    mlflow = require("mlflow", "ml")
 
     from ..tables import runctx
     from ..tables.provenance import code_version

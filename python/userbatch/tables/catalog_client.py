@@ -9,6 +9,7 @@ may write (at the location the facility chooses), and sets the table directory's
 from __future__ import annotations
 
 from ..errors import AccessDenied, TableExists, TableNotFound, UserbatchError
+from ..extras import require
 
 #: HTTP status -> the exception the in-process catalog raises for the same refusal.
 _ERRORS = {403: AccessDenied, 404: TableNotFound, 409: TableExists}
@@ -19,13 +20,13 @@ class CatalogClient:
     (:meth:`~.catalog.TableEntry.to_json`); the catalog turns them back into entries."""
 
     def __init__(self, socket_path: str, token: str, timeout_s: float = 60.0):
-        import httpx
+        httpx = require("httpx", "facility", what="a run's catalog (the facility's run API)")
 
         self._client = httpx.Client(transport=httpx.HTTPTransport(uds=socket_path), base_url="http://userbatch",
                                     headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s)
 
     def _call(self, method: str, path: str, **kwargs):
-        import httpx
+        import httpx  # present: __init__ required it
 
         try:
             r = self._client.request(method, path, **kwargs)
