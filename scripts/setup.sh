@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything userbatch needs on a fresh machine: Java 17, a Python 3.12 venv at .venv with the project
-# installed (editable), and — with --services — a PostgreSQL server on 127.0.0.1:5432 for the database tests.
+# installed (editable, with every extra: all, test, bench, docs), and — with --services — a PostgreSQL server on
+# 127.0.0.1:5432 for the database tests.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +51,9 @@ want=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing userbatch and its dependencies into .venv (a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q -e ".[test,bench]" 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import userbatch, pyspark, deltalake, lsst.sphgeom, hats' || die "dependency install failed"
+  .venv/bin/python -m pip install -q -e ".[all,test,bench,docs]" 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import userbatch, pyspark, deltalake, lsst.sphgeom, hats, fastapi, mlflow, sklearn, nbclient, lsst.ctrl.bps' \
+    || die "dependency install failed"
   echo "$want" > "$stamp"
 fi
 
