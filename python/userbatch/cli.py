@@ -181,8 +181,7 @@ def tables_list(namespace):
 def tables_show(ctx, name, version, plot_path, plot_order):
     """Catalog entry, size, partitioning and schema of a table."""
     from .tables.catalog import Catalog
-    from .tables.info import describe, partitions_of, pixel_counts
-    from .tables.read import resolve
+    from .tables.info import describe
 
     entry = Catalog().get(name)
     info = describe(entry, version)
@@ -196,9 +195,7 @@ def tables_show(ctx, name, version, plot_path, plot_order):
     if plot_path:
         from .viz import plot_sky
 
-        spark = _spark(ctx)
-        counts = pixel_counts(spark, entry, plot_order, version)
-        out = plot_sky(counts, plot_order, partitions_of(resolve(entry, version=version)), name, plot_path)
+        out = plot_sky(entry, plot_path, order=plot_order, version=version, spark=_spark(ctx))
         click.echo(f"sky map written to {out}")
 
 

@@ -84,7 +84,7 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
     from .spark import session
     from .tables import delta
     from .tables.catalog import Catalog
-    from .tables.info import partitions_of, pixel_counts
+    from .tables.info import partitions_of
     from .tables.provenance import Provenance
     from .tables.read import read_table, resolve
     from .tables.write import write_table
@@ -231,7 +231,6 @@ def run_demo(n_objects: int = 20_000, home=None, master: str | None = None, echo
              f"params={p.get('parameters')} code={p.get('code_version')}")
 
     entry = Catalog().get("dp1.object")
-    png = plot_sky(pixel_counts(spark, entry, 7), 7, partitions_of(resolve(entry)), "dp1.object",
-                   home / "dp1_object_sky.png")
+    png = plot_sky(entry, home / "dp1_object_sky.png", spark=spark)
     echo(f"\nsky map of dp1.object: {png}")
     echo(f"demo finished in {time.perf_counter() - t0:.1f} s")

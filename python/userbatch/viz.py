@@ -16,8 +16,63 @@ def _mollweide_xy(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, 
     return -lon, np.radians(dec_deg)
 
 
-def plot_sky(pixel_counts: dict[int, int], density_order: int, partitions: np.ndarray, title: str, out: str | Path) -> Path:
-    """Write a PNG: row density per square degree at ``density_order`` and the partition pixels by order."""
+def plot_sky(table, out: str | Path | None = None, *, order: int = 7, version: int | None = None, spark=None,
+             catalog=None) -> Path:
+    """Draw one catalog table's sky: row density, its partitions by HEALPix order, and a zoom on the densest part.
+
+    Parameters
+    ----------
+    table : str or TableEntry
+        A catalog table (``"dp1.object"``).
+    out : str or Path, optional
+        The PNG to write (default ``<table>_sky.png`` in the current directory).
+    order : int
+        HEALPix order of the density map (7: pixels of about 0.46 deg).
+    version : int, optional
+        The table version (default: the latest, or the pinned one in a facility run).
+    spark : SparkSession, optional
+        The session that counts the rows (default: the running one, or a new one).
+    catalog : Catalog, optional
+        The catalog the table is in.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    from .engine import get_session
+    from .tables.catalog import Catalog, TableEntry
+    from .tables.info import partitions_of, pixel_counts
+    from .tables.read import resolve
+
+    entry = table if isinstance(table, TableEntry) else (catalog or Catalog()).get(table)
+    counts = pixel_counts(spark or get_session(), entry, order, version)
+    out = Path(out) if out is not None else Path(f"{entry.name}_sky.png")
+    return plot_density(counts, order, partitions_of(resolve(entry, version=version)), entry.name, out)
+
+
+def plot_density(pixel_counts: dict[int, int], density_order: int, partitions: np.ndarray, title: str,
+                 out: str | Path) -> Path:
+    """Write a PNG from counts already made: row density per square degree at ``density_order`` and the partition
+    pixels by order (what :func:`plot_sky` draws for a table).
+
+    Parameters
+    ----------
+    pixel_counts : dict of int to int
+        Rows per nested pixel at ``density_order``.
+    density_order : int
+        The HEALPix order of ``pixel_counts``.
+    partitions : numpy.ndarray
+        ``(n, 2)`` array of (order, pixel) partitions.
+    title : str
+        The title above the panels.
+    out : str or Path
+        The PNG to write.
+
+    Returns
+    -------
+    Path
+    """
     import astropy.units as u
     import cdshealpix
     import matplotlib

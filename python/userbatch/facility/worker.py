@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import hashlib
 import json
 import logging
@@ -102,7 +103,7 @@ class Worker:
                         self.config.runner.get("kind"))
         if self.mode == "single-user":
             log.warning("userbatch runs as %s without root: this facility is single-user — every run executes as "
-                        "this account and can read what it can", os.getenv("USER") or os.getuid())
+                        "this account and can read what it can", getpass.getuser())
         storage.secure_facility_state(self.config, s.home, self.db_url, s.warehouse)
         mlflow = None
         if not self.config.mlflow_remote:  # a local store: runs reach it through a server
