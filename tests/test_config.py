@@ -1,0 +1,92 @@
+"""Settings: one typed object, from the environment over a settings file over defaults, read once per environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from userbatch.config import RunContext, Settings, Tuning, reload_settings, settings
+from userbatch.errors import UserbatchError
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    import os
+
+    for k in list(os.environ):
+        if k.startswith(("USERBATCH_", "SPARK_MASTER", "SPARK_REMOTE", "MLFLOW_TRACKING_URI")):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("USERBATCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_defaults_are_typed_and_under_the_home(clean_env):
+    s = settings()
+    assert isinstance(s, Settings) and s.home == clean_env.resolve()
+    assert s.db_url == f"sqlite:///{clean_env.resolve() / 'facility.db'}"
+    assert s.warehouse == clean_env.resolve() / "warehouse"
+    assert s.tuning == Tuning() and s.tuning.rows_per_task == 600_000
+    assert s.run == RunContext() and s.run.write_namespaces is None and not s.in_run
+    assert s.spark.master is None and s.spark.driver_memory == "6g" and s.spark.ui is False
+
+
+def test_read_once_per_environment(clean_env, monkeypatch):
+    a, b = settings(), settings()
+    assert a is b  # nothing re-read while the environment stands still
+    monkeypatch.setenv("USERBATCH_ROWS_PER_TASK", "1234")
+    c = settings()
+    assert c is not a and c.tuning.rows_per_task == 1234
+
+
+def test_environment_wins_over_the_settings_file(clean_env, monkeypatch):
+    clean_env.mkdir(parents=True)
+    (clean_env / "settings.toml").write_text(
+        'db_url = "postgresql://db.example/ub"\ngroups = ["a", "b"]\n'
+        '[tuning]\nrows_per_task = 1000\nlight_path_max_rows = 7\n[spark]\ndriver_memory = "3g"\nui = true\n')
+    s = reload_settings()
+    assert s.db_url == "postgresql://db.example/ub" and s.groups == ("a", "b")
+    assert s.tuning.rows_per_task == 1000 and s.tuning.light_path_max_rows == 7
+    assert s.spark.driver_memory == "3g" and s.spark.ui is True
+    assert {"db_url", "groups"} <= s.given and "warehouse" not in s.given
+    monkeypatch.setenv("USERBATCH_ROWS_PER_TASK", "5")
+    monkeypatch.setenv("USERBATCH_DRIVER_MEMORY", "9g")
+    s = settings()
+    assert s.tuning.rows_per_task == 5 and s.tuning.light_path_max_rows == 7 and s.spark.driver_memory == "9g"
+
+
+def test_run_context_from_the_worker_environment(clean_env, monkeypatch):
+    monkeypatch.setenv("USERBATCH_RUN_ID", "abc")
+    monkeypatch.setenv("USERBATCH_PINS", '{"dp1.object": "3"}')
+    monkeypatch.setenv("USERBATCH_OUTPUT_MAP", '{"u_a.t": "u_a.t_rerun_abc"}')
+    monkeypatch.setenv("USERBATCH_WRITE_NAMESPACES", "u_a,g_team")
+    run = settings().run
+    assert run.run_id == "abc" and run.pins == {"dp1.object": 3}
+    assert run.output_map == {"u_a.t": "u_a.t_rerun_abc"} and run.write_namespaces == ("u_a", "g_team")
+    from userbatch.errors import AccessDenied
+    from userbatch.tables import runctx
+
+    assert runctx.pinned_version("dp1.object") == 3 and runctx.output_name("u_a.t") == "u_a.t_rerun_abc"
+    runctx.check_writable("g_team.x")
+    with pytest.raises(AccessDenied, match="only in namespace"):
+        runctx.check_writable("dp1.object")
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("USERBATCH_ROWS_PER_TASK", "many", "must be a number"),
+    ("USERBATCH_PINS", "{not json", "not valid JSON"),
+    ("USERBATCH_OUTPUT_MAP", "[1, 2]", "must be a JSON object"),
+    ("USERBATCH_SETTINGS", "/nonexistent/settings.toml", "not a file"),
+])
+def test_bad_settings_say_which(clean_env, monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UserbatchError, match=message):
+        settings()
+
+
+def test_a_broken_settings_file_is_named(clean_env, monkeypatch, tmp_path):
+    bad = Path(tmp_path / "s.toml")
+    bad.write_text("db_url = \n")
+    monkeypatch.setenv("USERBATCH_SETTINGS", str(bad))
+    with pytest.raises(UserbatchError, match="s.toml cannot be read"):
+        settings()
