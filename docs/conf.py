@@ -243,6 +243,28 @@ def _skip_framework_attributes(app, what, name, obj, skip, options):
     return None
 
 
+def _public_api_as_aliases(app, env):
+    """Make the public page's ``userbatch.<name>`` entries aliases of the objects' own documentation.
+
+    The public API page documents a class or function a second time under its short name. A cross-reference that
+    Sphinx resolves by suffix (``Catalog`` in a type annotation it could not evaluate) would then find two
+    targets; marking the short names as aliases (what ``:canonical:`` does for the other direction) lets the
+    Python domain prefer the object's own page, while ``userbatch.<name>`` stays a valid target and stays in the
+    inventory.
+    """
+    py = env.domains["py"]
+    short = {}
+    for name in getattr(userbatch, "__all__", []):
+        obj = getattr(userbatch, name, None)
+        canonical = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+        if not name.startswith("_") and canonical != f"userbatch.{name}" and canonical in py.objects:
+            short[f"userbatch.{name}"] = canonical
+    for refname, entry in list(py.objects.items()):
+        if any(refname == s or refname.startswith(s + ".") for s in short) and not entry.aliased:
+            py.objects[refname] = entry._replace(aliased=True)
+
+
 def setup(app):
     app.connect("builder-inited", write_api_pages)
+    app.connect("env-updated", _public_api_as_aliases)
     app.connect("autodoc-skip-member", _skip_framework_attributes)

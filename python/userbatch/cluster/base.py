@@ -5,7 +5,8 @@ directory as its argument; a runner only decides the master, the resources and w
 :class:`SubmitSpec` is what the facility knows about a run, :meth:`Runner.argv` turns it into the exact
 ``spark-submit`` command line (the same text ``userbatch export`` writes into a bundle), and :meth:`Runner.launch`
 starts it here. The runners themselves live beside this module (``local``, ``standalone``, ``yarn``,
-``kubernetes``) and are found by name through :mod:`.registry`, like ctrl_bps' ``BaseWmsService`` plug-ins.
+``kubernetes``) and are found by name through :mod:`~userbatch.cluster.registry`, like ctrl_bps'
+``BaseWmsService`` plug-ins.
 """
 
 from __future__ import annotations
