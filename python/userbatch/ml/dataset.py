@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import ColumnNotFound, UserbatchError
+from ..tables.catalog import Catalog
+from ..tables.read import resolve, to_spark
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,6 @@ _NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean"
 @dataclass
 class TableInput:
     """One table read for training: which one, at which version, where its Delta log lives."""
-
     table: str
     version: int
     location: str
@@ -41,7 +42,6 @@ class TableInput:
 @dataclass
 class LabelledData:
     """Features and labels of one training set, with what it was built from."""
-
     df: object  # Spark DataFrame: key, features..., label, _validation (bool)
     key: str
     label: str
@@ -52,8 +52,6 @@ class LabelledData:
 
 
 def _read(table: str, version: int | None, spark) -> tuple[object, TableInput]:
-    from ..tables.catalog import Catalog
-    from ..tables.read import resolve, to_spark
 
     entry = Catalog().get(table)
     snap = resolve(entry, version=version)

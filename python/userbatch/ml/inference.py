@@ -13,7 +13,12 @@ import logging
 from dataclasses import dataclass
 
 from ..engine import get_session
-from ..errors import UserbatchError
+from ..errors import ColumnNotFound, UserbatchError
+from ..tables.catalog import Catalog
+from ..tables.provenance import Provenance
+from ..tables.read import resolve, to_spark
+from ..tables.write import write_table
+from .registry import load
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +54,6 @@ class Classification:
 
     def write(self, name: str, mode: str = "create", *, provenance=None, **write_options):
         """Write the predictions as table ``name``; provenance names the input, the model and its training data."""
-        from ..tables.provenance import Provenance
-        from ..tables.write import write_table
-
         prov = provenance or Provenance(job="classify")
         prov.add_input(self.table, self.version)
         for t in self.metadata.get("training_inputs", []):  # the model's own inputs, one step further back
@@ -68,9 +70,6 @@ def classify(table: str, model: str, *, model_version: int | None = None, model_
     """Score every row of ``table`` (at ``table_version``) with registered model ``model`` (a version, an alias,
     or the latest). ``keep_columns`` are carried to the output beside the key and positions; ``where`` is an
     optional SQL filter on the input rows."""
-    from ..tables.catalog import Catalog
-    from ..tables.read import resolve, to_spark
-    from .registry import load
 
     if model_version is not None and model_alias:
         raise UserbatchError("give model_version or model_alias, not both")
@@ -92,7 +91,6 @@ def classify(table: str, model: str, *, model_version: int | None = None, model_
             raise UserbatchError(f"bad where filter {where!r}: {str(e).splitlines()[0]}") from None
     extra = [c for c in (keep_columns or []) if c not in df.columns]
     if extra:
-        from ..errors import ColumnNotFound
 
         raise ColumnNotFound(f"keep_columns {', '.join(extra)} not in {table}")
     ra, dec = entry.ra_column, entry.dec_column

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from ..errors import AccessDenied, UserbatchError
 from ..extras import require
+from ..facility.config import load_config
+from .models import Predictor
+from .tracking import configure
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,6 @@ def check_alias(alias: str) -> str:
 
 
 def _is_admin(user: str) -> bool:
-    from ..facility.config import load_config
 
     try:
         return user in load_config().admins
@@ -136,8 +138,6 @@ def load(name: str, version: int | None = None, alias: str | None = None):
     """``(Predictor, ModelRef, metadata)`` of a registered model version, whichever flavor it was logged with."""
     mlflow = require("mlflow", "ml")
 
-    from .models import Predictor
-    from .tracking import configure
 
     client = configure()
     ref = resolve_version(client, name, version=version, alias=alias)
@@ -166,8 +166,6 @@ def load(name: str, version: int | None = None, alias: str | None = None):
 
 def list_models() -> list[dict]:
     """Registered models: name, owner, latest version, aliases."""
-    from .tracking import configure
-
     client = configure()
     out = []
     for rm in client.search_registered_models(max_results=1000):
@@ -182,7 +180,6 @@ def describe(name: str, version: int | None = None, alias: str | None = None) ->
     """One model version: its MLflow run, validation metrics, classes, features and training tables."""
     mlflow = require("mlflow", "ml")
 
-    from .tracking import configure
 
     client = configure()
     ref = resolve_version(client, name, version=version, alias=alias)

@@ -20,9 +20,15 @@ from ..config import settings
 from ..engine import get_session
 from ..errors import UserbatchError
 from ..extras import require
+from ..tables import runctx
+from ..tables.catalog import Catalog
+from ..tables.provenance import code_version
+from ..tables.read import resolve, to_spark
 from . import metrics as M
 from .dataset import LabelledData, labelled_data
 from .models import PREDICTION, Predictor, fit, probability_column
+from .registry import check_alias, check_can_register, register
+from .tracking import configure, experiment_id, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +90,6 @@ def _delta_source_class():
 
     class DeltaSource(DeltaDatasetSource):
         """MLflow's Delta source, except that version 0 is kept (MLflow drops a falsy version when serialising)."""
-
         def to_dict(self):
             info = super().to_dict()
             if self._delta_table_version is not None:
@@ -97,8 +102,6 @@ def _delta_source_class():
 def _log_inputs(mlflow, data: LabelledData, spark) -> None:
     from mlflow.data.spark_dataset import SparkDataset
 
-    from ..tables.catalog import Catalog
-    from ..tables.read import resolve, to_spark
 
     _DeltaSource = _delta_source_class()
     for i, inp in enumerate(data.inputs):
@@ -142,10 +145,6 @@ def train_classifier(features: str, *, label_column: str, labels: str | None = N
     """Train, evaluate on held-out objects, log to MLflow and (with ``model_name``) register the model."""
     mlflow = require("mlflow", "ml")
 
-    from ..tables import runctx
-    from ..tables.provenance import code_version
-    from .registry import check_alias, check_can_register, register
-    from .tracking import configure, experiment_id, tracking_uri
 
     spark = spark or get_session()
     user = settings().user

@@ -31,7 +31,10 @@ from ..errors import UserbatchError
 from ..sky.healpix import SPATIAL_INDEX_COLUMN
 from ..sky.motion import Motion, max_displacement_arcsec
 from ..tables.catalog import Catalog
+from ..tables.provenance import Provenance
+from ..tables.write import write_table
 from .crossmatch_sides import MemorySide, Side
+from .crossmatch_spark import run_spark
 from .crossmatch_tasks import (  # noqa: F401 - MarginTooSmall, DIST_COLUMN, RANK_COLUMN re-exported
     DIST_COLUMN,
     ENGINES,
@@ -91,11 +94,23 @@ class Crossmatch:
         return self.to_arrow().to_pandas()
 
     def to_spark(self, spark=None):
+        """The matches as a Spark DataFrame: lazy with ``engine="spark"``, else matched here and handed to Spark.
+
+        Parameters
+        ----------
+        spark : pyspark.sql.SparkSession, optional
+            The session to use when :func:`crossmatch` was given none; by default the running session, or a new
+            bare one.
+
+        Returns
+        -------
+        pyspark.sql.DataFrame
+            The pairs: the left columns, the right ones, ``_dist_arcsec`` and ``_rank``.
+        """
         if self.engine != "spark":
             spark = spark or self.spark or get_session()
             return spark.createDataFrame(self.to_arrow().to_pandas(), _spark_schema(self.to_arrow().schema))
         if self._df is None:
-            from .crossmatch_spark import run_spark
 
             self._df = run_spark(self, self.spark or spark)
         return self._df
@@ -122,11 +137,30 @@ class Crossmatch:
     def write(self, name: str, mode: str = "create", *, catalog: Catalog | None = None, provenance=None,
               **write_options):
         """Write the matches as a catalog table, HEALPix-partitioned by the left coordinates (rows without a left
-        side, from an outer join, by the right ones), with both inputs and their versions in the provenance."""
+        side, from an outer join, by the right ones), with both inputs and their versions in the provenance.
+
+        Parameters
+        ----------
+        name : str
+            The table to write, ``namespace.table``.
+        mode : {"create", "append", "overwrite"}
+            Make a new table, add rows to an existing one, or replace its rows.
+        catalog : Catalog, optional
+            The catalog to register the table in; by default ``Catalog()`` for the current user.
+        provenance : Provenance, optional
+            Provenance to commit with the rows (the inputs and the cross-match parameters are added to it); by
+            default a new one for job ``crossmatch``.
+        **write_options
+            Passed to :func:`~userbatch.tables.write.write_table` (``partition_order``, ``pixel_threshold``,
+            ``margin_radius_arcsec``, ``visibility`` ...); ``ra_column``/``dec_column`` are set here.
+
+        Returns
+        -------
+        WriteResult
+            The table written, the version committed, row and partition counts, and the stage timings.
+        """
         from pyspark.sql import functions as F
 
-        from ..tables.provenance import Provenance
-        from ..tables.write import write_table
 
         prov = provenance or Provenance(job="crossmatch")
         for side in (self.left, self.right):
@@ -227,6 +261,68 @@ def crossmatch(
     ``_dist_arcsec`` and ``_rank`` (1 = nearest; null for unmatched rows).
     Stored margin caches narrower than the radius (plus the largest proper-motion displacement) raise
     :class:`MarginTooSmall` unless ``margin_fallback="read"``, which reads neighbouring partitions instead.
+
+    Parameters
+    ----------
+    left : str, TableEntry, pandas.DataFrame, pyarrow.Table or pyspark.sql.DataFrame
+        The catalogue each match starts from: a catalog table name or entry, or rows in memory / in Spark.
+    right : str, TableEntry, pandas.DataFrame, pyarrow.Table or pyspark.sql.DataFrame
+        The catalogue searched for neighbours of each left row, in the same forms as ``left``.
+    radius_arcsec : float
+        Match radius in arcseconds (positive).
+    mode : {"nearest", "k_nearest", "all"}
+        Which pairs within the radius are kept for each left row: the nearest, the ``k`` nearest, or all.
+    k : int, optional
+        Neighbours per left row for ``mode="k_nearest"`` (required there); only None or 1 with ``"nearest"``,
+        only None with ``"all"``.
+    how : {"inner", "left", "outer"}
+        Whether unmatched left rows (``"left"``), or unmatched rows of both sides (``"outer"``), are kept,
+        null-filled on the missing side.
+    one_to_one : bool
+        Keep every row of either side in at most one pair, best pairs first (every pair within the radius is a
+        candidate; ``k`` is then ignored).
+    min_radius_arcsec : float
+        Inner radius in arcseconds: pairs closer than it are not matches (an annulus); below ``radius_arcsec``.
+    motion : Motion, optional
+        Proper motions of the right side, applied to bring its rows to the left side's epoch before matching.
+    left_columns : list of str, optional
+        Left columns to keep in the result; by default all but ``_healpix_29``, ``Norder``, ``Dir`` and ``Npix``.
+    right_columns : list of str, optional
+        Right columns to keep in the result; by default all but ``_healpix_29``, ``Norder``, ``Dir`` and ``Npix``.
+    suffixes : tuple of (str, str)
+        Appended to a left / right output column whose name is also among the other side's columns.
+    left_ra : str, optional
+        Left RA column (degrees): required for in-memory / Spark input; for a table, overrides its declared one.
+    left_dec : str, optional
+        Left Dec column (degrees), as ``left_ra``.
+    right_ra : str, optional
+        Right RA column (degrees), as ``left_ra``.
+    right_dec : str, optional
+        Right Dec column (degrees), as ``left_ra``.
+    left_version : int, optional
+        Delta version of a left catalog table; by default the latest (in a facility run, the pinned one).
+    right_version : int, optional
+        Delta version of a right catalog table, as ``left_version``.
+    left_timestamp : datetime or str, optional
+        Read a left Delta table as of this time (its latest commit at or before it) instead of a version.
+    right_timestamp : datetime or str, optional
+        Read a right Delta table as of this time, as ``left_timestamp``.
+    margin_fallback : {"error", "read"}
+        What to do when a stored margin cache is narrower than the search: raise :class:`MarginTooSmall`, or read
+        the neighbouring partitions instead.
+    engine : {"auto", "local", "spark"}
+        ``"local"`` runs the tasks on a thread pool in this process, ``"spark"`` as Spark tasks; ``"auto"`` is
+        local when both sides together hold at most ``settings().tuning.xmatch_local_max_rows`` rows.
+    spark : pyspark.sql.SparkSession, optional
+        The session for the Spark engine and for :meth:`Crossmatch.to_spark`; by default the running session.
+    catalog : Catalog, optional
+        The catalog table names are looked up in; by default ``Catalog()`` for the current user.
+
+    Returns
+    -------
+    Crossmatch
+        The planned cross-match (tasks planned, nothing matched yet); read it with :meth:`Crossmatch.to_pandas`,
+        :meth:`Crossmatch.to_arrow` or :meth:`Crossmatch.to_spark`, or :meth:`Crossmatch.write` it.
     """
     if mode not in MODES:
         raise UserbatchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")

@@ -28,6 +28,7 @@ from ..sky.healpix import (
     valid_radec_mask,
 )
 from ..sky.margins import margin_order
+from ..tables.hats_io import hats_snapshot
 from ..tables.partitioning import plan_from_histogram
 from ..tables.read import margin_snapshot, path_pixel, resolve
 
@@ -73,7 +74,6 @@ def ring_ranges(order: int, pixel: int, radius_arcsec: float) -> np.ndarray:
 
 class Side:
     """One input of a match. Subclasses fill the fields and implement the three readers."""
-
     label: str
     ra: str
     dec: str
@@ -130,7 +130,6 @@ def read_files(paths: list[str], schema: pa.Schema, columns: list[str]) -> pa.Ta
 @dataclass
 class FileSide(Side):
     """A catalog table: its partition files, and its margin cache when it has one."""
-
     label: str
     ra: str
     dec: str
@@ -171,7 +170,6 @@ class FileSide(Side):
         elif entry.format == "hats":
             meta = (entry.properties or {}).get("hats", {})
             if meta.get("margin") and meta.get("margin_threshold_arcsec"):
-                from ..tables.hats_io import hats_snapshot
 
                 msnap = hats_snapshot(meta["margin"])
                 margin_files = _group(msnap, parts)
@@ -244,7 +242,6 @@ def _group(msnap, parts) -> list[list[str]]:
 @dataclass
 class MemorySide(Side):
     """Rows held in memory, sorted by ``_healpix_29``; partitions and margins are computed here."""
-
     label: str
     ra: str
     dec: str

@@ -25,10 +25,12 @@ from .crossmatch_tasks import (
     LKEY,
     RANK_COLUMN,
     RKEYS,
+    dense_keys,
     largest_first,
     output_schema,
     run_task,
 )
+from .xmatch_kernel import one_to_one
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,6 @@ def _one_to_one(df, opts):
 
 
 def _greedy_on_driver(pairs):
-    from .crossmatch_tasks import dense_keys
-    from .xmatch_kernel import one_to_one
 
     spark = pairs.sparkSession
     t = pairs.toArrow()

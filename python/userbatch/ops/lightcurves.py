@@ -27,6 +27,8 @@ import pyarrow as pa
 
 from ..errors import ColumnNotFound, UserbatchError
 from ..tables.catalog import Catalog
+from ..tables.read import resolve
+from .crossmatch_sides import FileSide
 from .lightcurve_kernels import FEATURES, N_FEATURES, segment_features
 from .per_object import PerObject
 
@@ -80,7 +82,6 @@ def extractor_names(extractor) -> list[str]:
 @dataclass
 class Columns:
     """Where a light curve's values are, and which bands are used: shared by every per-object computation."""
-
     object_column: str = "objectId"
     band_column: str = "band"
     time_column: str = DEFAULT_TIME_COLUMN
@@ -96,7 +97,6 @@ class Columns:
 @dataclass
 class Spec(Columns):
     """What to compute, and from which columns; travels to Spark executors."""
-
     layout: str = "wide"
     lc_features: list = field(default_factory=list)
     extra_names: list[str] = field(default_factory=list)
@@ -120,7 +120,6 @@ class Spec(Columns):
 @dataclass
 class Series:
     """Usable rows sorted by (object, band, time); ``starts`` bound each (object, band) light curve."""
-
     objects: np.ndarray  # every object of the input, sorted, usable rows or not
     obj: np.ndarray  # the input's object column (all rows)
     code_all: np.ndarray  # the input's band codes (-1: a band not asked for)
@@ -134,7 +133,6 @@ class Series:
 
 def series(table: pa.Table, spec) -> Series:
     """Light curves of ``table``: rows of the asked-for bands with finite time, flux and a positive error."""
-
     def col(name, dtype=np.float64):
         v = table.column(name).to_numpy(zero_copy_only=False)
         return v.astype(dtype) if dtype is not None else v
@@ -251,6 +249,43 @@ def features(
     ``lc_features``: extra features from the ``light-curve`` package, by class name (``"StetsonK"``), as
     ``{"BeyondNStd": {"nstd": 2}}`` or as objects; their columns are ``lc_<name>``. ``time_column``: the table's
     declared time column (a director table with visit times records it), else ``expMidptMJD``.
+
+    Parameters
+    ----------
+    source : str, pandas.DataFrame, pyarrow.Table or pyspark.sql.DataFrame
+        A catalog table name (``"dp1.forced_source"``), or the rows themselves.
+    bands : str or sequence of str
+        Distinct LSST bands to compute, e.g. ``("g", "r")`` or ``"gr"``; by default ``ugrizy``.
+    layout : {"wide", "long"}
+        One row per object with ``{band}_{feature}`` columns, or one row per (object, band).
+    lc_features : list, optional
+        Extra ``light-curve`` features: class names, ``{name: kwargs}`` dicts or feature objects.
+    object_column : str
+        Column holding the object id the rows are grouped by.
+    band_column : str
+        Column holding each row's band.
+    time_column : str, optional
+        Column holding each row's time in days (MJD); by default the table's declared one, else ``expMidptMJD``.
+    flux_column : str
+        Column holding the flux.
+    err_column : str
+        Column holding the flux error.
+    version : int, optional
+        Delta version of a catalog table; by default the latest. Ignored for in-memory or Spark input.
+    timestamp : datetime or str, optional
+        Read a catalog Delta table as of this time (its latest commit at or before it) instead of a version.
+    engine : {"auto", "local", "spark"}
+        For a director table, threads in this process (``"local"``, what ``"auto"`` picks) or Spark tasks; any
+        other table runs on Spark (``"local"`` is refused), Spark input on Spark and pandas / Arrow input here.
+    spark : pyspark.sql.SparkSession, optional
+        The session for Spark work; by default the running session, or a new bare one.
+    catalog : Catalog, optional
+        The catalog ``source`` is looked up in; by default ``Catalog()`` for the current user.
+
+    Returns
+    -------
+    Features
+        The planned computation; read it with ``to_arrow``, ``to_pandas`` or ``to_spark``, or ``write`` it.
     """
     if layout not in LAYOUTS:
         raise UserbatchError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
@@ -267,8 +302,6 @@ def features(
                 layout, list(lc_features or []), extractor_names(extractor))
 
     if isinstance(source, str):
-        from ..tables.read import resolve
-        from .crossmatch_sides import FileSide
 
         entry = (catalog or Catalog()).get(source)
         spec.time_column = time_column or entry.properties.get("time_column") or DEFAULT_TIME_COLUMN

@@ -11,6 +11,11 @@ import pyarrow as pa
 
 from ..engine import default_parallelism, get_session
 from ..tables.catalog import Catalog
+from ..tables.provenance import Provenance
+from ..tables.read import read_table
+from ..tables.write import write_table
+from .crossmatch_sides import read_files
+from .partition_tasks import run_local, run_spark
 
 
 @dataclass
@@ -52,8 +57,6 @@ class PerObject:
         if kind == "arrow":
             return kernel(self.source[1], spec)
         if kind == "director" and self.engine == "local":
-            from .crossmatch_sides import read_files
-            from .partition_tasks import run_local
 
             schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
             return run_local(self._units(), lambda u: kernel(read_files(u[0], u[1], spec.columns), spec), schema)
@@ -69,14 +72,11 @@ class PerObject:
         spec, kernel = self.spec, type(self).kernel
         kind = self.source[0]
         if kind == "director" and self.engine == "spark":
-            from .crossmatch_sides import read_files
-            from .partition_tasks import run_spark
 
             schema = spec.schema(self.source[1].schema.field(spec.object_column).type)
             return run_spark(spark, self._units(), lambda u: kernel(read_files(u[0], u[1], spec.columns), spec), schema)
         if kind in ("table", "spark"):
             if kind == "table":
-                from ..tables.read import read_table
 
                 df = read_table(self.source[1], self.source[2], spark=spark, columns=spec.columns)
             else:
@@ -97,9 +97,6 @@ class PerObject:
     def write(self, name: str, mode: str = "create", *, catalog: Catalog | None = None, provenance=None,
               **write_options):
         """Write the result as a table (not spatial: one row per object, or per object and band)."""
-        from ..tables.provenance import Provenance
-        from ..tables.write import write_table
-
         prov = provenance or Provenance(job=self.job)
         if self.table:
             prov.add_input(self.table, self.version)

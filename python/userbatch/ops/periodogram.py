@@ -34,7 +34,9 @@ import pyarrow as pa
 
 from ..errors import UserbatchError
 from ..tables.catalog import Catalog
+from ..tables.read import read_table
 from .lightcurves import LSST_BANDS, Columns
+from .lightcurves import features as _features
 from .lightcurves import series as series_of
 from .per_object import PerObject
 
@@ -252,7 +254,6 @@ def compute(table: pa.Table, spec: Spec) -> pa.Table:
 
 class Periodograms(PerObject):
     """Planned periodograms; read or write them as :class:`~userbatch.ops.lightcurves.Features`."""
-
     kernel = staticmethod(compute)
     job = "periodogram"
     param_key = "periodogram"
@@ -293,8 +294,57 @@ def periodogram(
 ) -> Periodograms:
     """Lomb–Scargle periodograms of every object of ``source`` (table name, pandas / Arrow / Spark DataFrame);
     see the module docstring for the grid, batching and outputs. ``backend="cufinufft"`` runs nifty-ls on a GPU
-    (executors need one: ``spark.task.resource.gpu.amount``); ``"astropy"`` is the slow fallback."""
-    from .lightcurves import features as _features  # the same source handling and checks
+    (executors need one: ``spark.task.resource.gpu.amount``); ``"astropy"`` is the slow fallback.
+
+    Parameters
+    ----------
+    source : str, pandas.DataFrame, pyarrow.Table or pyspark.sql.DataFrame
+        A catalog table name (``"dp1.forced_source"``), or the rows themselves.
+    bands : str or sequence of str
+        Distinct LSST bands to use, e.g. ``("g", "r")`` or ``"gr"``; by default ``ugrizy``.
+    multiband : bool
+        One periodogram per object over all its bands (the per-band powers averaged, weighted by each band's
+        chi-squared about its mean; ``fap`` is then null) instead of one per (object, band).
+    min_period_day : float
+        Shortest period of the frequency grid, in days.
+    max_period_day : float, optional
+        Longest period of the grid, in days; by default ``baseline_day``.
+    baseline_day : float, optional
+        Time span that sets the grid step, ``1 / (samples_per_peak * baseline_day)``; by default the span of the
+        input's times.
+    samples_per_peak : int
+        Grid frequencies per periodogram peak width.
+    top_n : int
+        How many of the highest local maxima to report; above 1, adds ``peak_periods_day`` and ``peak_powers``.
+    fap : bool
+        Compute the false-alarm probability of the best peak (Baluev) for single-band series.
+    backend : {"auto", "finufft", "cufinufft", "astropy"}
+        How the power is computed; ``"auto"`` is ``"finufft"`` when nifty-ls is installed, else ``"astropy"``.
+    object_column : str
+        Column holding the object id the rows are grouped by.
+    band_column : str
+        Column holding each row's band.
+    time_column : str, optional
+        Column holding each row's time in days (MJD); by default the table's declared one, else ``expMidptMJD``.
+    flux_column : str
+        Column holding the flux.
+    err_column : str
+        Column holding the flux error.
+    version : int, optional
+        Delta version of a catalog table; by default the latest. Ignored for in-memory or Spark input.
+    engine : {"auto", "local", "spark"}
+        Where the work runs, as for :func:`~userbatch.ops.lightcurves.features`.
+    spark : pyspark.sql.SparkSession, optional
+        The session for Spark work; by default the running session, or a new bare one.
+    catalog : Catalog, optional
+        The catalog ``source`` is looked up in; by default ``Catalog()`` for the current user.
+
+    Returns
+    -------
+    Periodograms
+        The planned computation (grid fixed, nothing computed yet); read it with ``to_arrow``, ``to_pandas`` or
+        ``to_spark``, or ``write`` it.
+    """
 
     if backend not in BACKENDS:
         raise UserbatchError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -336,7 +386,6 @@ def _baseline(plan, spec: Spec) -> float:
 
         df = plan.source[1] if kind == "spark" else None
         if df is None:
-            from ..tables.read import read_table
 
             df = read_table(plan.source[1], plan.source[2], columns=[spec.time_column])
         r = df.agg(F.min(spec.time_column), F.max(spec.time_column)).first()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ..config import settings
 from ..errors import AccessDenied, TableExists, TableNotFound, UserbatchError
+from .catalog_client import CatalogClient
 from .db import Base, engine_for
 from .names import parse_table_name
 
@@ -31,7 +32,6 @@ VISIBILITIES = ("public", "group", "private")
 @dataclass(frozen=True)
 class TableEntry:
     """One registered table. Spatial columns are declared here, never hard-coded by callers."""
-
     name: str
     location: str
     format: str = "delta"
@@ -131,7 +131,6 @@ def _to_entry(row: _TableRow) -> TableEntry:
 
 class Catalog:
     """Registered tables, filtered by what the calling user may see."""
-
     def __init__(self, db_url: str | None = None, user: str | None = None, groups: tuple[str, ...] | None = None):
         s = settings()
         self.user = user or s.user
@@ -140,7 +139,6 @@ class Catalog:
         #: inside a facility run there is no database: the facility answers through its run API, as the owner
         self._remote = None
         if db_url is None and s.in_run:
-            from .catalog_client import CatalogClient
 
             self._remote = CatalogClient(s.api_socket, s.run_token)
             self.db_url, self.engine = None, None

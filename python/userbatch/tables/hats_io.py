@@ -31,10 +31,13 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from ..engine import get_session
 from ..errors import UserbatchError
 from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_directory, pixel_to_index_range
+from ..version import __version__
 from . import delta
 from .catalog import Catalog, TableEntry
+from .provenance import Provenance
 from .snapshots import (  # noqa: F401 - hats_snapshot re-exported: the deep path keeps working
     HIVE_COLUMNS,
     _local_path,
@@ -46,7 +49,7 @@ from .snapshots import (  # noqa: F401 - hats_snapshot re-exported: the deep pat
     resolve,
     to_spark,
 )
-from ..engine import get_session
+from .write import write_table
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,26 @@ def register_hats(
     partitions and orders, healpix column, and a collection's default margin with its threshold) is kept under
     ``properties["hats"]``. ``margin_radius_arcsec`` stays unset: that field describes our own Delta margin
     caches (``<location>/_margin``), which a HATS catalog does not have.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Directory of a HATS object catalog, or of a collection (its primary catalog is registered).
+    name : str
+        The table name to register, ``namespace.table``.
+    catalog : Catalog, optional
+        The catalog to register the table in; by default ``Catalog()`` for the current user.
+    visibility : {"public", "group", "private"}
+        Who may read the table.
+    description : str
+        Free text stored with the entry.
+    group : str, optional
+        The group that may read the table; required with ``visibility="group"``.
+
+    Returns
+    -------
+    TableEntry
+        The registered entry (format ``hats``, located at the catalog directory, owned by the current user).
     """
     cat = catalog or Catalog()
     hc, collection = _open_hats(path)
@@ -134,9 +157,6 @@ def import_hats(
     Spark reads the catalog's partition files; ``Norder/Dir/Npix`` columns are dropped and ``_healpix_29`` is
     recomputed. The input path, catalog name and row count are recorded as provenance.
     """
-    from .provenance import Provenance
-    from .write import write_table
-
     hc, _ = _open_hats(path)
     _require_object_catalog(hc, path)
     base = _local_path(hc.catalog_base_dir).resolve()
@@ -253,7 +273,6 @@ def _write_catalog(snap: delta.Snapshot, dest: Path, what: str, properties: dict
 
 
 def _version() -> str:
-    from .. import __version__
 
     return __version__
 

@@ -9,14 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import settings
+from ..version import __version__
 from . import runctx
 
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus the git commit of the source tree when running from a checkout."""
-    from .. import __version__
-
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True,

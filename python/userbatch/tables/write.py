@@ -50,6 +50,7 @@ from .partitioning import (
 from .placement import task_keys
 from .provenance import Provenance
 from .read import resolve, to_spark
+from .views import register_view
 
 log = logging.getLogger(__name__)
 
@@ -564,7 +565,6 @@ def _refresh_view(entry: TableEntry) -> None:
     spark = active_session()
     if spark is None:
         return
-    from .views import register_view
 
     try:
         register_view(spark, entry)
