@@ -47,6 +47,18 @@ def open_demo(n_objects: int = 5000, home=None):
     warehouse already set there is respected (a deployment's PostgreSQL, CI's prepared catalog). If the catalog
     lacks the demo tables, ``n_objects`` simulated objects are ingested (about a minute for 5000 on a laptop); a
     home holding other data is never written into.
+
+    Parameters
+    ----------
+    n_objects : int
+        How many objects to simulate when the demo tables have to be built; unused when they are there.
+    home : str or pathlib.Path, optional
+        The facility home holding the demo catalog; by default ``$USERBATCH_HOME``, else ``demo_output``.
+
+    Returns
+    -------
+    pyspark.sql.SparkSession
+        A session (:func:`userbatch.session`) with every readable table, the demo's among them, as a SQL view.
     """
     from . import demo
     from .spark import session

@@ -177,7 +177,27 @@ def object_rows(table: str, object_id, key: str = "objectId", columns=None):
 def plot_lightcurve(table: str, object_id, out: str | Path, *, min_period_day: float = 0.05,
                     key: str = "objectId") -> Path:
     """A PNG of one object: flux against time per band, its multiband periodogram, the curve folded at the best
-    period."""
+    period.
+
+    Parameters
+    ----------
+    table : str
+        A catalog table of per-visit rows (``"dp1.forced_source"``) with ``band``, ``psfFlux``, ``psfFluxErr``
+        and a time column (the table's declared one, else ``expMidptMJD``); its latest version is read.
+    object_id : int or str
+        The object to draw: a value of ``key``.
+    out : str or pathlib.Path
+        The PNG file to write (its directory is created).
+    min_period_day : float
+        Shortest period of the periodogram grid, in days.
+    key : str
+        The object id column.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``, written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

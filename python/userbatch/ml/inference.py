@@ -69,7 +69,33 @@ def classify(table: str, model: str, *, model_version: int | None = None, model_
              where: str | None = None, spark=None) -> Classification:
     """Score every row of ``table`` (at ``table_version``) with registered model ``model`` (a version, an alias,
     or the latest). ``keep_columns`` are carried to the output beside the key and positions; ``where`` is an
-    optional SQL filter on the input rows."""
+    optional SQL filter on the input rows.
+
+    Parameters
+    ----------
+    table : str
+        The catalog table to score, e.g. a features table; it must hold the model's key column.
+    model : str
+        Name of a model registered in MLflow by :func:`~userbatch.ml.train.train_classifier`.
+    model_version : int, optional
+        The registered version to use; by default the latest (not with ``model_alias``).
+    model_alias : str, optional
+        The alias of the version to use (not with ``model_version``).
+    table_version : int, optional
+        Delta version of ``table`` to score; by default the latest (in a facility run, the pinned one).
+    keep_columns : list of str, optional
+        Input columns carried to the output besides the key and the ra/dec columns.
+    where : str, optional
+        A Spark SQL condition; only rows meeting it are scored.
+    spark : pyspark.sql.SparkSession, optional
+        The session to score with; by default the running session, or a new bare one.
+
+    Returns
+    -------
+    Classification
+        The predictions (lazy): ``predicted_class``, and ``p_<class>`` columns when the model gives
+        probabilities; read them with ``to_spark`` or ``to_pandas``, or ``write`` them as a table.
+    """
 
     if model_version is not None and model_alias:
         raise UserbatchError("give model_version or model_alias, not both")

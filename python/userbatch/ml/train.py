@@ -142,7 +142,59 @@ def train_classifier(features: str, *, label_column: str, labels: str | None = N
                      validation_fraction: float = 0.25, seed: int = 42, experiment: str | None = None,
                      run_name: str | None = None, model_name: str | None = None, model_alias: str | None = None,
                      spark=None) -> TrainResult:
-    """Train, evaluate on held-out objects, log to MLflow and (with ``model_name``) register the model."""
+    """Train, evaluate on held-out objects, log to MLflow and (with ``model_name``) register the model.
+
+    Parameters
+    ----------
+    features : str
+        The catalog table to learn from, one row per object.
+    label_column : str
+        Column holding each object's class (in ``labels`` when given, else in ``features``); rows without one
+        are skipped.
+    labels : str, optional
+        A catalog table of labels, joined to ``features`` on ``key``; by default the labels are in ``features``.
+    key : str
+        The object id column: the join key, and what the train/validation split hashes.
+    features_version : int, optional
+        Delta version of ``features``; by default the latest (in a facility run, the pinned one).
+    labels_version : int, optional
+        Delta version of ``labels``; by default the latest (in a facility run, the pinned one).
+    feature_columns : list of str, optional
+        Numeric columns to learn from; by default every numeric column but the key, the label, ``coord_ra``,
+        ``coord_dec``, ``ra``, ``dec`` and names starting with ``_``.
+    exclude_columns : list of str, optional
+        Columns left out of the features.
+    algorithm : {"random_forest", "gbt", "sklearn"}
+        Spark MLlib random forest or gradient-boosted trees (one-vs-rest without probabilities beyond two
+        classes), or a scikit-learn estimator trained on the driver.
+    sklearn_estimator : {"HistGradientBoostingClassifier", "RandomForestClassifier", "ExtraTreesClassifier"}
+        The scikit-learn estimator of ``algorithm="sklearn"``.
+    hyperparameters : dict, optional
+        Estimator parameters over the defaults: MLlib names (``numTrees`` or ``num_trees``, ``maxDepth`` ...) or
+        the scikit-learn estimator's own.
+    class_weight : {"balanced", "none"}
+        Weight rows by n / (k n_class), so each class counts alike, or not at all.
+    validation_fraction : float
+        Fraction of objects held out for validation, between 0 and 1 (exclusive).
+    seed : int
+        Seed of the split hash and of the estimator.
+    experiment : str, optional
+        The MLflow experiment to log to; by default ``classifiers/<user>``.
+    run_name : str, optional
+        Name of the MLflow run; by default ``<algorithm>-<features table>``.
+    model_name : str, optional
+        Register the model under this name (new, or one of your own) as a new version; by default not registered.
+    model_alias : str, optional
+        Alias to point at the registered version; needs ``model_name``.
+    spark : pyspark.sql.SparkSession, optional
+        The session to train with; by default the running session, or a new bare one.
+
+    Returns
+    -------
+    TrainResult
+        The MLflow run and experiment, model URI, classes, feature columns, validation metrics, confusion matrix,
+        input tables with their versions, and the registered model version (None when not registered).
+    """
     mlflow = require("mlflow", "ml")
 
 

@@ -107,7 +107,18 @@ class Search:
         return SPATIAL_INDEX_COLUMN in self.snapshot.schema.names
 
     def to_spark(self, spark=None):
-        """The matching rows as a Spark DataFrame (lazy)."""
+        """The matching rows as a Spark DataFrame (lazy).
+
+        Parameters
+        ----------
+        spark : pyspark.sql.SparkSession, optional
+            The session to read with; by default the running session, or a new bare one.
+
+        Returns
+        -------
+        pyspark.sql.DataFrame
+            The rows inside the region (only ``columns`` when the search named them), not yet computed.
+        """
         spark = spark or get_session()
         df = to_spark(spark, self.pruned)
         if self._has_index and self.pruned.files.num_rows:
@@ -116,6 +127,22 @@ class Search:
         return df.select(*self.columns) if self.columns else df
 
     def to_arrow(self, engine: str = "auto", spark=None) -> pa.Table:
+        """The matching rows as an Arrow table, read with pyarrow or with Spark.
+
+        Parameters
+        ----------
+        engine : {"auto", "spark", "arrow"}
+            ``"arrow"`` reads the pruned files with pyarrow in this process, ``"spark"`` runs a Spark job;
+            ``"auto"`` takes pyarrow unless the pruned files hold more than
+            ``settings().tuning.light_path_max_rows`` rows.
+        spark : pyspark.sql.SparkSession, optional
+            The session for the Spark path; by default the running session, or a new bare one.
+
+        Returns
+        -------
+        pyarrow.Table
+            The rows inside the region (only ``columns`` when the search named them).
+        """
         if engine not in ENGINES:
             raise UserbatchError(f"engine must be one of {', '.join(ENGINES)}")
         if engine == "spark" or (engine == "auto" and self.plan.rows_selected_files > settings().tuning.light_path_max_rows):
@@ -127,20 +154,120 @@ class Search:
         return table.select(self.columns) if self.columns else table
 
     def to_pandas(self, engine: str = "auto", spark=None):
+        """The matching rows as a pandas DataFrame (:meth:`to_arrow`, converted).
+
+        Parameters
+        ----------
+        engine : {"auto", "spark", "arrow"}
+            How the rows are read, as for :meth:`to_arrow`.
+        spark : pyspark.sql.SparkSession, optional
+            The session for the Spark path; by default the running session, or a new bare one.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The rows inside the region (only ``columns`` when the search named them).
+        """
         return self.to_arrow(engine=engine, spark=spark).to_pandas()
 
 
 def search(table, region: Region, **kwargs) -> Search:
+    """Plan a search of ``table`` for the rows inside any region (:class:`Cone`, :class:`Box`, :class:`Polygon`).
+
+    Parameters
+    ----------
+    table : str or TableEntry
+        A catalog table name (``"dp1.object"``) or its entry; it must declare ra/dec columns.
+    region : Region
+        The sky region the rows must lie in.
+    **kwargs
+        Passed to :class:`Search`: ``version`` (int) or ``timestamp`` (datetime or ISO string: the latest commit
+        at or before it) of a Delta table, ``columns`` (list of str) to keep, ``catalog`` (:class:`Catalog`) to
+        look ``table`` up in.
+
+    Returns
+    -------
+    Search
+        The planned search (files already pruned, no row read yet); read it with :meth:`Search.to_pandas`,
+        :meth:`Search.to_arrow` or :meth:`Search.to_spark`.
+    """
     return Search(table, region, **kwargs)
 
 
 def cone_search(table, ra_deg: float, dec_deg: float, radius_arcsec: float, **kwargs) -> Search:
+    """Plan a search of ``table`` for the rows within ``radius_arcsec`` of (``ra_deg``, ``dec_deg``).
+
+    Parameters
+    ----------
+    table : str or TableEntry
+        A catalog table name (``"dp1.object"``) or its entry; it must declare ra/dec columns.
+    ra_deg : float
+        Right ascension of the cone's centre, degrees in [0, 360].
+    dec_deg : float
+        Declination of the cone's centre, degrees in [-90, 90].
+    radius_arcsec : float
+        Radius of the cone in arcseconds, in (0, 648000].
+    **kwargs
+        Passed to :class:`Search`: ``version`` (int) or ``timestamp`` (datetime or ISO string: the latest commit
+        at or before it) of a Delta table, ``columns`` (list of str) to keep, ``catalog`` (:class:`Catalog`) to
+        look ``table`` up in.
+
+    Returns
+    -------
+    Search
+        The planned search (files already pruned, no row read yet); read it with :meth:`Search.to_pandas`,
+        :meth:`Search.to_arrow` or :meth:`Search.to_spark`.
+    """
     return Search(table, Cone(ra_deg, dec_deg, radius_arcsec), **kwargs)
 
 
 def box_search(table, ra_min_deg: float, ra_max_deg: float, dec_min_deg: float, dec_max_deg: float, **kwargs) -> Search:
+    """Plan a search of ``table`` for the rows inside an RA/Dec box (:class:`Box` tells how RA bounds wrap).
+
+    Parameters
+    ----------
+    table : str or TableEntry
+        A catalog table name (``"dp1.object"``) or its entry; it must declare ra/dec columns.
+    ra_min_deg : float
+        Western RA bound, degrees in [0, 360]; the box runs east from it to ``ra_max_deg``.
+    ra_max_deg : float
+        Eastern RA bound, degrees in [0, 360]; below ``ra_min_deg``, the box wraps through RA = 0.
+    dec_min_deg : float
+        Lower declination bound, degrees in [-90, 90].
+    dec_max_deg : float
+        Upper declination bound, degrees in [-90, 90], not below ``dec_min_deg``.
+    **kwargs
+        Passed to :class:`Search`: ``version`` (int) or ``timestamp`` (datetime or ISO string: the latest commit
+        at or before it) of a Delta table, ``columns`` (list of str) to keep, ``catalog`` (:class:`Catalog`) to
+        look ``table`` up in.
+
+    Returns
+    -------
+    Search
+        The planned search (files already pruned, no row read yet); read it with :meth:`Search.to_pandas`,
+        :meth:`Search.to_arrow` or :meth:`Search.to_spark`.
+    """
     return Search(table, Box(ra_min_deg, ra_max_deg, dec_min_deg, dec_max_deg), **kwargs)
 
 
 def polygon_search(table, vertices_deg, **kwargs) -> Search:
+    """Plan a search of ``table`` for the rows inside a convex spherical polygon.
+
+    Parameters
+    ----------
+    table : str or TableEntry
+        A catalog table name (``"dp1.object"``) or its entry; it must declare ra/dec columns.
+    vertices_deg : sequence of (float, float)
+        At least three (ra, dec) vertices in degrees, in either winding order, forming a convex polygon.
+    **kwargs
+        Passed to :class:`Search`: ``version`` (int) or ``timestamp`` (datetime or ISO string: the latest commit
+        at or before it) of a Delta table, ``columns`` (list of str) to keep, ``catalog`` (:class:`Catalog`) to
+        look ``table`` up in.
+
+    Returns
+    -------
+    Search
+        The planned search (files already pruned, no row read yet); read it with :meth:`Search.to_pandas`,
+        :meth:`Search.to_arrow` or :meth:`Search.to_spark`.
+    """
     return Search(table, Polygon(tuple(map(tuple, vertices_deg))), **kwargs)

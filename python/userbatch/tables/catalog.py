@@ -151,6 +151,18 @@ class Catalog:
         return str(self.warehouse / ns / table)
 
     def register(self, entry: TableEntry) -> TableEntry:
+        """Add a table to the catalog (no file is written or checked).
+
+        Parameters
+        ----------
+        entry : TableEntry
+            The table to add; an empty ``owner`` becomes the calling user, a missing ``created_at`` now.
+
+        Returns
+        -------
+        TableEntry
+            The entry as stored, with its owner and creation time.
+        """
         if self._remote is not None:
             return TableEntry.from_json(self._remote.register(entry.to_json()))
         entry = entry.replace(
@@ -175,6 +187,19 @@ class Catalog:
             return session.get(_TableRow, name) is not None
 
     def get(self, name: str) -> TableEntry:
+        """The entry of table ``name``, if the calling user may read it.
+
+        Parameters
+        ----------
+        name : str
+            The table name, ``namespace.table``.
+
+        Returns
+        -------
+        TableEntry
+            The table's entry. A table that does not exist, or that the user may not see, raises
+            :class:`~userbatch.errors.TableNotFound` alike.
+        """
         if self._remote is not None:
             return TableEntry.from_json(self._remote.get(name))
         parse_table_name(name)
@@ -189,6 +214,18 @@ class Catalog:
         return entry
 
     def list(self, namespace: str | None = None) -> list[TableEntry]:
+        """The tables the calling user may read, sorted by name.
+
+        Parameters
+        ----------
+        namespace : str, optional
+            Only the tables of this namespace (``"dp1"``); by default every namespace.
+
+        Returns
+        -------
+        list of TableEntry
+            The readable tables' entries.
+        """
         if self._remote is not None:
             return [TableEntry.from_json(d) for d in self._remote.list(namespace)]
         with Session(self.engine) as session:

@@ -156,6 +156,25 @@ def import_hats(
     ``partition_order``, ``margin_radius_arcsec`` ...); ra/dec default to the catalog's ``hats_col_ra/dec``.
     Spark reads the catalog's partition files; ``Norder/Dir/Npix`` columns are dropped and ``_healpix_29`` is
     recomputed. The input path, catalog name and row count are recorded as provenance.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Directory of a HATS object catalog, or of a collection (its primary catalog is imported).
+    name : str
+        The Delta table to write, ``namespace.table``.
+    spark : pyspark.sql.SparkSession, optional
+        The session that reads the catalog and writes the table; by default the running session, or a new bare one.
+    catalog : Catalog, optional
+        The catalog to register the table in; by default ``Catalog()`` for the current user.
+    **write_options
+        Passed to :func:`~userbatch.tables.write.write_table` (``mode``, ``pixel_threshold``, ``partition_order``,
+        ``margin_radius_arcsec``, ``provenance`` ...).
+
+    Returns
+    -------
+    WriteResult
+        The table written, the version committed, row and partition counts, and the stage timings.
     """
     hc, _ = _open_hats(path)
     _require_object_catalog(hc, path)
@@ -309,6 +328,28 @@ def export_hats(
     location; the catalog is built in a hidden sibling directory and renamed into place, so a failed export
     leaves nothing behind. Pixel files are hard links to the table's files where a pixel has one file (a copy
     across filesystems), else the pixel's files merged and sorted by ``_healpix_29``.
+
+    Parameters
+    ----------
+    name : str or TableEntry
+        A catalog table name (``"dp1.object"``) or its entry; it must declare ra/dec columns.
+    out_dir : str or pathlib.Path
+        Where to write the HATS collection (or catalog); new or empty, outside the table's location.
+    version : int, optional
+        Delta version to export; by default the latest (in a facility run, the pinned one).
+    catalog : Catalog, optional
+        The catalog ``name`` is looked up in; by default ``Catalog()`` for the current user.
+    catalog_name : str, optional
+        The HATS catalog name (letters, digits, ``_``, ``.``, ``-``); by default the table name with ``.`` as ``_``.
+    as_collection : bool
+        Write a HATS collection (object catalog and margin side by side); else ``out_dir`` is the object catalog.
+    include_margin : bool
+        Export the table's margin cache too, when it has one.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``, resolved to an absolute path.
     """
     from hats.catalog import CollectionProperties
 

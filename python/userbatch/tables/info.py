@@ -18,6 +18,22 @@ def partitions_of(snap: delta.Snapshot) -> np.ndarray:
 
 
 def describe(entry: TableEntry, version: int | None = None) -> dict:
+    """A table's entry, size, layout and schema at one version, as ``userbatch tables show`` prints them.
+
+    Parameters
+    ----------
+    entry : TableEntry
+        The table's catalog entry (``Catalog().get("dp1.object")``).
+    version : int, optional
+        Delta version to describe; by default the latest (in a facility run, the pinned one).
+
+    Returns
+    -------
+    dict
+        Keyed by ``name``, ``format``, ``location``, ``owner``, ``visibility``, ``version`` (``"n/a"`` for a
+        table without history), ``rows``, ``files``, ``partitions``, ``partition orders`` (order -> partition
+        count), ``spatial columns``, ``margin``, ``description`` and ``schema`` (``"column: type"`` strings).
+    """
     snap = resolve(entry, version=version)
     parts = partitions_of(snap)
     info = {

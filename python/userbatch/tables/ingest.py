@@ -121,7 +121,36 @@ def ingest(
     **write_options,
 ) -> WriteResult:
     """Ingest files into table ``name``; ``write_options`` go to :func:`write_table` (ra/dec columns,
-    partition order or pixel threshold, margin radius, ``on_bad_coords`` ...)."""
+    partition order or pixel threshold, margin radius, ``on_bad_coords`` ...).
+
+    Parameters
+    ----------
+    paths : str, pathlib.Path or list of them
+        Input files (or Parquet directories), all of one format.
+    name : str
+        The table to write, ``namespace.table``.
+    fmt : {"parquet", "csv", "fits"}, optional
+        The input format; by default told from the file names (``.parquet``, ``.pq``, ``.csv``, ``.fits``,
+        ``.fit``, ``.fits.gz``; a directory is Parquet).
+    mode : {"create", "append", "overwrite"}
+        Make a new table, add rows to an existing one, or replace its rows.
+    spark : pyspark.sql.SparkSession, optional
+        The session that reads the files and writes the table; by default the running session, or a new bare one.
+    catalog : Catalog, optional
+        The catalog to register the table in; by default ``Catalog()`` for the current user.
+    provenance : Provenance, optional
+        Provenance to commit with the rows (the input paths and sizes are added to it); by default a new one for
+        job ``ingest``.
+    **write_options
+        Passed to :func:`~userbatch.tables.write.write_table` (``ra_column``, ``dec_column``, ``partition_order``,
+        ``pixel_threshold``, ``margin_radius_arcsec``, ``on_bad_coords`` ...).
+
+    Returns
+    -------
+    WriteResult
+        The table written, the version committed, row and partition counts, rows rejected or quarantined, and
+        the stage timings.
+    """
     spark = spark or get_session()
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     prov = provenance or Provenance(job="ingest")

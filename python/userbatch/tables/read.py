@@ -30,7 +30,29 @@ def read_table(
     catalog: Catalog | None = None,
     columns: list[str] | None = None,
 ):
-    """A catalog table as a Spark DataFrame, at its latest version, a version, or a timestamp."""
+    """A catalog table as a Spark DataFrame, at its latest version, a version, or a timestamp.
+
+    Parameters
+    ----------
+    name : str or TableEntry
+        A catalog table name (``"dp1.object"``) or its entry.
+    version : int, optional
+        Delta version to read; by default the latest (in a facility run, the version its inputs are pinned to).
+    timestamp : datetime or str, optional
+        Read the table as of this time (its latest commit at or before it; ISO string or datetime) instead of a
+        version. Only Delta tables keep history.
+    spark : pyspark.sql.SparkSession, optional
+        The session to read with; by default the running session, or a new bare one.
+    catalog : Catalog, optional
+        The catalog ``name`` is looked up in; by default ``Catalog()`` for the current user.
+    columns : list of str, optional
+        Columns to select; by default all.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        The table's rows at that version (lazy).
+    """
     entry = name if isinstance(name, TableEntry) else (catalog or Catalog()).get(name)
     snap = resolve(entry, version=version, timestamp=timestamp)
     spark = spark or get_session()

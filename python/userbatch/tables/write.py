@@ -400,6 +400,54 @@ def write_table(
     to use as they are, whatever their row counts (a director table's layout, so children land with their parent).
     ``visibility`` (public, group, private) of a new table: by default private inside a facility run (a run's
     outputs are shared only when it says so), public outside one.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The rows to write (read twice: cache it if it is not deterministic).
+    name : str
+        The table to write, ``namespace.table`` (inside a facility run, a rerun may redirect it).
+    mode : {"create", "append", "overwrite"}
+        Make a new table, add rows to an existing one, or replace its rows.
+    catalog : Catalog, optional
+        The catalog to register the table in; by default ``Catalog()`` for the current user.
+    ra_column : str or None
+        RA column (degrees) of a new table; None, with ``dec_column`` None, for a non-spatial table.
+    dec_column : str or None
+        Dec column (degrees) of a new table; None, with ``ra_column`` None, for a non-spatial table.
+    partition_order : int, optional
+        One fixed HEALPix order for every partition of a new table; by default partitions adapt to the data.
+    pixel_threshold : int, optional
+        Most rows in an adaptive partition of a new table; by default 1,000,000.
+    highest_order : int, optional
+        Finest order an adaptive partition of a new table may reach; by default 9.
+    margin_radius_arcsec : float, optional
+        Radius of the margin cache kept beside a new table (rows near each partition, for cross-matches); by
+        default no margin.
+    on_bad_coords : {"reject", "quarantine", "error"}
+        What happens to rows whose coordinates are null, NaN or out of range.
+    visibility : {"public", "group", "private"}, optional
+        Who may read a new table; by default private in a facility run, public outside one.
+    group : str, optional
+        The group that may read a new table; required with ``visibility="group"``.
+    description : str
+        Free text stored with a new table's entry.
+    properties : dict, optional
+        Open-ended properties of a new table (director parent, id column, time column ...).
+    location : str, optional
+        Directory of a new table; by default ``<warehouse>/<namespace>/<table>``. It must be new or empty.
+    provenance : Provenance, optional
+        Provenance committed with the rows; by default a new one (job, run, user and code version, no inputs).
+    source_files : list of str, optional
+        Parquet files holding exactly the rows of ``df``, so pixels are counted without a Spark pass.
+    partitions : numpy.ndarray, optional
+        (order, pixel) pairs, shape (n, 2), to use as partitions whatever their row counts.
+
+    Returns
+    -------
+    WriteResult
+        The table written, the version committed, row and partition counts, rows rejected or quarantined, the
+        margin's rows and version, and the stage timings.
     """
     timings: dict = {}
     name = runctx.output_name(name)
