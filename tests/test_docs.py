@@ -13,6 +13,7 @@ import ast
 import importlib
 import inspect
 import os
+import re
 import subprocess
 import sys
 import time
@@ -121,3 +122,12 @@ def test_every_public_name_in_the_api_reference(built):
             if public and f"{name}.{attr}" not in documented:
                 missing.append(f"{name}.{attr}")
     assert not missing, f"public functions and classes not in the API reference: {missing}"
+
+
+def test_readme_is_what_a_newcomer_needs_first():
+    """At most 8 KB, and every page it links to exists (the rest of what it used to hold is in docs/)."""
+    readme = ROOT / "README.md"
+    assert readme.stat().st_size <= 8 * 1024, f"README.md is {readme.stat().st_size} bytes; move detail to docs/"
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme.read_text()):
+        if "://" not in target:
+            assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
