@@ -1,6 +1,7 @@
 """spark-submit entry point of the periodogram job; the parameters are in ``conf/templates/periodogram.yaml``.
 
-    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit jobs/periodogram.py -p source=dp1.forced_source -p output=u_me.x
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit jobs/periodogram.py \
+        -p source=dp1.forced_source -p output=u_me.x
 """
 
 import sys

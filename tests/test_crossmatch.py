@@ -408,7 +408,8 @@ def test_nearest_left_and_outer_joins(xm, engine):
     has_left = out.objectId.notna()
     assert sorted(out.objectId[has_left].astype(np.int64)) == sorted(xm.left.objectId)
     right_only = out[~has_left]
-    assert len(right_only) == len(unmatched_right) and set(right_only.objectId_right.astype(np.int64)) == unmatched_right
+    assert len(right_only) == len(unmatched_right)
+    assert set(right_only.objectId_right.astype(np.int64)) == unmatched_right
     assert right_only[left_cols + ["_dist_arcsec", "_rank"]].isna().all().all()
     assert right_only[right_cols].notna().all().all()
     pos = xm.right.set_index("objectId").loc[right_only.objectId_right.astype(np.int64)]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 from userbatch.cluster import kubernetes, render
-from userbatch.cluster.kubernetes import SPARK_CLUSTER_ROLE, USER_INFO_ANNOTATION, KubernetesRunner, spark_application, yunikorn_user_info
+from userbatch.cluster.kubernetes import (SPARK_CLUSTER_ROLE, USER_INFO_ANNOTATION, KubernetesRunner, spark_application,
+                                          yunikorn_user_info)
 from userbatch.cluster.render import deploy_spark_examples
 from userbatch.facility.config import load_config, parse_config
 from userbatch.cluster.base import DRIVER, SubmitSpec
@@ -190,7 +191,8 @@ def test_worker_rbac_covers_the_run_namespaces():
     assert {"create", "delete", "watch"} <= set(core["verbs"]) and "configmaps" in core["resources"]
     bound = {d["metadata"]["namespace"] for d in docs_of(SPARK / "run-namespaces.yaml") if d["kind"] == "RoleBinding"}
     quota_ns = {d["metadata"]["name"] for d in docs_of(K8S / "quotas.yaml") if d["kind"] == "Namespace"}
-    assert bound == quota_ns == {kubernetes.namespace_for(cfg, "demo", "dp1_team"), kubernetes.namespace_for(cfg, "demo", None),
+    assert bound == quota_ns == {kubernetes.namespace_for(cfg, "demo", "dp1_team"),
+                                 kubernetes.namespace_for(cfg, "demo", None),
                                  kubernetes.namespace_for(cfg, "admin", None)}
 
 

@@ -276,7 +276,8 @@ def test_a_hostile_script_is_refused_everything(iso):
         {"u_bob.secret", "u_alice.ghost"}
     from datetime import datetime
 
-    wall_h = (datetime.fromisoformat(run["ended_at"]) - datetime.fromisoformat(run["started_at"])).total_seconds() / 3600
+    wall = datetime.fromisoformat(run["ended_at"]) - datetime.fromisoformat(run["started_at"])
+    wall_h = wall.total_seconds() / 3600
     assert run["charged_core_hours"] >= run["cores"] * wall_h - 1e-9
     assert run["charged_core_hours"] >= 4 / 3600  # it slept 4 s after Spark started
     with transaction(iso["engine"]) as s:

@@ -181,7 +181,8 @@ def test_kubernetes_manifests_validate(cfg):
         kv.validate(d, kv.latest_version(), strict=True)
         assert DNS_LABEL.match(d["metadata"]["name"])
     namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
-    expected = {kubernetes.namespace_for(cfg, None, g) for g in GROUPS} | {kubernetes.namespace_for(cfg, u, None) for u in USERS}
+    expected = ({kubernetes.namespace_for(cfg, None, g) for g in GROUPS}
+                | {kubernetes.namespace_for(cfg, u, None) for u in USERS})
     assert namespaces == expected and len(namespaces) == len(GROUPS) + len(USERS)
     quotas = {d["metadata"]["namespace"]: d["spec"]["hard"] for d in docs if d["kind"] == "ResourceQuota"}
     for g, (cores, _, _) in GROUPS.items():
@@ -220,7 +221,8 @@ def test_slurm_commands(cfg):
         if m:
             users[(m.group(1).strip("'"), m.group(2))] = int(m.group(3))
     assert all(SLURM_ACCOUNT.match(a) for a in accounts)
-    expected = {slurm.SLURM_ROOT} | {naming.slurm_account(None, g) for g in GROUPS} | {naming.slurm_account(u, None) for u in USERS}
+    expected = ({slurm.SLURM_ROOT} | {naming.slurm_account(None, g) for g in GROUPS}
+                | {naming.slurm_account(u, None) for u in USERS})
     assert accounts == expected
     assert budgets[slurm.SLURM_ROOT] == (200, round(1000 * 0.2 * 730 * 60))
     for g, (cores, ch, members) in GROUPS.items():

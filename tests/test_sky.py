@@ -87,7 +87,8 @@ def test_box_brute_force_and_envelope(a, b, d1, d2, seed):
     # the RA rule against sphgeom's interval, fed RA in [0, 360) (it tells 0 from 2 pi apart), wherever its radians
     # keep apart what the degrees do (hypothesis found a=5e-324, b=0: nearly all the sky, a line in radians)
     lo_ra, hi_ra, r = a % 360, b % 360, np.mod(ra, 360)
-    apart = ~(((np.radians(r) == np.radians(lo_ra)) & (r != lo_ra)) | ((np.radians(r) == np.radians(hi_ra)) & (r != hi_ra)))
+    apart = ~(((np.radians(r) == np.radians(lo_ra)) & (r != lo_ra))
+              | ((np.radians(r) == np.radians(hi_ra)) & (r != hi_ra)))
     if b - a < 360 and (lo_ra == hi_ra or np.radians(lo_ra) != np.radians(hi_ra)):
         interval = sg.NormalizedAngleInterval.fromDegrees(lo_ra, hi_ra)
         sphgeom_ra = [interval.contains(sg.NormalizedAngle.fromDegrees(x)) for x in r[apart]]

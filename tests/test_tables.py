@@ -15,7 +15,8 @@ import pytest
 from chispa import assert_df_equality
 from helpers import sky_points
 
-from userbatch.errors import BadCoordinates, ColumnNotFound, CommitConflict, TableExists, UserbatchError, VersionNotFound
+from userbatch.errors import (BadCoordinates, ColumnNotFound, CommitConflict, TableExists, UserbatchError,
+                              VersionNotFound)
 from userbatch.sky import radec_to_index
 from userbatch.sky.healpix import SPATIAL_INDEX_COLUMN, pixel_to_index_range
 from userbatch.tables import delta
@@ -39,7 +40,8 @@ def test_create_layout_and_stats(spark, ub_env):
     entry = Catalog().get("dp1.object")
     snap = resolve(entry)
     assert snap.num_rows == 4000
-    for path, lo, hi in zip(snap.files.column("path").to_pylist(), snap.files.column(f"min.{SPATIAL_INDEX_COLUMN}").to_pylist(),
+    for path, lo, hi in zip(snap.files.column("path").to_pylist(),
+                            snap.files.column(f"min.{SPATIAL_INDEX_COLUMN}").to_pylist(),
                             snap.files.column(f"max.{SPATIAL_INDEX_COLUMN}").to_pylist()):
         order, pixel = path_pixel(path)
         a, b = pixel_to_index_range(order, pixel)
@@ -159,8 +161,8 @@ def test_bad_coordinates(spark, ub_env, policy):
         assert res.quarantined == 7
         q = read_table("dp1.object_quarantine").toPandas()
         assert sorted(q.objectId) == sorted(pdf.objectId[:7])
-        assert set(q._coord_error) == {"ra is null, NaN or infinite", "dec out of range [-90, 90]", "ra out of range [0, 360]",
-                                       "dec is null, NaN or infinite"}
+        assert set(q._coord_error) == {"ra is null, NaN or infinite", "dec out of range [-90, 90]",
+                                       "ra out of range [0, 360]", "dec is null, NaN or infinite"}
 
 
 def test_write_errors(spark, ub_env):
@@ -180,7 +182,8 @@ def test_write_errors(spark, ub_env):
 
 
 def test_non_spatial_table(spark, ub_env):
-    df = spark.createDataFrame([(1, 10, "r", 1.5), (2, 11, "g", 2.5)], "objectId long, visit long, band string, psfFlux double")
+    df = spark.createDataFrame([(1, 10, "r", 1.5), (2, 11, "g", 2.5)],
+                               "objectId long, visit long, band string, psfFlux double")
     res = write_table(df, "dp1.forced_source", ra_column=None, dec_column=None)
     assert res.rows == 2
     assert_df_equality(read_table("dp1.forced_source").orderBy("objectId"), df.orderBy("objectId"))
@@ -231,7 +234,8 @@ def test_writer_killed_before_commit_leaves_table_unchanged(spark, ub_env, tmp_p
     sky_points(600, seed=14, id_start=100_000).to_parquet(rows)
     marker = tmp_path / "about-to-commit"
     script = _WRITER.format(python=str(ROOT / "python"), rows=str(rows), marker=str(marker))
-    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 240
         while not marker.exists():

@@ -174,7 +174,8 @@ def env_summary() -> str:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "?"
-    return f"{platform.node()}: {cores} cores, {mem_gib:.1f} GiB RAM, load avg {load}, Python {platform.python_version()}"
+    return (f"{platform.node()}: {cores} cores, {mem_gib:.1f} GiB RAM, load avg {load}, "
+            f"Python {platform.python_version()}")
 
 
 def frozen_source_env(work: Path) -> tuple[dict, str]:

@@ -94,7 +94,8 @@ def main(ctx, master, verbose):
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--table", "-t", required=True, help="Target table, namespace.name.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "fits"]), help="Input format (default: from the file name).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "fits"]),
+              help="Input format (default: from the file name).")
 @click.option("--mode", type=click.Choice(["create", "append", "overwrite"]), default="create", show_default=True)
 @click.option("--ra-column", default="coord_ra", show_default=True)
 @click.option("--dec-column", default="coord_dec", show_default=True)
@@ -221,7 +222,8 @@ def tables_history(name, as_json):
             for i in p.get("inputs", [])
         )
         click.echo(f"v{h['version']:<4d} {h['timestamp']:%Y-%m-%d %H:%M:%S} {h['mode'] or h['operation']:10s} "
-                   f"by {p.get('user', '?'):10s} job={p.get('job', '?')} inputs=[{inputs}] code={p.get('code_version', '?')}")
+                   f"by {p.get('user', '?'):10s} job={p.get('job', '?')} inputs=[{inputs}] "
+                   f"code={p.get('code_version', '?')}")
 
 
 @tables.command("drop")
@@ -530,7 +532,8 @@ def results(run_id):
 
 @main.command()
 @click.argument("run_id")
-@click.option("--output-map", multiple=True, metavar="OLD=NEW", help="Write output OLD as NEW (default OLD_rerun_<id>).")
+@click.option("--output-map", multiple=True, metavar="OLD=NEW",
+              help="Write output OLD as NEW (default OLD_rerun_<id>).")
 @click.option("--wait", is_flag=True)
 def rerun(run_id, output_map, wait):
     """Run RUN_ID again from exactly the input versions it read."""
@@ -584,7 +587,8 @@ def quota_show(user, as_json):
     if as_json:
         _echo_json(q)
         return
-    click.echo(f"{'':24s} {'allocation':>10s} {'used':>10s} {'reserved':>10s} {'remaining':>10s}  cores      storage GB")
+    click.echo(f"{'':24s} {'allocation':>10s} {'used':>10s} {'reserved':>10s} {'remaining':>10s}  "
+               "cores      storage GB")
     for b in [q["user"], *q["groups"]]:
         click.echo(f"{b['subject_kind'] + ' ' + b['subject']:24s} {b['core_hours']:>10.2f} {b['used']:>10.4f} "
                    f"{b['reserved']:>10.2f} {b['remaining']:>10.2f}  {b['running_cores']}/{b['max_cores']:<8d} "
@@ -611,7 +615,8 @@ def quota_set(user, group, core_hours, max_cores, storage_gb):
 def quota_audit(limit):
     """Recent quota, user, group and token changes (admins)."""
     for a in _facility().audit_log(limit):
-        click.echo(f"{a['at'][:19]} {a['actor']:10s} {a['action']:14s} {a['subject']:20s} {a['before']} -> {a['after']}")
+        click.echo(f"{a['at'][:19]} {a['actor']:10s} {a['action']:14s} {a['subject']:20s} "
+                   f"{a['before']} -> {a['after']}")
 
 
 @main.command()
@@ -972,7 +977,7 @@ def deploy_sbatch(template, params, bps_file, account, user, group, cores, hours
                              mode="spark-submit" if use_spark_submit else "cli"), nl=False)
 
 
-# ------------------------------------------------------------------------------------------------ dev cluster / Spark Connect
+# ---------------------------------------------------------------------------------- dev cluster / Spark Connect
 
 @main.group()
 def cluster():
@@ -1026,7 +1031,8 @@ def connect():
 
 
 @connect.command("start")
-@click.option("--master", "spark_master", help="spark://... or local[N] (default: the dev cluster if up, else local[*]).")
+@click.option("--master", "spark_master",
+              help="spark://... or local[N] (default: the dev cluster if up, else local[*]).")
 @click.option("--port", type=click.IntRange(1, 65535), default=15002, show_default=True)
 def connect_start(spark_master, port):
     """Start the Spark Connect server on 127.0.0.1 (detached)."""

@@ -39,8 +39,8 @@ def queue_segment(name: str) -> str:
 
     A ``.`` would split the path into more levels and YuniKorn accepts no other characters, so any other name gets
     its offending characters replaced by ``_`` and ``_`` plus 8 hex digits of the name's SHA-256 appended (the
-    convention of ``userbatch.cluster.naming.dns_label``): deterministic, and two names differing only in what was replaced
-    keep distinct queues. Valid names are unchanged. This is the one place queue names are made.
+    convention of ``userbatch.cluster.naming.dns_label``): deterministic, and two names differing only in what was
+    replaced keep distinct queues. Valid names are unchanged. This is the one place queue names are made.
     """
     if _QUEUE_SEGMENT.match(name):
         return name

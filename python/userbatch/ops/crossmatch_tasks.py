@@ -67,7 +67,8 @@ class Plan:
                  "ring read": sum(t.right_ranges is not None and len(t.right_ranges) > 0 for t in self.tasks)}
         return (f"{len(self.tasks)} tasks ({kinds['margin']} with a stored/computed margin, {kinds['ring read']} "
                 f"reading a ring of neighbouring rows); search radius {self.search_radius_arcsec:.4g} arcsec"
-                + (f" (incl. {self.displacement_arcsec:.4g} arcsec of proper motion)" if self.displacement_arcsec else "")
+                + (f" (incl. {self.displacement_arcsec:.4g} arcsec of proper motion)"
+                   if self.displacement_arcsec else "")
                 + "".join(f"; {n}" for n in self.notes))
 
 
@@ -155,8 +156,8 @@ def plan_tasks(left: Side, right: Side, search_radius_arcsec: float, how: str, m
         ring = ring[~in_ranges(ring[:, 0], np.array([[rs[j], re[j]]]))]  # rows of partition j are read whole
         task.right_ranges = ring
         if "ring reads" not in " ".join(notes):
-            notes.append(f"ring reads of neighbouring partitions ({right.label} has "
-                         + ("no margin cache" if not stored else f"a {right.margin_radius_arcsec:g} arcsec margin") + ")")
+            margin = "no margin cache" if not stored else f"a {right.margin_radius_arcsec:g} arcsec margin"
+            notes.append(f"ring reads of neighbouring partitions ({right.label} has {margin})")
 
     for i in range(len(left.partitions)):
         a, b = int(ls[i]), int(le[i])
@@ -278,7 +279,8 @@ def run_task(task: Task, left: Side, right: Side, opts: Options, plan: Plan) -> 
         li, ri, _, _ = kernel.match(lxyz, kernel.radec_to_xyz(rra, rdec), plan.search_radius_arcsec, 0.0, 0)
         epochs = m.to_jyear(_numpy(lt, m.epoch))[li]
         refs = ref[ri] if isinstance(ref, np.ndarray) else ref
-        pra, pdec = propagate(rra[ri], rdec[ri], pm[0][ri], pm[1][ri], refs, np.where(np.isfinite(epochs), epochs, refs),
+        at = np.where(np.isfinite(epochs), epochs, refs)
+        pra, pdec = propagate(rra[ri], rdec[ri], pm[0][ri], pm[1][ri], refs, at,
                               *(None if e is None else e[ri] for e in extra))
         sep = kernel.chord_to_arcsec(np.linalg.norm(lxyz[li] - kernel.radec_to_xyz(pra, pdec), axis=1))
         ok = (sep <= opts.radius_arcsec) & (sep >= opts.min_radius_arcsec)

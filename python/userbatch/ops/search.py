@@ -145,7 +145,8 @@ class Search:
         """
         if engine not in ENGINES:
             raise UserbatchError(f"engine must be one of {', '.join(ENGINES)}")
-        if engine == "spark" or (engine == "auto" and self.plan.rows_selected_files > settings().tuning.light_path_max_rows):
+        light_max = settings().tuning.light_path_max_rows
+        if engine == "spark" or (engine == "auto" and self.plan.rows_selected_files > light_max):
             return pa.Table.from_pandas(self.to_spark(spark).toPandas(), preserve_index=False)
         table = to_arrow(self.pruned, index_ranges=self.plan.index_ranges if self._has_index else None)
         ra = table.column(self.entry.ra_column).to_numpy(zero_copy_only=False)

@@ -838,8 +838,8 @@ def simulate_gaia(cfg: SurveyConfig, objects: pd.DataFrame) -> pd.DataFrame:
 
     pmra, pmdec, parallax = _field_kinematics(rng, n_matched)
     ra_c, dec_c, rad_c = _cluster_region(cfg)
-    sep_c = np.degrees(np.arccos(np.clip(_radec_to_xyz(ra_obs, dec_obs) @ _radec_to_xyz(np.array(ra_c), np.array(dec_c)),
-                                         -1.0, 1.0)))
+    centre = _radec_to_xyz(np.array(ra_c), np.array(dec_c))
+    sep_c = np.degrees(np.arccos(np.clip(_radec_to_xyz(ra_obs, dec_obs) @ centre, -1.0, 1.0)))
     member = sep_c <= rad_c
     n_mem = int(member.sum())
     pmra[member] = _CLUSTER_PM_MASYR[0] + rng.normal(0.0, 0.1, n_mem)

@@ -32,7 +32,8 @@ def validate_radec(ra_deg, dec_deg, what: str = "coordinates") -> None:
     """Raise BadCoordinates unless every RA/Dec is finite and in range (for user-supplied region centres)."""
     if not np.all(valid_radec_mask(np.atleast_1d(ra_deg), np.atleast_1d(dec_deg))):
         raise BadCoordinates(
-            f"{what} must be finite with RA in [0, 360] deg and Dec in [-90, 90] deg; got ra={ra_deg!r}, dec={dec_deg!r}"
+            f"{what} must be finite with RA in [0, 360] deg and Dec in [-90, 90] deg; "
+            f"got ra={ra_deg!r}, dec={dec_deg!r}"
         )
 
 

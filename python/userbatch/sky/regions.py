@@ -267,5 +267,6 @@ class Polygon(Region):
 
     def condition(self, ra_col, dec_col):
         x, y, z = _sql_xyz(ra_col, dec_col)
-        terms = [f"({x} * {float(nx)!r} + {y} * {float(ny)!r} + {z} * {float(nz)!r} >= 0)" for nx, ny, nz in self._normals]
+        terms = [f"({x} * {float(nx)!r} + {y} * {float(ny)!r} + {z} * {float(nz)!r} >= 0)"
+                 for nx, ny, nz in self._normals]
         return "(" + " AND ".join(terms) + ")"

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 from . import delta
-from .catalog import TableEntry
+from .catalog import Catalog, TableEntry
 from .read import path_pixel, resolve, to_spark
 
 
@@ -17,15 +17,17 @@ def partitions_of(snap: delta.Snapshot) -> np.ndarray:
     return np.array(sorted(pixels), dtype=np.int64).reshape(-1, 2)
 
 
-def describe(entry: TableEntry, version: int | None = None) -> dict:
+def describe(entry: TableEntry | str, version: int | None = None, *, catalog: Catalog | None = None) -> dict:
     """A table's entry, size, layout and schema at one version, as ``userbatch tables show`` prints them.
 
     Parameters
     ----------
-    entry : TableEntry
-        The table's catalog entry (``Catalog().get("dp1.object")``).
+    entry : TableEntry or str
+        The table (``"dp1.object"``) or its catalog entry.
     version : int, optional
         Delta version to describe; by default the latest (in a facility run, the pinned one).
+    catalog : Catalog, optional
+        The catalog a table name is looked up in.
 
     Returns
     -------
@@ -34,6 +36,8 @@ def describe(entry: TableEntry, version: int | None = None) -> dict:
         table without history), ``rows``, ``files``, ``partitions``, ``partition orders`` (order -> partition
         count), ``spatial columns``, ``margin``, ``description`` and ``schema`` (``"column: type"`` strings).
     """
+    if not isinstance(entry, TableEntry):
+        entry = (catalog or Catalog()).get(entry)
     snap = resolve(entry, version=version)
     parts = partitions_of(snap)
     info = {

@@ -156,7 +156,8 @@ def to_spark(spark, snap: delta.Snapshot, columns: list[str] | None = None):
     return df.select(*columns) if columns else df
 
 
-def to_arrow(snap: delta.Snapshot, columns: list[str] | None = None, index_ranges: np.ndarray | None = None) -> pa.Table:
+def to_arrow(snap: delta.Snapshot, columns: list[str] | None = None,
+             index_ranges: np.ndarray | None = None) -> pa.Table:
     """Read a (small) snapshot directly with pyarrow: no Spark job, row groups skipped by ``_healpix_29``."""
     if snap.files.num_rows == 0:
         return snap.schema.empty_table().select(columns) if columns else snap.schema.empty_table()
