@@ -107,7 +107,8 @@ class KubernetesRunner(Runner):
     kind = "kubernetes"
     launchable = False
 
-    def __init__(self, api_server: str = "https://kubernetes.default.svc", namespace_prefix: str = DEFAULT_NAMESPACE_PREFIX,
+    def __init__(self, api_server: str = "https://kubernetes.default.svc",
+                 namespace_prefix: str = DEFAULT_NAMESPACE_PREFIX,
                  image: str = "userbatch/spark:latest", scheduler: str | None = "yunikorn",
                  service_account: str = "spark", warehouse_pvc: str | None = None,
                  warehouse_mount: str | None = None, home_pvc: str | None = None, home_mount: str | None = None,

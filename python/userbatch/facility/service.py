@@ -466,7 +466,8 @@ class Facility:
         argv = LocalRunner().argv(SubmitSpec(run_id="$RUN_ID", run_dir="$BUNDLE", user=spec["user"], cores=cores))
         argv[-2] = "$(python -c 'import userbatch.facility.driver as d; print(d.__file__)')"
         env = {"USERBATCH_PINS": json.dumps(bundle_spec["pins"]), "USERBATCH_OUTPUT_MAP": json.dumps(
-            spec.get("output_map", {})), "USERBATCH_RUN_ID": "$RUN_ID", "USERBATCH_JOB": f"{spec['kind']}:{spec['name']}"}
+            spec.get("output_map", {})), "USERBATCH_RUN_ID": "$RUN_ID",
+            "USERBATCH_JOB": f"{spec['kind']}:{spec['name']}"}
         lines = ["#!/usr/bin/env bash",
                  f"# Re-run userbatch run {run_id} ({spec['kind']} {_one_line(spec['name'])}) with its inputs pinned.",
                  "# Needs: the userbatch package, and the input tables (inputs.json: name, version, location)",
@@ -513,7 +514,8 @@ class Facility:
                 node["version"] = ver
             commit = next((h for h in hist if h["version"] == ver), None)
             if commit is None:
-                raise UserbatchError(f"{name} has no version {ver}; versions {hist[-1]['version']}..{hist[0]['version']}")
+                raise UserbatchError(f"{name} has no version {ver}; "
+                                     f"versions {hist[-1]['version']}..{hist[0]['version']}")
             p = commit["provenance"]
             node.update(run_id=p.get("run_id"), job=p.get("job"), user=p.get("user"), group=p.get("group"),
                         code_version=p.get("code_version"), timestamp=str(commit["timestamp"]),

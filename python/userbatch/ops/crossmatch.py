@@ -338,7 +338,8 @@ def crossmatch(
     if radius_arcsec <= 0:
         raise UserbatchError(f"radius_arcsec must be positive; got {radius_arcsec!r}")
     if min_radius_arcsec >= radius_arcsec:
-        raise UserbatchError(f"min_radius_arcsec ({min_radius_arcsec}) must be smaller than radius_arcsec ({radius_arcsec})")
+        raise UserbatchError(f"min_radius_arcsec ({min_radius_arcsec}) must be smaller than "
+                             f"radius_arcsec ({radius_arcsec})")
     if mode == "nearest":
         if k not in (None, 1):
             raise UserbatchError("mode='nearest' means k=1; use mode='k_nearest' for more neighbours")

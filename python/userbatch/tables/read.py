@@ -59,5 +59,6 @@ def read_table(
     if columns:
         missing = [c for c in columns if c not in snap.schema.names]
         if missing:
-            raise ColumnNotFound(f"{entry.name} has no column(s) {', '.join(missing)}; it has {', '.join(snap.schema.names)}")
+            raise ColumnNotFound(f"{entry.name} has no column(s) {', '.join(missing)}; "
+                                 f"it has {', '.join(snap.schema.names)}")
     return to_spark(spark, snap, columns)

@@ -120,7 +120,8 @@ def _index_udf():
 def _with_index(df, ra_col: str, dec_col: str):
     from pyspark.sql import functions as F
 
-    return df.withColumn(SPATIAL_INDEX_COLUMN, _index_udf()(F.col(ra_col).cast("double"), F.col(dec_col).cast("double")))
+    index = _index_udf()(F.col(ra_col).cast("double"), F.col(dec_col).cast("double"))
+    return df.withColumn(SPATIAL_INDEX_COLUMN, index)
 
 
 def _coord_error(ra_col: str, dec_col: str):
@@ -571,7 +572,8 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
             meta = {**prov.as_dict(), "margin_of": entry.name, "margin_order": m_order,
                     "radius_arcsec": entry.margin_radius_arcsec}
             if rebuild_margin:
-                source = good.select(*columns).unionByName(to_spark(spark, resolve(entry, record=False)).select(*columns))
+                stored = to_spark(spark, resolve(entry, record=False)).select(*columns)
+                source = good.select(*columns).unionByName(stored)
                 dests = _margin_destinations(spark, plan, keys, m_order)
                 copies = _with_margin_copies(source, dests, m_order, columns, keep_own=False)
                 out = copies.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY, MARGIN_FLAG).sortWithinPartitions(
