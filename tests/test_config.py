@@ -90,3 +90,15 @@ def test_a_broken_settings_file_is_named(clean_env, monkeypatch, tmp_path):
     monkeypatch.setenv("USERBATCH_SETTINGS", str(bad))
     with pytest.raises(UserbatchError, match="s.toml cannot be read"):
         settings()
+
+
+def test_every_setting_is_documented():
+    """docs/operator-guide/settings.md names every field of the settings object (and the tuning and Spark ones)."""
+    from dataclasses import fields
+
+    from userbatch.config import SparkSettings
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "operator-guide" / "settings.md").read_text()
+    missing = [f.name for cls in (Settings, Tuning, SparkSettings) for f in fields(cls)
+               if f.name not in ("run", "spark", "tuning", "given") and f"`{f.name}`" not in page]
+    assert not missing, f"settings not documented in docs/operator-guide/settings.md: {missing}"
