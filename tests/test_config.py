@@ -102,3 +102,18 @@ def test_every_setting_is_documented():
     missing = [f.name for cls in (Settings, Tuning, SparkSettings) for f in fields(cls)
                if f.name not in ("run", "spark", "tuning", "given") and f"`{f.name}`" not in page]
     assert not missing, f"settings not documented in docs/operator-guide/settings.md: {missing}"
+
+
+def test_env_names_lists_exactly_what_the_settings_read(clean_env):
+    """ENV_NAMES (which deployment manifests are checked against) is every variable _build reads, and only those."""
+    from userbatch import config
+
+    asked = set()
+
+    class Recording(dict):
+        def get(self, key, default=None):
+            asked.add(key)
+            return super().get(key, default)
+
+    config._build(Recording({"USERBATCH_HOME": str(clean_env)}))
+    assert asked == set(config.ENV_NAMES)
