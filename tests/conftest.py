@@ -7,6 +7,7 @@ only where a server answers on 127.0.0.1:5432; elsewhere that case is skipped wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -68,6 +69,18 @@ def ub_env(session_home, tmp_path, monkeypatch):
     monkeypatch.setenv("USERBATCH_USER", "tester")
     monkeypatch.delenv("USERBATCH_GROUPS", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def facility(ub_env):
+    """A facility for user X under a config, for one test: ``fx = facility(CONFIG)``, then ``fx.fac("alice")``
+    (see helpers.facility_under). It lives in the test's tmp_path, on the database the ``db_url`` fixture chose
+    when the test asks for that (SQLite and PostgreSQL), else on SQLite."""
+    from helpers import facility_under
+
+    with contextlib.ExitStack() as stack:
+        yield lambda config=None, **kwargs: stack.enter_context(
+            facility_under(ub_env, config, db_url=os.environ["USERBATCH_DB_URL"], **kwargs))
 
 
 def _postgres_available() -> str | None:

@@ -1,24 +1,86 @@
-"""Small simulated catalogues for tests: uniform sky plus the hard places (RA=0 seam, both poles, a dense clump)."""
+"""Test helpers: a facility for user X under a config (:func:`facility_under`, :func:`module_facility`, and the
+``facility`` fixture of conftest.py), and small simulated catalogues (:func:`sky_points`: uniform sky plus the hard
+places, the RA=0 seam, both poles and a dense clump)."""
 
 import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 
+@dataclass
+class FacilityUnder:
+    """A facility under a config (see :func:`facility_under`): its directory, database URL and parsed config.
+    ``fac(user)`` is that user's :class:`Facility` (no worker thread; the user is created on first sight with the
+    config's quota), ``worker()`` a worker thread for the duration of a ``with`` block."""
+
+    db_url: str
+    base: Path | None = None  #: None for a facility known only by its database URL
+
+    @functools.cached_property
+    def config(self):
+        from userbatch.facility.config import load_config
+
+        return load_config()
+
+    @property
+    def engine(self):
+        from userbatch.tables.db import engine_for
+
+        return engine_for(self.db_url)
+
+    def fac(self, user: str):
+        from userbatch.facility.service import Facility, Identity
+
+        return Facility(Identity.lookup(user, self.engine, self.config), db_url=self.db_url, config=self.config,
+                        start_worker=False)
+
+    def worker(self, **kwargs):
+        from userbatch.facility.worker import running_worker
+
+        return running_worker(self.db_url, self.config, **kwargs)
+
+
 @contextlib.contextmanager
-def module_facility(tmp_path_factory, name: str):
-    """A facility (its own SQLite catalog and warehouse) for a whole test module, so a module-scoped fixture writes
-    its tables once and every test of the module reads them."""
-    base = tmp_path_factory.mktemp(name)
+def facility_under(base: Path, config: str | None = None, *, db_url: str | None = None,
+                   env: dict[str, str | None] | None = None):
+    """The one set-up of "a facility for user X under a config": ``base`` holds ``facility.yaml`` written from
+    ``config`` (the packaged default when None) and, for a new facility, its SQLite database and warehouse. With
+    ``db_url`` (e.g. the PostgreSQL one of the ``db_url`` fixture, or a module facility's) the database is that one
+    and the warehouse stays where the environment has it. The environment points there — and at no API server or
+    token, so clients talk to the facility in-process — until the block ends; ``env`` sets (or, with None,
+    removes) more variables for the same span."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("USERBATCH_DB_URL", f"sqlite:///{base / 'facility.db'}")
-    mp.setenv("USERBATCH_WAREHOUSE", str(base / "warehouse"))
     try:
-        yield base
+        if db_url is None:
+            db_url = f"sqlite:///{base / 'facility.db'}"
+            mp.setenv("USERBATCH_WAREHOUSE", str(base / "warehouse"))
+        mp.setenv("USERBATCH_DB_URL", db_url)
+        if config is not None:
+            (base / "facility.yaml").write_text(config)
+            mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
+        for name in ("USERBATCH_API_URL", "USERBATCH_TOKEN"):
+            mp.delenv(name, raising=False)
+        for name, value in (env or {}).items():
+            if value is None:
+                mp.delenv(name, raising=False)
+            else:
+                mp.setenv(name, value)
+        yield FacilityUnder(db_url, base)
     finally:
         mp.undo()
+
+
+@contextlib.contextmanager
+def module_facility(tmp_path_factory, name: str, config: str | None = None, **kwargs):
+    """:func:`facility_under` a fresh directory, for a whole test module: a module-scoped fixture writes its tables
+    once and every test of the module reads them."""
+    with facility_under(tmp_path_factory.mktemp(name), config, **kwargs) as fx:
+        yield fx
 
 
 def sky_points(n: int, seed: int = 0, id_start: int = 1) -> pd.DataFrame:

@@ -17,13 +17,12 @@ from sqlalchemy import func, select, text
 from userbatch.errors import AccessDenied, TableNotFound, UserbatchError
 from userbatch.facility.api import create_app
 from userbatch.facility.client import Client, client_from_env
-from userbatch.facility.config import load_config
 from userbatch.facility.ledger import QuotaExceeded
 from userbatch.facility.models import RunRow, TokenRow
-from userbatch.facility.service import AuthError, Facility, Identity, RunNotFound
+from userbatch.facility.service import AuthError, Facility, RunNotFound
 from userbatch.facility.templates import TemplateError
 from userbatch.tables.catalog import Catalog, TableEntry
-from userbatch.tables.db import engine_for, transaction
+from userbatch.tables.db import transaction
 
 with warnings.catch_warnings():  # Starlette 1.x would rather its TestClient ran on httpx2; httpx works the same
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
@@ -59,16 +58,12 @@ def _auth(token: str) -> dict:
 
 
 @pytest.fixture
-def env(db_url, tmp_path, monkeypatch):
+def env(db_url, facility, tmp_path):
     """The API over a fresh facility: admin, A (member of team) and B with tokens; public input tables dp1.obj and
     dp1.gaia, A's private table u_a.secret; and one queued crossmatch run of A's."""
-    (tmp_path / "facility.yaml").write_text(CONFIG)
-    monkeypatch.setenv("USERBATCH_FACILITY_CONFIG", str(tmp_path / "facility.yaml"))
-    monkeypatch.delenv("USERBATCH_API_URL", raising=False)
-    monkeypatch.delenv("USERBATCH_TOKEN", raising=False)
-    config = load_config()
-    engine = engine_for(db_url)
-    bootstrap = Facility(Identity.lookup("admin", engine, config), db_url=db_url, config=config, start_worker=False)
+    fx = facility(CONFIG)
+    config, engine = fx.config, fx.engine
+    bootstrap = fx.fac("admin")
     tokens = {user: bootstrap.create_token(user, label="test")["token"] for user in ("admin", "a", "b")}
     tc = TestClient(create_app(db_url, config))
     tc.__enter__()  # one event loop for the whole test, not one thread per request
@@ -82,13 +77,12 @@ def env(db_url, tmp_path, monkeypatch):
     run = r.json()
     assert run["state"] == "queued" and run["user"] == "a"
     yield SimpleNamespace(tc=tc, db_url=db_url, engine=engine, config=config, tokens=tokens, run=run["id"],
-                          h={u: _auth(t) for u, t in tokens.items()}, tmp=tmp_path)
+                          h={u: _auth(t) for u, t in tokens.items()}, tmp=tmp_path, fx=fx)
     tc.__exit__(None, None, None)
 
 
 def _facility(env, user: str) -> Facility:
-    return Facility(Identity.lookup(user, env.engine, env.config), db_url=env.db_url, config=env.config,
-                    start_worker=False)
+    return env.fx.fac(user)
 
 
 def _snapshot(env) -> dict:

@@ -15,11 +15,6 @@ from pathlib import Path
 import pytest
 from helpers import module_facility
 
-from userbatch.facility.config import load_config
-from userbatch.facility.service import Facility, Identity
-from userbatch.facility.worker import running_worker
-from userbatch.tables.db import engine_for
-
 pytest.importorskip("lsst.ctrl.bps")
 
 TESTS = Path(__file__).resolve().parent
@@ -43,29 +38,19 @@ def bps_env(session_home, tmp_path_factory):
     the jobs need (the test tasks importable, the venv's pipetask on PATH, the plugin as default WMS)."""
     import bps_test_tasks
 
-    with module_facility(tmp_path_factory, "bps") as base:
-        mp = pytest.MonkeyPatch()
-        # USERBATCH_TEST_STANDALONE_MASTER=spark://... runs the same tests with every run on a standalone cluster
-        # (`userbatch cluster start`): how "the BPS plugin runs unchanged against it" is checked by hand
-        master = os.environ.get("USERBATCH_TEST_STANDALONE_MASTER")
-        (base / "facility.yaml").write_text(CONFIG + (
-            f"runner: {{kind: standalone, master: '{master}', executor_cores: 1, executor_memory: 768m}}\n"
-            if master else ""))
-        mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
-        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
-        mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-        mp.setenv("BPS_WMS_SERVICE_CLASS", SERVICE)
-        mp.setenv("USERBATCH_USER", "tester")
-        mp.delenv("USERBATCH_API_URL", raising=False)
-        repo = base / "repo"
+    # USERBATCH_TEST_STANDALONE_MASTER=spark://... runs the same tests with every run on a standalone cluster
+    # (`userbatch cluster start`): how "the BPS plugin runs unchanged against it" is checked by hand
+    master = os.environ.get("USERBATCH_TEST_STANDALONE_MASTER")
+    runner = f"runner: {{kind: standalone, master: '{master}', executor_cores: 1, executor_memory: 768m}}\n"
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "BPS_WMS_SERVICE_CLASS": SERVICE,
+           "USERBATCH_USER": "tester"}
+    with module_facility(tmp_path_factory, "bps", CONFIG + (runner if master else ""), env=env) as fx:
+        repo = fx.base / "repo"
         bps_test_tasks.make_repo(str(repo))
-        db_url = os.environ["USERBATCH_DB_URL"]
-        config = load_config()
-        fac = Facility(Identity.lookup("tester", engine_for(db_url), config), db_url=db_url, config=config,
-                       start_worker=False)
-        with running_worker(db_url, config):
-            yield {"base": base, "repo": repo, "fac": fac}
-        mp.undo()
+        fac = fx.fac("tester")
+        with fx.worker():
+            yield {"base": fx.base, "repo": repo, "fac": fac}
 
 
 def _workflow(env, name: str, step1_config: dict | None = None, extra: str = "") -> tuple[Path, Path]:

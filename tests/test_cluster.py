@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import module_facility, sky_points
+from helpers import facility_under, module_facility, sky_points
 
 from userbatch.cli import main
 from userbatch.cluster import dev
@@ -79,7 +79,7 @@ def data(spark, session_home, tmp_path_factory):
     from userbatch.tables.director import VisitTimes, write_child_table
     from userbatch.tables.write import write_table
 
-    with module_facility(tmp_path_factory, "cluster") as base:
+    with module_facility(tmp_path_factory, "cluster") as fx:
         left = sky_points(3000, seed=21)
         rng = np.random.default_rng(22)
         right = left.sample(1800, random_state=4).assign(
@@ -92,7 +92,7 @@ def data(spark, session_home, tmp_path_factory):
         write_table(spark.createDataFrame(s["visit"]), "dp1.visit", ra_column=None, dec_column=None)
         write_child_table(spark.createDataFrame(s["forced_source"]), "dp1.forced_source", parent="dp1.object",
                           times=VisitTimes("dp1.visit"))
-        yield {"base": base, "spark": spark}
+        yield {"base": fx.base, "fx": fx, "spark": spark}
 
 
 @pytest.fixture(scope="module")
@@ -172,41 +172,32 @@ def test_jobs_give_identical_tables_on_local_and_on_the_cluster(devcluster, data
 
 
 def test_a_cancelled_cluster_run_releases_its_reservation(devcluster, data, monkeypatch):
-    from userbatch.facility.config import load_config
-    from userbatch.facility.service import Facility, Identity
-    from userbatch.facility.worker import running_worker
-    from userbatch.tables.db import engine_for
-
-    cfg = data["base"] / "facility.yaml"
-    cfg.write_text(CONFIG + f"runner: {{kind: standalone, master: '{devcluster['master_url']}'}}\n")
-    monkeypatch.setenv("USERBATCH_FACILITY_CONFIG", str(cfg))
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-    db_url = os.environ["USERBATCH_DB_URL"]
-    config = load_config()
-    ann = Facility(Identity.lookup("ann", engine_for(db_url), config), db_url=db_url, config=config,
-                   start_worker=False)
-    with running_worker(db_url, config):
-        run = ann.submit(script=("long.py", LONG_SCRIPT), cores=1, max_hours=0.25)
-        deadline = time.monotonic() + 240
-        while True:  # until its Spark job runs tasks on the cluster
-            r = ann.status(run["id"])
-            assert r["state"] in ("queued", "starting", "running"), ann.logs(run["id"], 60)
-            if r["state"] == "running" and (r.get("progress") or {}).get("tasks_total", 0) > 0:
-                break
-            assert time.monotonic() < deadline, r
+    runner = f"runner: {{kind: standalone, master: '{devcluster['master_url']}'}}\n"
+    with facility_under(data["fx"].base, CONFIG + runner, db_url=data["fx"].db_url) as fx:
+        ann = fx.fac("ann")
+        with fx.worker():
+            run = ann.submit(script=("long.py", LONG_SCRIPT), cores=1, max_hours=0.25)
+            deadline = time.monotonic() + 240
+            while True:  # until its Spark job runs tasks on the cluster
+                r = ann.status(run["id"])
+                assert r["state"] in ("queued", "starting", "running"), ann.logs(run["id"], 60)
+                if r["state"] == "running" and (r.get("progress") or {}).get("tasks_total", 0) > 0:
+                    break
+                assert time.monotonic() < deadline, r
+                time.sleep(0.5)
+            assert ann.quota_show()["user"]["reserved"] > 0
+            assert ann.cancel(run["id"])["cancel_requested"]
+            done = ann.wait(run["id"], timeout_s=120)
+        assert done["state"] == "cancelled" and done["reserved_core_hours"] == 0.0
+        assert ann.quota_show()["user"]["reserved"] == 0
+        with pytest.raises(ProcessLookupError):
+            os.killpg(r["pid"], 0)
+        assert subprocess.run(["pgrep", "-f", run["id"]], capture_output=True, text=True).stdout.split() == []
+        deadline = time.monotonic() + 60  # the master took the application and its executors off the workers
+        while _get_json(devcluster["webui_url"] + "/json/")["activeapps"]:
+            assert time.monotonic() < deadline
             time.sleep(0.5)
-        assert ann.quota_show()["user"]["reserved"] > 0
-        assert ann.cancel(run["id"])["cancel_requested"]
-        done = ann.wait(run["id"], timeout_s=120)
-    assert done["state"] == "cancelled" and done["reserved_core_hours"] == 0.0
-    assert ann.quota_show()["user"]["reserved"] == 0
-    with pytest.raises(ProcessLookupError):
-        os.killpg(r["pid"], 0)
-    assert subprocess.run(["pgrep", "-f", run["id"]], capture_output=True, text=True).stdout.split() == []
-    deadline = time.monotonic() + 60  # the master took the application and its executors off the workers
-    while _get_json(devcluster["webui_url"] + "/json/")["activeapps"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
 
 
 def test_spark_connect_gives_the_same_views_and_functions(data, tmp_path):

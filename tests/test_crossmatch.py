@@ -235,14 +235,14 @@ def assert_ranks_in_distance_order(got: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def xm(spark, session_home, tmp_path_factory):
     """A facility for the module with the two differently partitioned tables written once."""
-    with module_facility(tmp_path_factory, "xmatch") as base:
+    with module_facility(tmp_path_factory, "xmatch") as fx:
         left = make_left()
         right = make_right(left)
         write_table(spark.createDataFrame(left), "xm.left", pixel_threshold=LEFT_THRESHOLD,
                     margin_radius_arcsec=MARGIN)
         write_table(spark.createDataFrame(right), "xm.right", pixel_threshold=RIGHT_THRESHOLD,
                     margin_radius_arcsec=MARGIN)
-        yield SimpleNamespace(left=left, right=right, base=base, spark=spark)
+        yield SimpleNamespace(left=left, right=right, base=fx.base, spark=spark)
 
 
 def _inputs(xm, source: str):

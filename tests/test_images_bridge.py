@@ -12,11 +12,8 @@ import numpy as np
 import pytest
 from helpers import module_facility
 
-from userbatch.facility.config import load_config
 from userbatch.facility.ledger import QuotaExceeded
-from userbatch.facility.service import Facility, Identity
 from userbatch.images.bridge import ImageRequestError, parse_request, submit, submit_yaml
-from userbatch.tables.db import engine_for
 
 pytest.importorskip("lsst.ctrl.bps")
 
@@ -33,22 +30,10 @@ runs: {max_concurrent: 2, default_cores: 1, default_max_hours: 0.5}
 def env(session_home, tmp_path_factory):
     from userbatch.images.sim_repo import build_repo
 
-    with module_facility(tmp_path_factory, "bridge") as base:
-        mp = pytest.MonkeyPatch()
-        (base / "facility.yaml").write_text(CONFIG)
-        mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
-        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        mp.delenv("USERBATCH_API_URL", raising=False)
-        info = build_repo(base / "repo", n_visits=1, n_detectors=2)
-        db_url = os.environ["USERBATCH_DB_URL"]
-        cfg = load_config()
-
-        def fac(user):
-            return Facility(Identity.lookup(user, engine_for(db_url), cfg), db_url=db_url, config=cfg,
-                            start_worker=False)
-
-        yield {"base": base, "info": info, "fac": fac, "db_url": db_url, "config": cfg}
-        mp.undo()
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    with module_facility(tmp_path_factory, "bridge", CONFIG, env={"PATH": path}) as fx:
+        info = build_repo(fx.base / "repo", n_visits=1, n_detectors=2)
+        yield {"base": fx.base, "info": info, "fac": fx.fac, "fx": fx}
 
 
 def _request(env, **changes):
@@ -103,7 +88,6 @@ def test_stamps_from_a_catalog_query_through_bps(env, spark):
     stamps centred on the objects' true positions."""
     from lsst.daf.butler import Butler
 
-    from userbatch.facility.worker import running_worker
     from userbatch.images.bridge import stamps
     from userbatch.tables.write import write_table
 
@@ -114,7 +98,7 @@ def test_stamps_from_a_catalog_query_through_bps(env, spark):
     write_table(spark.createDataFrame(cat.reset_index(drop=True)), "ubsim.bright", ra_column="coord_ra",
                 dec_column="coord_dec")
     ann = env["fac"]("ann")
-    with running_worker(env["db_url"], env["config"]):
+    with env["fx"].worker():
         run = stamps("ubsim.bright", "flux > 0", env["info"].root, [env["info"].input_collection], "bright_stamps",
                      facility=ann, cores=2, max_hours=0.5, submit_root=env["base"] / "submit")
         assert run["kind"] == "bps" and run["targets"] == len(cat)

@@ -211,26 +211,16 @@ def _facility_rows(db_url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def iso(spark, session_home, tmp_path_factory):
-    from userbatch.facility.service import Facility, Identity
-    from userbatch.facility.worker import running_worker
-    from userbatch.tables.db import engine_for
     from userbatch.tables.write import write_table
 
-    with module_facility(tmp_path_factory, "iso") as base:
-        mp = pytest.MonkeyPatch()
-        (base / "facility.yaml").write_text(CONFIG)
-        mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
+    with module_facility(tmp_path_factory, "iso", CONFIG) as fx:
         write_table(spark.createDataFrame(sky_points(600, seed=5)), "dp1.points", "create")
-        db_url = os.environ["USERBATCH_DB_URL"]
-        engine = engine_for(db_url)
-        facs = {u: Facility(Identity.lookup(u, engine), start_worker=False)
-                for u in ("alice", "bob", "carol", "admin", "hoarder")}
-        with running_worker(db_url, poll_s=0.2):
+        facs = {u: fx.fac(u) for u in ("alice", "bob", "carol", "admin", "hoarder")}
+        with fx.worker(poll_s=0.2):
             bob = facs["bob"]
             secret = bob.wait(bob.submit(script=("secret.py", WRITE_SECRET))["id"], timeout_s=300)
             assert secret["state"] == "succeeded", bob.logs(secret["id"], tail=40)
-            yield {"base": base, "db_url": db_url, "engine": engine, "facs": facs, "spark": spark}
-        mp.undo()
+            yield {"base": fx.base, "db_url": fx.db_url, "engine": fx.engine, "facs": facs, "spark": spark}
 
 
 def test_runs_execute_as_their_owner_with_private_outputs(iso):

@@ -13,13 +13,14 @@ import threading
 
 import pytest
 import sqlalchemy as sa
+from helpers import FacilityUnder
 from sqlalchemy import func, select
 
 from userbatch.errors import AccessDenied, TableNotFound, UserbatchError
 from userbatch.facility.config import load_config
 from userbatch.facility.ledger import QuotaExceeded
 from userbatch.facility.models import AuditRow, RunRow
-from userbatch.facility.service import Facility, Identity
+from userbatch.facility.service import Facility
 from userbatch.tables.db import Base, engine_for
 
 CONFIG = """
@@ -35,17 +36,14 @@ groups:
 
 
 @pytest.fixture
-def fac_env(db_url, tmp_path, monkeypatch):
-    cfg = tmp_path / "facility.yaml"
-    cfg.write_text(CONFIG)
-    monkeypatch.setenv("USERBATCH_FACILITY_CONFIG", str(cfg))
-    monkeypatch.setenv("USERBATCH_HOME", str(tmp_path / "home"))
+def fac_env(db_url, facility, tmp_path):
+    """The facility under CONFIG on each database; the tests take its URL (threads and processes open their own)."""
+    facility(CONFIG, env={"USERBATCH_HOME": str(tmp_path / "home")})
     return db_url
 
 
 def fac(user: str, db_url: str) -> Facility:
-    engine = engine_for(db_url)
-    return Facility(Identity.lookup(user, engine, load_config()), db_url=db_url, start_worker=False)
+    return FacilityUnder(db_url).fac(user)
 
 
 def _script():

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import module_facility
+from helpers import facility_under
 from sklearn import metrics as skm
 
 from userbatch.errors import AccessDenied, ColumnNotFound, UserbatchError
@@ -45,11 +45,10 @@ def ml(spark, session_home, tmp_path_factory):
     """Object / Visit / ForcedSource of a small survey with many variables, and its light-curve features."""
     from userbatch.ops.lightcurves import features
 
-    with module_facility(tmp_path_factory, "ml") as base:
-        mp = pytest.MonkeyPatch()
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow.db'}")
-        mp.setenv("USERBATCH_MLFLOW_ARTIFACTS", str(base / "mlartifacts"))
-        mp.setenv("USERBATCH_USER", "tester")
+    base = tmp_path_factory.mktemp("ml")
+    mlflow_env = {"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+                  "USERBATCH_MLFLOW_ARTIFACTS": str(base / "mlartifacts"), "USERBATCH_USER": "tester"}
+    with facility_under(base, env=mlflow_env):
         s = simulate_survey(SurveyConfig(n_objects=1300, n_visits=110, seed=11, variable_fraction=0.3,
                                          transient_fraction=0.2))
         obj, vis, fs = s["object"], s["visit"], s["forced_source"]
@@ -63,7 +62,6 @@ def ml(spark, session_home, tmp_path_factory):
                              hyperparameters=RF, model_name="varclass", model_alias="champion",
                              run_name="rf-first")
         yield {"spark": spark, "object": obj, "labels": labels, "rf": r, "base": base}
-        mp.undo()
 
 
 def _client():
@@ -308,26 +306,15 @@ def test_jobs_and_cli(ml, tmp_path):
 def test_training_through_the_facility_links_both_run_ids(ml, tmp_path):
     """One real spark-submit: the facility run's result names the MLflow run, which is tagged with the facility
     run id; the run is charged like any other."""
-    from userbatch.facility.config import load_config
-    from userbatch.facility.service import Facility, Identity
-    from userbatch.facility.worker import running_worker
-    from userbatch.tables.db import engine_for
-
-    (tmp_path / "facility.yaml").write_text("admins: [tester]\nruns: {default_cores: 1, default_max_hours: 0.5}\n")
-    os.environ["USERBATCH_FACILITY_CONFIG"] = str(tmp_path / "facility.yaml")
-    try:
-        db_url = os.environ["USERBATCH_DB_URL"]
-        config = load_config()
-        ann = Facility(Identity.lookup("ann", engine_for(db_url), config), db_url=db_url, config=config,
-                       start_worker=False)
-        with running_worker(db_url, config):
+    with facility_under(tmp_path, "admins: [tester]\nruns: {default_cores: 1, default_max_hours: 0.5}\n",
+                        db_url=os.environ["USERBATCH_DB_URL"]) as fx:
+        ann = fx.fac("ann")
+        with fx.worker():
             run = ann.submit(template="train_classifier", cores=1, params={
                 "features": "u_tester.feat", "labels": "dp1.object", "label_column": "variability_class",
                 "hyperparameters": {"numTrees": 20, "maxDepth": 6}, "model_name": "ann_varclass",
                 "model_alias": "champion"})
             done = ann.wait(run["id"], timeout_s=600)
-    finally:
-        del os.environ["USERBATCH_FACILITY_CONFIG"]
     assert done["state"] == "succeeded", done["error"]
     result = done["result"]
     mlrun = _client().get_run(result["mlflow"]["run_id"])

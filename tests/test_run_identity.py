@@ -118,13 +118,8 @@ def test_run_files_are_read_without_following_links(tmp_path):
 
 
 @pytest.fixture
-def fac(ub_env, tmp_path, monkeypatch):
-    from userbatch.facility.service import Facility, Identity
-    from userbatch.tables.db import engine_for
-
-    (tmp_path / "facility.yaml").write_text("admins: [admin]\nruns: {default_cores: 1, default_max_hours: 0.5}\n")
-    monkeypatch.setenv("USERBATCH_FACILITY_CONFIG", str(tmp_path / "facility.yaml"))
-    return Facility(Identity.lookup("alice", engine_for(os.environ["USERBATCH_DB_URL"])), start_worker=False)
+def fac(facility):
+    return facility("admins: [admin]\nruns: {default_cores: 1, default_max_hours: 0.5}\n").fac("alice")
 
 
 def test_export_quotes_every_value(fac, tmp_path):

@@ -16,9 +16,6 @@ import pandas as pd
 import pytest
 from helpers import module_facility, sky_points
 
-from userbatch.facility.config import load_config
-from userbatch.facility.service import Facility, Identity
-from userbatch.facility.worker import running_worker
 from userbatch.tables.db import engine_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +48,7 @@ def fac(spark, session_home, tmp_path_factory):
     """A facility with input tables dp1.left / dp1.right, and a worker thread launching runs."""
     from userbatch.tables.write import write_table
 
-    with module_facility(tmp_path_factory, "runs") as base:
-        mp = pytest.MonkeyPatch()
-        (base / "facility.yaml").write_text(CONFIG)
-        mp.setenv("USERBATCH_FACILITY_CONFIG", str(base / "facility.yaml"))
+    with module_facility(tmp_path_factory, "runs", CONFIG) as fx:
         left = sky_points(800, seed=11)
         rng = np.random.default_rng(12)
         right = left.sample(500, random_state=3).assign(
@@ -62,13 +56,9 @@ def fac(spark, session_home, tmp_path_factory):
             coord_dec=lambda d: np.clip(d.coord_dec + rng.normal(0, 2e-4, len(d)), -90, 90))
         write_table(spark.createDataFrame(left), "dp1.left", pixel_threshold=300, margin_radius_arcsec=5)
         write_table(spark.createDataFrame(right), "dp1.right", pixel_threshold=300, margin_radius_arcsec=5)
-        db_url = os.environ["USERBATCH_DB_URL"]
-        config = load_config()
-        ann = Facility(Identity.lookup("ann", engine_for(db_url), config), db_url=db_url, config=config,
-                       start_worker=False)
-        with running_worker(db_url, config):
-            yield {"ann": ann, "left": left, "right": right, "db_url": db_url, "config": config, "base": base}
-        mp.undo()
+        ann = fx.fac("ann")
+        with fx.worker():
+            yield {"ann": ann, "left": left, "right": right, "db_url": fx.db_url, "config": fx.config, "base": fx.base}
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,6 @@ import time
 import httpx
 import pytest
 
-from userbatch.facility.config import load_config
-from userbatch.facility.service import Facility, Identity
-from userbatch.tables.db import engine_for
-
 QUICK = "import userbatch\nspark = userbatch.session()\nprint('rows', spark.range(1000).count())\n"
 LONG = ("import time, userbatch\nspark = userbatch.session()\n"
         "spark.sparkContext.parallelize(range(1), 1).map(lambda x: time.sleep(600) or x).collect()\n")
@@ -29,14 +25,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server_env(tmp_path):
-    (tmp_path / "facility.yaml").write_text("admins: [boss]\nruns: {max_concurrent: 2, default_cores: 1, "
-                                            "default_max_hours: 0.5}\n")
-    env = dict(os.environ, USERBATCH_HOME=str(tmp_path / "home"), USERBATCH_DB_URL=f"sqlite:///{tmp_path / 'f.db'}",
-               USERBATCH_WAREHOUSE=str(tmp_path / "wh"), USERBATCH_FACILITY_CONFIG=str(tmp_path / "facility.yaml"),
-               USERBATCH_USER="nobody")
-    env.pop("USERBATCH_API_URL", None)
-    return env
+def fx(facility, tmp_path):
+    return facility("admins: [boss]\nruns: {max_concurrent: 2, default_cores: 1, default_max_hours: 0.5}\n",
+                    env={"USERBATCH_HOME": str(tmp_path / "home"), "USERBATCH_USER": "nobody"})
+
+
+@pytest.fixture
+def server_env(fx):
+    """The server's environment: the test's facility (``fx``)."""
+    return dict(os.environ)
 
 
 def _start(env, port, log):
@@ -64,11 +61,8 @@ def _cli(env, token, *args, timeout=400):
                           timeout=timeout)
 
 
-def test_cli_through_the_api_and_runs_surviving_a_restart(server_env, tmp_path, monkeypatch):
-    for k in ("USERBATCH_HOME", "USERBATCH_DB_URL", "USERBATCH_WAREHOUSE", "USERBATCH_FACILITY_CONFIG"):
-        monkeypatch.setenv(k, server_env[k])
-    url = server_env["USERBATCH_DB_URL"]
-    boss = Facility(Identity.lookup("boss", engine_for(url), load_config()), db_url=url, start_worker=False)
+def test_cli_through_the_api_and_runs_surviving_a_restart(fx, server_env, tmp_path):
+    boss = fx.fac("boss")
     ann_token, bob_token = boss.create_token("ann")["token"], boss.create_token("bob")["token"]
     port = _free_port()
     server_env["_URL"] = f"http://127.0.0.1:{port}"

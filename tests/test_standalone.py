@@ -4,16 +4,12 @@ facility executes on the cluster's executors, and its charge is the executors' c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from userbatch.facility.config import load_config
-from userbatch.facility.service import Facility, Identity
 from userbatch.cluster.standalone import start_cluster
 from userbatch.facility.worker import Worker
-from userbatch.tables.db import engine_for
 
 SCRIPT = """
 import userbatch
@@ -32,18 +28,13 @@ def cluster(tmp_path):
     c.stop()
 
 
-def test_a_run_executes_on_the_standalone_cluster(cluster, ub_env, monkeypatch, tmp_path):
-    cfg = tmp_path / "facility.yaml"
-    cfg.write_text(f"runner: {{kind: standalone, master: '{cluster.master_url}'}}\n"
-                   "runs: {max_concurrent: 1, default_cores: 2, default_max_hours: 0.25}\n")
-    monkeypatch.setenv("USERBATCH_FACILITY_CONFIG", str(cfg))
-    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-    db_url = os.environ["USERBATCH_DB_URL"]
-    config = load_config()
-    ann = Facility(Identity.lookup("ann", engine_for(db_url), config), db_url=db_url, config=config,
-                   start_worker=False)
+def test_a_run_executes_on_the_standalone_cluster(cluster, facility):
+    fx = facility(f"runner: {{kind: standalone, master: '{cluster.master_url}'}}\n"
+                  "runs: {max_concurrent: 1, default_cores: 2, default_max_hours: 0.25}\n",
+                  env={"SPARK_LOCAL_IP": "127.0.0.1"})
+    ann = fx.fac("ann")
     run = ann.submit(script=("cluster_job.py", SCRIPT))
-    worker = Worker(db_url=db_url, config=config)
+    worker = Worker(db_url=fx.db_url, config=fx.config)
     assert worker.acquire()
     try:
         import time

@@ -22,16 +22,9 @@ tokens: {default_days: 7}
 
 
 @pytest.fixture
-def env(db_url, tmp_path, monkeypatch):
-    from userbatch.facility.service import Facility, Identity
-    from userbatch.tables.db import engine_for
-
-    (tmp_path / "facility.yaml").write_text(CONFIG)
-    monkeypatch.setenv("USERBATCH_FACILITY_CONFIG", str(tmp_path / "facility.yaml"))
-    engine = engine_for(db_url)
-    admin = Facility(Identity.lookup("root_admin", engine), db_url=db_url, start_worker=False)
-    alice = Facility(Identity.lookup("alice", engine), db_url=db_url, start_worker=False)
-    return {"engine": engine, "admin": admin, "alice": alice, "db_url": db_url}
+def env(db_url, facility):
+    fx = facility(CONFIG)
+    return {"engine": fx.engine, "admin": fx.fac("root_admin"), "alice": fx.fac("alice"), "db_url": db_url}
 
 
 def _run_token(env, user: str, state: str = "running"):
