@@ -7,16 +7,17 @@ setup:
 demo: setup
 	.venv/bin/userbatch demo
 
+# The full suite, as CI runs it: every tier, hypothesis derandomised (the same examples every run).
 test:
 	./scripts/setup.sh --services
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --hypothesis-profile=ci
 
-# The fast tier for the edit loop (a minute or two): no Spark runs through the worker — the API and its
-# authorisation, tokens, the ledger, run identity and isolation's pure parts, the sky, deploy renders.
+# The fast tier for the edit loop (under 3 minutes on 2 cores, one Spark session): every test not marked slow
+# (multi-process: spark-submit runs, servers, kernels), cluster (a Spark cluster) or heavy (large Spark work), so
+# a new test is in it unless marked. Hypothesis explores new random examples each run (failures replay from
+# .hypothesis/).
 check: setup
-	.venv/bin/python -m pytest -q -x tests/test_api.py tests/test_tokens.py tests/test_run_identity.py \
-	  tests/test_ledger.py tests/test_catalog.py tests/test_sky.py tests/test_deploy.py tests/test_schedulers.py \
-	  tests/test_cluster_runners.py -m "not slow"
+	.venv/bin/python -m pytest -q -x -m "not slow and not cluster and not heavy" --hypothesis-profile=dev
 
 notebooks: setup
 	.venv/bin/python -m pytest -q tests/test_notebooks.py

@@ -136,6 +136,7 @@ def test_plan_command_resolution():
     assert cmd == "${CTRL_MPEXEC_DIR}/bin/pipetask run-qbb /repo /s/x.qg --qgraph-node-id abc"
 
 
+@pytest.mark.slow
 def test_submit_report_outputs_and_charge(bps_env):
     yaml, submit_dir = _workflow(bps_env, "ok")
     run_id = _submit(yaml)
@@ -174,6 +175,7 @@ def test_submit_report_outputs_and_charge(bps_env):
     assert len(list((submit_dir / "jobs").glob("*/*.1.out"))) == 6
 
 
+@pytest.mark.slow
 def test_failure_retries_prunes_and_restart(bps_env):
     marker = bps_env["base"] / "fail_marker"
     marker.write_text("fail while I exist")
@@ -226,6 +228,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_cancel_stops_running_jobs(bps_env):
     yaml, submit_dir = _workflow(bps_env, "slow", {"sleepSeconds": 600.0})
     run_id = _submit(yaml)
@@ -256,6 +259,7 @@ def test_cancel_stops_running_jobs(bps_env):
     assert not list(bps_env["repo"].glob("u/tester/slow/**/bt_in1*"))  # nor any file in the datastore
 
 
+@pytest.mark.slow
 def test_over_quota_refused_before_any_job(bps_env):
     yaml, submit_dir = _workflow(bps_env, "poor")
     p = _bps("submit", yaml, user="poor")

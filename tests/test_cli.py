@@ -4,7 +4,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from helpers import sky_points
+from helpers import module_facility, sky_points
 
 from userbatch.cli import main
 
@@ -16,13 +16,25 @@ def run(*args, ok=True):
     return result
 
 
-@pytest.fixture
-def table(spark, ub_env):
-    path = ub_env / "obj.parquet"
+def _ingest(base):
+    path = base / "obj.parquet"
     sky_points(1500, seed=41).to_parquet(path)
     out = run("ingest", path, "--table", "dp1.object", "--threshold", "300", "--margin", "10").output
     assert re.search(r"dp1.object: version 0, 1,500 rows in \d+ partition", out), out
     return path
+
+
+@pytest.fixture
+def table(spark, ub_env):
+    """dp1.object in the test's own facility (for a test that changes it)."""
+    return _ingest(ub_env)
+
+
+@pytest.fixture(scope="module")
+def shared_table(spark, session_home, tmp_path_factory):
+    """dp1.object ingested once, for the tests that only read it."""
+    with module_facility(tmp_path_factory, "cli") as fx:
+        yield _ingest(fx.base)
 
 
 def test_help_everywhere():
@@ -41,7 +53,7 @@ def test_tables_commands(table, tmp_path):
     assert hist[0].startswith("v1") and "append" in hist[0] and hist[1].startswith("v0") and "job=ingest" in hist[1]
 
 
-def test_search_and_sql(table, tmp_path):
+def test_search_and_sql(shared_table, tmp_path):
     out = run("search", "cone", "dp1.object", 150.0, 30.0, 600, "--output", tmp_path / "c.csv")
     assert "partitions" in out.output and "wrote" in out.output
     assert "partitions" in run("search", "box", "dp1.object", 350, 10, -3, 3, "--explain").output
@@ -63,7 +75,7 @@ def test_search_and_sql(table, tmp_path):
     (["ingest", "/nonexistent.parquet", "--table", "dp1.x"], "does not exist"),
     (["sql", "SELECT 1", "--pin", "dp1.object=x"], "NAME=VERSION"),
 ])
-def test_user_errors_are_one_line(table, args, msg):
+def test_user_errors_are_one_line(shared_table, args, msg):
     result = run(*args, ok=False)
     assert result.exit_code == 2, result.output
     assert msg in result.output

@@ -33,7 +33,7 @@ from userbatch.cli import main
 from userbatch.cluster import dev
 from userbatch.cluster.base import spark_submit
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHUFFLE_PARTITIONS = "4"

@@ -433,7 +433,8 @@ def test_all_pairs_left_join_in_memory(xm):
 # ---------------------------------------------------------------- 5. one to one
 
 
-@pytest.mark.parametrize("engine", [*ENGINES, "spark-rounds"])
+@pytest.mark.parametrize("engine", ["local", *(pytest.param(e, marks=pytest.mark.heavy)
+                                                for e in ("spark", "spark-rounds"))])
 def test_one_to_one_equals_sequential_greedy(xm, engine, monkeypatch):
     if engine == "spark-rounds":  # no driver finish: Spark's mutual-best rounds settle every pair
         monkeypatch.setenv("USERBATCH_XMATCH_DRIVER_PAIRS", "0")
@@ -616,6 +617,7 @@ def test_hats_left_and_right_equal_delta(xm):
 # ---------------------------------------------------------------- 9. writing the result
 
 
+@pytest.mark.heavy  # the fast tier writes tables elsewhere
 def test_write_result_with_provenance(xm):
     from userbatch.tables.catalog import Catalog
     from userbatch.tables.delta import history

@@ -99,6 +99,7 @@ def brute_cone(ra, dec, ra0, dec0, radius_arcsec) -> np.ndarray:
 
 # ---------------------------------------------------------------- export
 
+@pytest.mark.heavy  # two exports and LSDB
 def test_export_to_lsdb_margin_time_travel_crossmatch(spark, ub_env):
     import lsdb
 
@@ -247,6 +248,7 @@ def test_register_hats_import_catalog_then_cone_search(spark, ub_env):
         "n": len(rows), "m": int(rows.u16.max())}
 
 
+@pytest.mark.heavy  # the fast tier reads HATS in place (register_hats) above
 def test_import_hats_round_trip(spark, ub_env):
     import pyarrow.parquet as pq
 

@@ -83,6 +83,7 @@ def test_over_quota_is_refused_before_any_graph_is_built(env):
     assert not (env["base"] / "s" / "poor_try").exists() and poor.runs() == []
 
 
+@pytest.mark.slow
 def test_stamps_from_a_catalog_query_through_bps(env, spark):
     """Objects chosen by SQL on a catalog table -> stamp_targets -> a BPS workflow run by the facility worker ->
     stamps centred on the objects' true positions."""

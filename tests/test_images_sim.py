@@ -101,6 +101,7 @@ def test_user_catalog_photometry_and_astrometry(tmp_path):
     assert exp.zero_point == pytest.approx(cfg.zero_point)
 
 
+@pytest.mark.slow
 def test_stamps_centred(sim):
     from userbatch.images.tasks.targets import stamps_request, targets_data_query
 
@@ -136,6 +137,7 @@ def test_stamps_centred(sim):
     print(f"stamps: {n} bright-star stamps centred within 0.5 px")
 
 
+@pytest.mark.slow
 def test_background_preserves_lsb(sim):
     _pipetask(sim.root, "background.yaml", sim.input_collection, f"{OUT}/background")
     b = _butler(sim, [f"{OUT}/background", sim.input_collection])
@@ -165,6 +167,7 @@ def test_background_preserves_lsb(sim):
     assert means["masked_poly"] < 0.5 * means["median"]
 
 
+@pytest.mark.slow
 def test_injection_completeness(sim):
     from astropy.table import vstack
 
@@ -191,6 +194,7 @@ def test_injection_completeness(sim):
     assert abs(np.median(ratio) - 1.0) < 0.1
 
 
+@pytest.mark.slow
 def test_standard_pipeline_with_override(sim):
     out = f"{OUT}/standard"
     _pipetask(sim.root, "standard.yaml", sim.input_collection, out, "-c", "detection:thresholdSigma=10")

@@ -30,7 +30,7 @@ def _write(pdf, path, fmt):
     return path
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv", "fits"])
+@pytest.mark.parametrize("fmt", ["parquet", *(pytest.param(f, marks=pytest.mark.heavy) for f in ("csv", "fits"))])
 def test_ingest_formats_give_the_same_rows(spark, ub_env, points, fmt):
     half = len(points) // 2
     paths = [_write(points.iloc[:half], ub_env / f"a.{fmt}", fmt), _write(points.iloc[half:], ub_env / f"b.{fmt}", fmt)]

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from helpers import module_facility, sky_points
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(  # slow: every attack a run through spark-submit
     os.geteuid() != 0 or any(shutil.which(t) is None for t in ("unshare", "setpriv", "ip")),
-    reason="runs as their owners need root and util-linux/iproute2 (single-user mode is tested below)")
+    reason="runs as their owners need root and util-linux/iproute2 (single-user mode is tested below)")]
 
 CONFIG = """
 capacity: {cores: 100, user_fraction: 0.10}

@@ -161,6 +161,7 @@ def _pairs(df):
     return sorted(zip(df.objectId.astype(int), df.objectId_right.astype(int)))
 
 
+@pytest.mark.heavy  # its tables and a cross-match
 def test_crossmatch_job_in_process_equals_library_and_records_provenance(tables):
     from userbatch.ops.crossmatch import crossmatch
     from userbatch.tables.catalog import Catalog
@@ -207,6 +208,7 @@ def test_crossmatch_job_in_process_equals_library_and_records_provenance(tables)
         read_table("u.never")
 
 
+@pytest.mark.slow
 def test_crossmatch_job_by_spark_submit(tables, tmp_path):
     """The documented command line, in its own JVM: what a user's spark-submit runs."""
     from userbatch.tables.read import read_table

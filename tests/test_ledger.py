@@ -159,6 +159,7 @@ def test_parallel_submitters_in_threads_never_overspend(fac_env):
     assert total == pytest.approx(12.0)
 
 
+@pytest.mark.slow
 def test_parallel_submitters_in_processes_never_overspend(fac_env, tmp_path):
     """8 separate processes, 5 submissions each, against one user's 10 core-hour allocation."""
     code = textwrap.dedent(f"""

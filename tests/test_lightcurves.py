@@ -23,6 +23,9 @@ from userbatch.sim import SurveyConfig, simulate_survey
 from userbatch.tables.director import VisitTimes, write_child_table
 from userbatch.tables.write import write_table
 
+# a survey's director tables, then features and periodograms on both engines: more than the fast tier has time for
+pytestmark = pytest.mark.heavy
+
 # ---------------------------------------------------------------- data
 
 

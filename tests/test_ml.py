@@ -26,6 +26,9 @@ from userbatch.tables.director import VisitTimes, write_child_table
 from userbatch.tables.read import read_table
 from userbatch.tables.write import write_table
 
+# the module's survey, features and first model: more Spark work than the fast tier has time for
+pytestmark = pytest.mark.heavy
+
 RF = {"numTrees": 40, "maxDepth": 8}
 ACCURACY_FLOOR = 0.80  # three classes, the largest ~50 %: chance (always "constant") is ~0.5, random 0.33
 

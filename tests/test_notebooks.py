@@ -62,6 +62,7 @@ def _failed_cell(nb) -> str:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+@pytest.mark.slow
 def test_notebook_runs(path, notebook_env):
     import nbformat
     from nbclient import NotebookClient
@@ -94,6 +95,7 @@ def test_notebook_stored_without_outputs(path):
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
+@pytest.mark.heavy
 def test_open_demo_reuses_and_refuses(notebook_env, spark, monkeypatch, tmp_path):
     """The module fixture showed open_demo building an absent catalog; here it reuses a present one without
     building, and refuses to build into a home that holds something else."""

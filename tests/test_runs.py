@@ -18,6 +18,9 @@ from helpers import module_facility, sky_points
 
 from userbatch.tables.db import engine_for
 
+# every run a spark-submit launched by the worker
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
 capacity: {cores: 100, user_fraction: 0.10}

@@ -13,6 +13,9 @@ import time
 import httpx
 import pytest
 
+# a server process and runs through spark-submit
+pytestmark = pytest.mark.slow
+
 QUICK = "import userbatch\nspark = userbatch.session()\nprint('rows', spark.range(1000).count())\n"
 LONG = ("import time, userbatch\nspark = userbatch.session()\n"
         "spark.sparkContext.parallelize(range(1), 1).map(lambda x: time.sleep(600) or x).collect()\n")

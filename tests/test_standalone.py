@@ -11,6 +11,9 @@ import pytest
 from userbatch.cluster.standalone import start_cluster
 from userbatch.facility.worker import Worker
 
+# a standalone master and worker, and a run through spark-submit
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
 SCRIPT = """
 import userbatch
 from userbatch.tables.write import write_table
