@@ -49,7 +49,8 @@ class FacilityUnder:
 def facility_under(base: Path, config: str | None = None, *, db_url: str | None = None,
                    env: dict[str, str | None] | None = None):
     """The one set-up of "a facility for user X under a config": ``base`` holds ``facility.yaml`` written from
-    ``config`` (the packaged default when None) and, for a new facility, its SQLite database and warehouse. With
+    ``config`` (when None, the config is whichever the environment names: by default the packaged one) and, for a
+    new facility, its SQLite database and warehouse. With
     ``db_url`` (e.g. the PostgreSQL one of the ``db_url`` fixture, or a module facility's) the database is that one
     and the warehouse stays where the environment has it. The environment points there — and at no API server or
     token, so clients talk to the facility in-process — until the block ends; ``env`` sets (or, with None,
