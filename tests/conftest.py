@@ -56,22 +56,10 @@ hypothesis.settings.register_profile("ci", derandomize=True, database=None, dead
 hypothesis.settings.register_profile("dev", deadline=None, print_blob=True)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-#: Modules that do not mark themselves yet, and the tier marker they need (test_wheel builds a wheel and a venv;
-#: test_docs runs a whole Sphinx build): their owners may move the mark into the module and drop the line here.
-UNMARKED_MODULES = {"test_wheel.py": "slow", "test_docs.py": "heavy"}
-
-
 def pytest_configure(config):
     # "slow" (multi-process: spark-submit runs, servers, kernels, kill and concurrency) is in pyproject.toml
     config.addinivalue_line("markers", "cluster: starts a Spark cluster (standalone master and workers, dev cluster)")
     config.addinivalue_line("markers", "heavy: in-process Spark work too large for the fast tier (make test runs it)")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        mark = UNMARKED_MODULES.get(item.path.name)
-        if mark and not any(item.get_closest_marker(m) for m in ("slow", "cluster", "heavy")):
-            item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")

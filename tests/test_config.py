@@ -57,16 +57,16 @@ def test_environment_wins_over_the_settings_file(clean_env, monkeypatch):
 
 def test_run_context_from_the_worker_environment(clean_env, monkeypatch):
     monkeypatch.setenv("USERBATCH_RUN_ID", "abc")
-    monkeypatch.setenv("USERBATCH_PINS", '{"dp1.object": "3"}')
+    monkeypatch.setenv("USERBATCH_PINS", '{"cfg.pinned": "3"}')  # a table no test writes (runctx remembers writes)
     monkeypatch.setenv("USERBATCH_OUTPUT_MAP", '{"u_a.t": "u_a.t_rerun_abc"}')
     monkeypatch.setenv("USERBATCH_WRITE_NAMESPACES", "u_a,g_team")
     run = settings().run
-    assert run.run_id == "abc" and run.pins == {"dp1.object": 3}
+    assert run.run_id == "abc" and run.pins == {"cfg.pinned": 3}
     assert run.output_map == {"u_a.t": "u_a.t_rerun_abc"} and run.write_namespaces == ("u_a", "g_team")
     from userbatch.errors import AccessDenied
     from userbatch.tables import runctx
 
-    assert runctx.pinned_version("dp1.object") == 3 and runctx.output_name("u_a.t") == "u_a.t_rerun_abc"
+    assert runctx.pinned_version("cfg.pinned") == 3 and runctx.output_name("u_a.t") == "u_a.t_rerun_abc"
     runctx.check_writable("g_team.x")
     with pytest.raises(AccessDenied, match="only in namespace"):
         runctx.check_writable("dp1.object")

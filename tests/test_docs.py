@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+#: the fast tier (make check) leaves this out: a whole Sphinx build (every module imported)
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PACKAGE_DIR = ROOT / "python" / "userbatch"

@@ -42,8 +42,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
-                                reason="builds from a git checkout")
+#: slow (the fast tier leaves it out): builds a wheel and a fresh venv, runs a demo in a child process
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                                 reason="builds from a git checkout")]
 
 
 def _run(argv, **kw) -> subprocess.CompletedProcess:

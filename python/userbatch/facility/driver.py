@@ -36,6 +36,7 @@ class Progress:
         self.spark = None
         self._stages: dict[int, tuple[int, int]] = {}
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the main thread (set, stop) and the progress thread both write the file
         self._thread = threading.Thread(target=self._loop, name="ub-progress", daemon=True)
 
     def start(self):
@@ -61,6 +62,10 @@ class Progress:
                 pass
 
     def _write(self):
+        with self._lock:
+            self._write_locked()
+
+    def _write_locked(self):
         active = 0
         if self.spark is not None:
             tracker = self.spark.sparkContext.statusTracker()
