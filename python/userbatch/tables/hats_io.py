@@ -40,12 +40,12 @@ from .catalog import Catalog, TableEntry
 from .provenance import Provenance
 from .snapshots import (  # noqa: F401 - hats_snapshot re-exported: the deep path keeps working
     HIVE_COLUMNS,
-    _local_path,
-    _open_hats,
-    _require_object_catalog,
     hats_snapshot,
+    local_path,
     margin_snapshot,
+    open_hats,
     path_pixel,
+    require_object_catalog,
     resolve,
     to_spark,
 )
@@ -98,9 +98,9 @@ def register_hats(
         The registered entry (format ``hats``, located at the catalog directory, owned by the current user).
     """
     cat = catalog or Catalog()
-    hc, collection = _open_hats(path)
-    _require_object_catalog(hc, path)
-    base = _local_path(hc.catalog_base_dir).resolve()
+    hc, collection = open_hats(path)
+    require_object_catalog(hc, path)
+    base = local_path(hc.catalog_base_dir).resolve()
     hats_snapshot(base)  # every listed partition file must be there
     info = hc.catalog_info
     pixels = hc.get_healpix_pixels()
@@ -118,10 +118,10 @@ def register_hats(
         "source_path": str(Path(path).expanduser().resolve()),
     }
     if collection is not None:
-        meta["collection"] = str(_local_path(collection.collection_path).resolve())
+        meta["collection"] = str(local_path(collection.collection_path).resolve())
         margin_dir = collection.default_margin_catalog_dir
         if margin_dir is not None:
-            meta["margin"] = str(_local_path(margin_dir).resolve())
+            meta["margin"] = str(local_path(margin_dir).resolve())
             try:
                 meta["margin_threshold_arcsec"] = collection.get_margin_thresholds().get(collection.default_margin)
             except (OSError, ValueError) as exc:
@@ -176,9 +176,9 @@ def import_hats(
     WriteResult
         The table written, the version committed, row and partition counts, and the stage timings.
     """
-    hc, _ = _open_hats(path)
-    _require_object_catalog(hc, path)
-    base = _local_path(hc.catalog_base_dir).resolve()
+    hc, _ = open_hats(path)
+    require_object_catalog(hc, path)
+    base = local_path(hc.catalog_base_dir).resolve()
     snap = hats_snapshot(base)
     if snap.files.num_rows == 0:
         raise UserbatchError(f"HATS catalog {base} has no partitions; there is nothing to import")

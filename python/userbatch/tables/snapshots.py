@@ -173,11 +173,12 @@ def to_arrow(snap: delta.Snapshot, columns: list[str] | None = None,
 
 # ---------------------------------------------------------------- opening HATS catalogs
 
-def _local_path(upath) -> Path:
+def local_path(upath) -> Path:
+    """A local :class:`~pathlib.Path` from what hats returns (a ``UPath`` or a plain path)."""
     return Path(getattr(upath, "path", str(upath)))
 
 
-def _open_hats(path: str | Path):
+def open_hats(path: str | Path):
     """``(catalog, collection_or_None)`` for a HATS catalog or collection directory, or a clear error."""
     import hats
     from hats.catalog import CatalogCollection
@@ -202,7 +203,8 @@ def _open_hats(path: str | Path):
     return obj, None
 
 
-def _require_object_catalog(cat, path) -> None:
+def require_object_catalog(cat, path) -> None:
+    """Refuse, with the reason, a HATS catalog that cannot be a table here (not object/source, no ra/dec)."""
     from hats.catalog import Catalog as HatsCatalog
 
     kind = getattr(cat.catalog_info, "catalog_type", "?")
@@ -226,11 +228,11 @@ def _pixel_files(cat) -> list[str]:
     """Data files of every partition of a HATS catalog, relative to its directory (``dataset/Norder=...``)."""
     from hats.io import pixel_catalog_file
 
-    base = _local_path(cat.catalog_base_dir)
+    base = local_path(cat.catalog_base_dir)
     suffix = cat.catalog_info.npix_suffix
     rel: list[str] = []
     for pixel in cat.get_healpix_pixels():
-        target = _local_path(pixel_catalog_file(base, pixel, npix_suffix=suffix))
+        target = local_path(pixel_catalog_file(base, pixel, npix_suffix=suffix))
         if suffix in ("/", "\\"):
             if not target.is_dir():
                 raise UserbatchError(f"HATS catalog {base} lists partition {pixel} but {target} is not a directory")
@@ -281,8 +283,8 @@ def hats_snapshot(location: str | Path) -> delta.Snapshot:
     the pixel in the path. The schema is the catalog's (``_common_metadata``) without ``Norder/Dir/Npix`` and with
     unsigned integers widened the way Spark reads them.
     """
-    cat, _ = _open_hats(location)
-    base = _local_path(cat.catalog_base_dir)
+    cat, _ = open_hats(location)
+    base = local_path(cat.catalog_base_dir)
     rel = _pixel_files(cat)
     counts = _counts_from_metadata(base, rel) if rel else None
     if counts is None:
