@@ -60,6 +60,8 @@ def pytest_configure(config):
     # "slow" (multi-process: spark-submit runs, servers, kernels, kill and concurrency) is in pyproject.toml
     config.addinivalue_line("markers", "cluster: starts a Spark cluster (standalone master and workers, dev cluster)")
     config.addinivalue_line("markers", "heavy: in-process Spark work too large for the fast tier (make test runs it)")
+    config.addinivalue_line("markers", "slurm: against the local Slurm (.services/slurm; skipped, with the reason, "
+                                       "where its daemons cannot start)")
 
 
 @pytest.fixture(scope="session")

@@ -5,22 +5,27 @@ set -u
 
 sacctmgr -i add account userbatch Description='User Batch: the user-computing share' Organization=userbatch >/dev/null 2>&1 || true
 sacctmgr -i modify account where name=userbatch set GrpTRES=cpu=200 GrpTRESMins=cpu=8760000
+sacctmgr -i modify account where name=userbatch set Fairshare=200
+sacctmgr -i add user admin account=userbatch >/dev/null 2>&1 || true
 sacctmgr -i add coordinator account=userbatch names=admin
 
 # group dp1_team: 500 core-hours per month, 8 cores at once
 sacctmgr -i add account g_dp1_team parent=userbatch Description='userbatch group dp1_team' Organization=userbatch >/dev/null 2>&1 || true
 sacctmgr -i modify account where name=g_dp1_team set GrpTRES=cpu=8 GrpTRESMins=cpu=30000
+sacctmgr -i modify account where name=g_dp1_team set Fairshare=8
 sacctmgr -i add user demo account=g_dp1_team >/dev/null 2>&1 || true
 sacctmgr -i modify user where name=demo account=g_dp1_team set MaxTRES=cpu=2
 
 # user admin: 100 core-hours per month, 4 cores at once
 sacctmgr -i add account u_admin parent=userbatch Description='userbatch user admin' Organization=userbatch >/dev/null 2>&1 || true
 sacctmgr -i modify account where name=u_admin set GrpTRES=cpu=4 GrpTRESMins=cpu=6000
+sacctmgr -i modify account where name=u_admin set Fairshare=4
 sacctmgr -i add user admin account=u_admin DefaultAccount=u_admin >/dev/null 2>&1 || true
 sacctmgr -i modify user where name=admin account=u_admin set MaxTRES=cpu=4
 
 # user demo: 50 core-hours per month, 2 cores at once
 sacctmgr -i add account u_demo parent=userbatch Description='userbatch user demo' Organization=userbatch >/dev/null 2>&1 || true
 sacctmgr -i modify account where name=u_demo set GrpTRES=cpu=2 GrpTRESMins=cpu=3000
+sacctmgr -i modify account where name=u_demo set Fairshare=2
 sacctmgr -i add user demo account=u_demo DefaultAccount=u_demo >/dev/null 2>&1 || true
 sacctmgr -i modify user where name=demo account=u_demo set MaxTRES=cpu=2

@@ -977,6 +977,24 @@ def deploy_sbatch(template, params, bps_file, account, user, group, cores, hours
                              mode="spark-submit" if use_spark_submit else "cli"), nl=False)
 
 
+@deploy.command("apply")
+@click.argument("target", type=click.Choice(["slurm"]))
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="Facility config.")
+@click.option("--slurm-conf", help="SLURM_CONF of the Slurm to apply to (default: the slurm_conf setting).")
+@click.option("--json", "as_json", is_flag=True)
+def deploy_apply(target, config_path, slurm_conf, as_json):
+    """Apply the quota file to a running scheduler: Slurm accounts, users, GrpTRESMins, MaxTRES, fair-share
+    (sacctmgr; safe to run again)."""
+    from .cluster.slurm import apply_accounts
+    from .facility.config import load_config
+
+    done = apply_accounts(load_config(config_path), slurm_conf)
+    if as_json:
+        return click.echo(json.dumps(done, indent=2))
+    click.echo(f"applied {done['commands']} sacctmgr commands: {len(done['accounts'])} accounts "
+               f"({', '.join(done['accounts'])}), {len(done['users'])} users")
+
+
 # ---------------------------------------------------------------------------------- dev cluster / Spark Connect
 
 @main.group()
@@ -1023,6 +1041,58 @@ def cluster_status(as_json):
         click.echo("not running" + (" (stale record cleaned by the next start/stop)" if st.get("stale") else ""))
     else:
         click.echo(f"{st['master_url']}  alive workers: {st['alive_workers']}/{st['workers']}  UI {st['webui_url']}")
+
+
+@cluster.group("slurm")
+def cluster_slurm():
+    """A real single-node Slurm with accounting (munge, MariaDB, slurmdbd, slurmctld, slurmd) under the facility
+    home: what the slurm runner and 'deploy apply slurm' talk to."""
+
+
+_SLURM_DIR = click.option("--dir", "root", type=click.Path(file_okay=False),
+                          help="Its directory (default: <home>/slurm).")
+
+
+@cluster_slurm.command("start")
+@_SLURM_DIR
+@click.option("--cpus", type=click.IntRange(1), help="CPUs of the node (default: this machine's).")
+@click.option("--json", "as_json", is_flag=True)
+def cluster_slurm_start(root, cpus, as_json):
+    """Start it (installing Debian's packages when missing; idempotent)."""
+    from .cluster import slurm_local
+
+    st = slurm_local.start(root, cpus=cpus)
+    if as_json:
+        return _echo_json(st)
+    click.echo(f"Slurm up: node {st['node']} {st['node_state']}; export SLURM_CONF={st['conf']}")
+
+
+@cluster_slurm.command("stop")
+@_SLURM_DIR
+def cluster_slurm_stop(root):
+    """Stop every daemon (and the jobs still running)."""
+    from .cluster import slurm_local
+
+    r = slurm_local.stop(root)
+    click.echo(f"stopped {', '.join(r['stopped'])}" if r["stopped"] else "nothing was running")
+
+
+@cluster_slurm.command("status")
+@_SLURM_DIR
+@click.option("--json", "as_json", is_flag=True)
+def cluster_slurm_status(root, as_json):
+    """Each daemon's pid and the node's state (exit status 1 when not running)."""
+    from .cluster import slurm_local
+
+    st = slurm_local.status(root)
+    if as_json:
+        _echo_json(st)
+    else:
+        for name, pid in st["daemons"].items():
+            click.echo(f"{name:10s} {pid or 'not running'}")
+        click.echo(f"node {st['node']}: {st['node_state'] or 'unknown'}; SLURM_CONF={st['conf']}")
+    if not st["running"]:
+        sys.exit(1)
 
 
 @main.group()

@@ -46,7 +46,7 @@ ENV_NAMES = (
     "USERBATCH_DRIVER_MEMORY", "USERBATCH_CONNECT_DRIVER_MEMORY", "USERBATCH_SPARK_LOG_LEVEL",
     "USERBATCH_ROWS_PER_TASK", "USERBATCH_DRIVER_HISTOGRAM_MAX_ROWS", "USERBATCH_TASKS_PER_CORE",
     "USERBATCH_XMATCH_TASKS_PER_CORE", "USERBATCH_XMATCH_DRIVER_PAIRS", "USERBATCH_XMATCH_LOCAL_MAX_ROWS",
-    "USERBATCH_LIGHT_PATH_MAX_ROWS",
+    "USERBATCH_LIGHT_PATH_MAX_ROWS", "USERBATCH_SLURM_CONF",
 )
 
 
@@ -138,6 +138,9 @@ class Settings:
     #: ``MLFLOW_TRACKING_URI`` / ``USERBATCH_MLFLOW_ARTIFACTS`` (None: the facility's store under the home)
     mlflow_tracking_uri: str | None = None
     mlflow_artifacts: str | None = None
+    #: ``USERBATCH_SLURM_CONF``: the ``slurm.conf`` of the Slurm the slurm runner submits to (default: the local
+    #: Slurm's under the home, when one was started there; else Slurm's own default)
+    slurm_conf: Path | None = None
     #: the names set explicitly (``home``, ``db_url``, ``warehouse`` ...; environment or file), not defaulted
     given: frozenset = frozenset()
 
@@ -225,6 +228,9 @@ def _build(env: dict[str, str]) -> Settings:
     groups = get("groups", "")
     facility_config = get("facility_config")
     template_path = get("template_path", "")
+    slurm_conf = get("slurm_conf")
+    if not slurm_conf and (home / "slurm" / "etc" / "slurm.conf").is_file():
+        slurm_conf = home / "slurm" / "etc" / "slurm.conf"
     return Settings(
         home=home,
         db_url=str(get("db_url") or f"sqlite:///{home / 'facility.db'}"),
@@ -238,6 +244,7 @@ def _build(env: dict[str, str]) -> Settings:
         spark=spark,
         tuning=tuning,
         facility_config=Path(facility_config).expanduser() if facility_config else None,
+        slurm_conf=Path(slurm_conf).expanduser() if slurm_conf else None,
         template_path=tuple(Path(p) for p in (template_path.split(os.pathsep) if isinstance(template_path, str)
                                               else template_path) if p),
         api_url=str(get("api_url", "")).strip(),

@@ -48,6 +48,8 @@ class SubmitSpec:
     cores: int = 2  # total executor cores (local[cores] on the local runner)
     executor_cores: int = 2
     executor_memory: str = "2g"
+    #: the run's wall-time limit (a batch system's --time); None: the facility's worker enforces it
+    max_hours: float | None = None
     driver_memory: str = "2g"
     spark_conf: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -179,9 +181,13 @@ class Runner:
 
 
 def terminate(proc_or_pid, grace_s: float = 10.0) -> None:
-    """Stop a run's process group: SIGTERM (Spark's shutdown hook writes the event log's end), then SIGKILL."""
+    """Stop a run's process group: SIGTERM (Spark's shutdown hook writes the event log's end), then SIGKILL. A run
+    held by a batch system (an object with ``cancel``, e.g. a Slurm job) is cancelled there instead."""
     import time
 
+    if hasattr(proc_or_pid, "cancel"):
+        proc_or_pid.cancel(grace_s)
+        return
     pid = proc_or_pid if isinstance(proc_or_pid, int) else proc_or_pid.pid
     try:
         pgid = os.getpgid(pid)

@@ -16,6 +16,7 @@ from ..errors import UserbatchError
 from .base import Runner
 from .kubernetes import KubernetesRunner
 from .local import LocalRunner
+from .slurm import SlurmRunner
 from .standalone import StandaloneRunner
 from .yarn import YarnRunner
 
@@ -28,6 +29,7 @@ RUNNERS: dict[str, type[Runner]] = {
     "standalone": StandaloneRunner,
     "yarn": YarnRunner,
     "kubernetes": KubernetesRunner,
+    "slurm": SlurmRunner,
 }
 #: Entry-point group through which other packages add runners.
 ENTRY_POINT_GROUP = "userbatch.runners"

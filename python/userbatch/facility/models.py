@@ -120,6 +120,8 @@ class RunRow(Base):
     #: the worker that runs it renews this while it lives; a run whose lease lapsed is reconciled by any worker
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: the batch system's id of the run (a Slurm job id); the run lives there whatever happens to the worker
+    batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ChargeRow(Base):

@@ -814,7 +814,8 @@ def _run_dict(r: RunRow, brief: bool = False) -> dict:
          "stage": r.stage, "runner": r.runner, "cores": r.cores, "max_hours": r.max_hours,
          "reserved_core_hours": r.reserved_core_hours, "charged_core_hours": r.charged_core_hours,
          "period": r.period, "submitted_at": _iso(r.submitted_at), "started_at": _iso(r.started_at),
-         "ended_at": _iso(r.ended_at), "error": r.error, "rerun_of": r.rerun_of, "app_id": r.app_id}
+         "ended_at": _iso(r.ended_at), "error": r.error, "rerun_of": r.rerun_of, "app_id": r.app_id,
+         "batch_id": r.batch_id}
     if brief:
         return d
     progress = {}

@@ -215,10 +215,12 @@ class Worker:
                 self._final(s, s.get(RunRow, run_id), "failed", 0.0, 0.0, f"could not launch: {e}")
             return False
         self.procs[run_id] = proc
+        batch_id = getattr(proc, "batch_id", None)
         with transaction(self.engine, lock=True) as s:
             run = s.get(RunRow, run_id)
-            run.pid, run.state, run.stage = proc.pid, "running", "started"
-        log.info("run %s started (pid %d)", run_id, proc.pid)
+            run.pid, run.state, run.batch_id = proc.pid, "running", batch_id
+            run.stage = getattr(proc, "stage", None) or "started"
+        log.info("run %s started (%s)", run_id, f"batch job {batch_id}" if batch_id else f"pid {proc.pid}")
         return True
 
     def _run_token(self, s, run: RunRow) -> str:
@@ -272,6 +274,7 @@ class Worker:
                           queue=self.config.queue_for(run.user, run.group), cores=run.cores,
                           executor_cores=min(run.cores, executor_cores(self.config.runner)),
                           executor_memory=str(self.config.runner.get("executor_memory", "2g")),
+                          max_hours=run.max_hours,
                           driver_memory=spec.get("driver_memory", "2g"),
                           spark_conf=spec.get("spark_conf", {}), env=env,
                           os_user=creds.account if creds else None, uid=creds.uid if creds else None,
@@ -293,9 +296,9 @@ class Worker:
             with transaction(self.engine, lock=True) as s:
                 run = s.get(RunRow, run_id)
                 cancel = run.cancel_requested
-                over = run.started_at is not None and (
+                over = run.started_at is not None and not getattr(proc, "enforces_time_limit", False) and (
                     ledger.now() - ledger.aware(run.started_at)).total_seconds() > run.max_hours * 3600
-                self._update_stage(run)
+                self._update_stage(run, getattr(proc, "stage", None))
             if proc.poll() is None and (cancel or over):
                 log.info("run %s: %s", run_id, "cancel requested" if cancel else "time limit reached")
                 self._stop_remote(run_id)
@@ -304,7 +307,7 @@ class Worker:
                 self._finish(run_id, proc.returncode, "cancelled" if cancel else "failed",
                              "" if cancel else f"stopped at its time limit of {run.max_hours} h")
             elif proc.poll() is not None:
-                self._finish(run_id, proc.returncode, None, "")
+                self._finish(run_id, proc.returncode, None, getattr(proc, "error", "") or "")
 
     def _stop_remote(self, run_id: str) -> None:
         """A cluster-mode application outlives its spark-submit: ask its cluster to stop it first."""
@@ -319,15 +322,21 @@ class Worker:
         except (OSError, subprocess.SubprocessError) as e:  # the process group is still signalled
             log.warning("run %s: could not run %s: %s", run_id, " ".join(argv), e)
 
-    def _update_stage(self, run: RunRow) -> None:
+    def _update_stage(self, run: RunRow, batch_stage: str | None = None) -> None:
+        if batch_stage:  # still held by the batch system (pending, and why): its word, not the run's
+            run.stage = batch_stage[:200]
+            return
         p = read_json(Path(run.run_dir) / "progress.json", limit=64 << 10)
         with contextlib.suppress(KeyError, TypeError, ValueError):
             run.stage = f"{str(p['stage'])[:200]} ({int(p['tasks_done'])}/{int(p['tasks_total'])} tasks)"
 
     def _finish(self, run_id: str, returncode: int | None, forced_state: str | None, error: str) -> None:
         """Record a run's end. The charge is the worker's own measure (reserved cores x wall time held); what the
-        run's files say — its event log, result.json — is read as the run's claim: shown, checked, never charged."""
-        self.procs.pop(run_id, None)
+        run's files say — its event log, result.json — is read as the run's claim: shown, checked, never charged.
+        A run a batch system held (Slurm) is charged what that system accounted (``sacct``'s CPU time: allocated
+        cores x elapsed), the same model measured by the system that enforced it; the worker's own measure is kept
+        beside it in the result as the cross-check."""
+        proc = self.procs.pop(run_id, None)
         after: dict = {}
         if forced_state is None:  # ended by itself: the kind's steps under the facility's authority (bps: final job)
             with transaction(self.engine) as s:
@@ -367,9 +376,18 @@ class Worker:
             started = ledger.aware(run.started_at) if run.started_at else ended
             wall_h = max(0.0, (ended - started).total_seconds()) / 3600.0
             claimed = usage_of_run(run_dir, end_ms=time.time() * 1000)
-            self._final(s, run, state, run.cores * wall_h, claimed.cpu_hours, error,
-                        used_core_hours=claimed.core_hours, ended=ended)
-        log.info("run %s %s; charged %.4f core-hours (%d cores x %.4f h)", run_id, state, run.cores * wall_h,
+            charge, source = run.cores * wall_h, "wall-clock"
+            batch_h = getattr(proc, "core_hours", None)
+            if batch_h is not None:
+                charge, source = float(batch_h), "slurm-sacct"
+                doc = json.loads(run.result or "{}") if run.result else {}
+                doc["batch"] = {"system": "slurm", "job_id": getattr(proc, "batch_id", None),
+                                "charged_core_hours": charge, "worker_wall_core_hours": run.cores * wall_h,
+                                "record": getattr(proc, "record", None)}
+                run.result = json.dumps(doc, default=str)
+            self._final(s, run, state, charge, claimed.cpu_hours, error,
+                        used_core_hours=claimed.core_hours, ended=ended, source=source)
+        log.info("run %s %s; charged %.4f core-hours (%s; %d cores x %.4f h held)", run_id, state, charge, source,
                  run.cores, wall_h)
 
     def _checked_result(self, s, run: RunRow, result: dict) -> dict:
@@ -401,12 +419,12 @@ class Worker:
         return result
 
     def _final(self, s, run: RunRow, state: str, core_hours: float, cpu_hours: float, error: str,
-               used_core_hours: float | None = None, ended=None) -> None:
+               used_core_hours: float | None = None, ended=None, source: str | None = None) -> None:
         run.state, run.ended_at, run.error = state, ended or ledger.now(), error or run.error
         run.stage = state
         for t in s.scalars(select(TokenRow).where(TokenRow.run_id == run.id, TokenRow.revoked.is_(False))):
             t.revoked = True  # the run's delegated token dies with it
-        ledger.charge(s, run, core_hours, cpu_hours, "wall-clock" if run.started_at else "never-started",
+        ledger.charge(s, run, core_hours, cpu_hours, source or ("wall-clock" if run.started_at else "never-started"),
                       used_core_hours=used_core_hours)
 
     def reconcile(self) -> None:
@@ -415,12 +433,16 @@ class Worker:
         another) is finished from the files it left."""
         now = ledger.now()
         with transaction(self.engine) as s:
-            orphans = [(r.id, r.pid, r.run_dir, r.host) for r in s.scalars(select(RunRow).where(
+            orphans = [(r.id, r.pid, r.run_dir, r.host, r.batch_id) for r in s.scalars(select(RunRow).where(
                 RunRow.state.in_(("starting", "running")))) if r.id not in self.procs and (
                 r.host == self.host or r.heartbeat_at is None
                 or (now - ledger.aware(r.heartbeat_at)).total_seconds() > LEASE_S)]
-        for run_id, pid, run_dir, host in orphans:
-            if host == self.host and _pid_alive(pid):
+        runner = runner_for(**self.config.runner)
+        for run_id, pid, run_dir, host, batch_id in orphans:
+            if batch_id and hasattr(runner, "adopt"):  # the batch system still holds it: watch it there
+                log.info("run %s: adopting batch job %s", run_id, batch_id)
+                self.procs[run_id] = runner.adopt(batch_id)
+            elif host == self.host and _pid_alive(pid):
                 log.info("run %s: adopting its live process %d", run_id, pid)
                 self.procs[run_id] = _Adopted(pid, Path(run_dir))
             else:
