@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything userbatch needs on a fresh machine: Java 17, a Python 3.12 venv at .venv with the project
 # installed (editable, with every extra: all, test, bench, docs), and — with --services — a PostgreSQL server on
-# 127.0.0.1:5432 for the database tests.
+# 127.0.0.1:5432 for the database tests and a local Slurm with accounting for the Slurm tests.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +76,20 @@ PY
     as_root su postgres -c "psql -qc 'SELECT 1' test" >/dev/null 2>&1 || as_root su postgres -c "createdb test" || true
   fi
 fi
+# --- a local Slurm with accounting for the Slurm tests (tests/test_slurm.py, the BPS-on-Slurm tests) ---------------
+# Debian's slurm-wlm, slurmdbd, munge and mariadb-server, installed when missing; the daemons' config, state and
+# logs under .services/slurm (userbatch.cluster.slurm_local). When they cannot start here, the Slurm tests skip and
+# say why.
+if [ "$want_services" = 1 ] && [ "$(id -u)" = 0 ]; then
+  if .venv/bin/userbatch cluster slurm status --dir "$PWD/.services/slurm" >/dev/null 2>&1; then
+    say "local Slurm already up (.services/slurm)"
+  else
+    say "starting a local Slurm (munge, MariaDB, slurmdbd, slurmctld, slurmd) under .services/slurm"
+    timeout 900 .venv/bin/userbatch cluster slurm start --dir "$PWD/.services/slurm" >&2 \
+      || say "WARNING: the local Slurm did not start; the Slurm tests will be skipped with the reason"
+  fi
+fi
+
 # --- runs as their owners ---------------------------------------------------------------------------------------
 # As root the facility runs every job under its owner's OS account (userbatch.facility.accounts), so those accounts
 # must be able to execute this venv's Python and read the project: open (o+x, traverse only, not list) each

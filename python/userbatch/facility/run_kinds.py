@@ -66,6 +66,13 @@ class RunKind:
         """In the worker, with the facility's authority, before the run starts as ``creds`` (None: not as its
         owner): hand the run what it must own. Default: nothing."""
 
+    def launch(self, spec: dict, runner, submit_spec, creds, run_dir: Path):
+        """In the worker, with the facility's authority: place the run on the runner's batch system in a shape
+        of the kind's own (a BPS workflow as one Slurm job per quantum cluster) and return what the worker
+        watches (``poll``/``wait``/``cancel`` like a process); None (the default) for the usual one application
+        through :meth:`~userbatch.cluster.base.Runner.launch`."""
+        return None
+
     def after_run(self, spec: dict, run_dir: Path) -> dict:
         """In the worker, with the facility's authority, after the run's processes ended (not cancelled or
         stopped): steps that write shared state the owner may not touch. Returns ``{"error": ...}`` to fail the run

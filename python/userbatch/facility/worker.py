@@ -207,9 +207,10 @@ class Worker:
             else:
                 for sub in ("eventlog", "tmp", "home"):
                     (run_dir / sub).mkdir(exist_ok=True)
-            run_kinds.get(kind).before_launch(run_spec, creds if runner.runs_as_owner else None, run_dir)
-            proc = runner.launch(spec, run_dir / "driver.log", creds=creds,
-                                 network=self.config.identity.network == "isolated")
+            run_kind = run_kinds.get(kind)
+            run_kind.before_launch(run_spec, creds if runner.runs_as_owner else None, run_dir)
+            proc = run_kind.launch(run_spec, runner, spec, creds, run_dir) or runner.launch(
+                spec, run_dir / "driver.log", creds=creds, network=self.config.identity.network == "isolated")
         except Exception as e:  # noqa: BLE001 - a launch failure fails the run, not the worker
             with transaction(self.engine, lock=True) as s:
                 self._final(s, s.get(RunRow, run_id), "failed", 0.0, 0.0, f"could not launch: {e}")
