@@ -216,6 +216,68 @@ def test_failure_retries_prunes_and_restart(bps_env):
     assert _states(_report(run_id)) == states  # the first run's report is still its own
 
 
+DIMENSION_CLUSTERING = "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
+
+
+@pytest.mark.slow
+def test_clustering_same_outputs_and_failed_cluster_retries_and_prunes(bps_env):
+    """Three workflows on the same inputs, run side by side: one quantum per job; the plugin's default clustering
+    (a cluster per detector chain: one run-qbb for step1 + step2); ctrl_bps' dimension clustering of step1 only,
+    with detector 1 failing. Clustered jobs write the same datasets and values as unclustered ones; a failed
+    cluster is retried, then its descendants are pruned and the final job still runs."""
+    from lsst.ctrl.bps import WmsStates
+
+    plain_yaml, plain_dir = _workflow(bps_env, "plain")
+    clus_yaml, clus_dir = _workflow(bps_env, "clus",
+                                    extra="clusterAlgorithm: userbatch.images.bps_service.userbatch_clustering\n")
+    bad_yaml, bad_dir = _workflow(bps_env, "clusfail", {"failDetectors": [1]}, extra=f"""
+numberOfRetries: 1
+retryUnlessExit: 2
+clusterAlgorithm: {DIMENSION_CLUSTERING}
+cluster:
+  first:
+    pipetasks: step1
+    dimensions: detector
+""")
+    ids = {name: _submit(y) for name, y in (("plain", plain_yaml), ("clus", clus_yaml), ("clusfail", bad_yaml))}
+    runs = {name: bps_env["fac"].wait(i, timeout_s=300) for name, i in ids.items()}
+    assert runs["plain"]["state"] == runs["clus"]["state"] == "succeeded", (
+        runs["clus"]["error"], bps_env["fac"].logs(ids["clus"], tail=60))
+
+    # the default: one job per detector chain (both tasks in one run-qbb), pipetaskInit and the final job
+    plan = json.loads((clus_dir / "userbatch_plan.json").read_text())
+    quantum_jobs = [j for j in plan["jobs"] if j["label"] != "pipetaskInit"]
+    assert plan["clustered"] and len(quantum_jobs) == 2 and plan["quanta"]["step1"] == plan["quanta"]["step2"] == 2
+    assert all(j["quanta"] == {"step1": 1, "step2": 1} and j["label"] == "quanta" for j in quantum_jobs)
+    assert all(j["command"].split("--qgraph-node-id ")[1].split()[0].count(",") == 1 for j in quantum_jobs)
+    assert all(j["parents"] == ["pipetaskInit"] for j in quantum_jobs)
+    report = _report(ids["clus"])
+    assert report.total_number_jobs == 4 and report.job_summary["quanta"][WmsStates.SUCCEEDED] == 2
+    assert "step1:2" in report.run_summary and "step2:2" in report.run_summary
+    # ... writing the same datasets, with the same values, as one quantum per job
+    for dataset_type in ("bt_in1", "bt_in2"):
+        assert (_datasets(bps_env["repo"], dataset_type, "u/tester/clus/run")
+                == _datasets(bps_env["repo"], dataset_type, "u/tester/plain/run"))
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/clus/run") == {0: 2, 1: 12}
+    assert len(json.loads((plain_dir / "userbatch_plan.json").read_text())["jobs"]) == 5  # unclustered: 1 + 4
+
+    # a failing cluster: retried (numberOfRetries: 1), then its descendant (step2 of detector 1) pruned
+    assert runs["clusfail"]["state"] == "failed" and "1 pruned" in runs["clusfail"]["error"]
+    plan = json.loads((bad_dir / "userbatch_plan.json").read_text())
+    assert {j["label"] for j in plan["jobs"]} == {"pipetaskInit", "first", "step2"}
+    states = _states(_report(ids["clusfail"]))
+    jobs = json.loads((bad_dir / "userbatch_jobs.json").read_text())["jobs"]
+    by = {(jobs[n]["label"], n.split("_")[-1]): s for n, s in states.items() if n in jobs}
+    assert by[("first", "1")] == "FAILED" and by[("step2", "1")] == "PRUNED"
+    assert by[("first", "0")] == by[("step2", "0")] == "SUCCEEDED" and states["finalJob"] == "SUCCEEDED"
+    failed = next(n for n, s in states.items() if s == "FAILED")
+    assert jobs[failed]["attempts"] == 2 and jobs[failed]["exit_codes"] == [1, 1]
+    assert "configured to fail" in (bad_dir / "jobs" / "first" / f"{failed}.2.err").read_text()
+    summary = _report(ids["clusfail"]).job_summary
+    assert summary["first"][WmsStates.FAILED] == 1 and summary["step2"][WmsStates.PRUNED] == 1
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/clusfail/run") == {0: 2}
+
+
 def _processes_mentioning(text: str) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
@@ -271,45 +333,62 @@ def test_over_quota_refused_before_any_job(bps_env):
 
 
 class _FakeRDD:
-    def __init__(self, data, log):
-        self.data, self.log = data, log
+    def __init__(self, data, spark):
+        self.data, self.spark = data, spark
 
     def map(self, f):
-        self.log.append([d["name"] for d in self.data])
-        return _FakeRDD([f(d) for d in self.data], [])
+        return _FakeRDD([self.spark.run(f, d) for d in self.data], self.spark)
 
     def collect(self):
         return self.data
 
 
 class _FakeSpark:
-    """Just enough of a SparkSession for the executor's scheduling logic: each wave runs in this process."""
+    """Just enough of a SparkSession for the executor's scheduling logic: each Spark job (one BPS job, submitted
+    from a thread of the placement) runs in this process; ``runs`` records (name, start, end) of each."""
 
     def __init__(self):
-        self.waves: list[list[str]] = []
+        import threading
+
+        self.runs: list[tuple[str, float, float]] = []
         self.sparkContext = self
+        self.defaultParallelism = 2
+        self._lock = threading.Lock()
+
+    def run(self, f, payload):
+        t0 = time.monotonic()
+        out = f(payload)
+        with self._lock:
+            self.runs.append((payload["name"], t0, time.monotonic()))
+        return out
+
+    @property
+    def started(self) -> list[str]:
+        return [n for n, *_ in sorted(self.runs, key=lambda r: r[1])]
 
     def parallelize(self, data, n):
-        assert n == len(data)
-        return _FakeRDD(list(data), self.waves)
+        assert n == len(data) == 1  # one BPS job per Spark job
+        return _FakeRDD(list(data), self)
 
     def setJobDescription(self, text):
         pass
 
 
-def test_executor_waves_retries_cpus_and_restart(tmp_path):
-    """The executor's scheduling without Spark start-up: request_cpus caps a wave, a failing job is retried
-    then fails, its descendants are pruned, the final job runs anyway, and a restart runs only what is left."""
+def _exec_job(name, parents=(), cpus=1, command="true", retries=0):
+    return {"name": name, "label": name.rstrip("0123456789"), "command": command, "env": {"X": "${HOME}"},
+            "parents": list(parents), "request_cpus": cpus, "number_of_retries": retries, "retry_unless_exit": [2]}
+
+
+def test_executor_schedules_retries_cpus_and_restart(tmp_path):
+    """The executor's scheduling without Spark start-up: request_cpus keeps a 2-core job alone, a failing job is
+    retried then fails, its descendants are pruned, the final job runs anyway, and a restart runs only what is
+    left."""
     from userbatch.images.bps_executor import BpsJobsFailed, execute
 
-    def job(name, parents=(), cpus=1, command="true", retries=0):
-        return {"name": name, "label": name.rstrip("0123456789"), "command": command, "env": {"X": "${HOME}"},
-                "parents": list(parents), "request_cpus": cpus, "number_of_retries": retries,
-                "retry_unless_exit": [2]}
-
+    job = _exec_job
     fail = tmp_path / "fail"
     fail.write_text("")
-    plan = {"name": "wf", "jobs": [job("a"), job("b", ["a"], cpus=2), job("c", ["a"]),
+    plan = {"name": "wf", "jobs": [job("a"), job("b", ["a"], cpus=2), job("c", ["a"], command="sleep 0.3"),
                                    job("d", ["b"], command=f"test ! -e {fail} && echo $X", retries=2),
                                    job("e", ["d"])],
             "final": {**job("final"), "when_run": "ALWAYS"}}
@@ -317,7 +396,14 @@ def test_executor_waves_retries_cpus_and_restart(tmp_path):
     spark = _FakeSpark()
     with pytest.raises(BpsJobsFailed, match="1 BPS job"):
         execute(spark, {"submit_path": str(tmp_path), "cores": 2}, tmp_path / "run1")
-    assert spark.waves == [["a"], ["b"], ["c", "d"], ["d"], ["d"], ["final"]]  # b (2 cpus) runs alone
+    started = spark.started
+    assert started[:2] == ["a", "b"] and started[-1] == "final"
+    assert sorted(started[2:-1]) == ["c", "d", "d", "d"]  # d: 1 + numberOfRetries, retried as soon as it fails
+    b = next(r for r in spark.runs if r[0] == "b")
+    assert all(r[2] <= b[1] or r[1] >= b[2] for r in spark.runs if r[0] != "b")  # b (2 cpus) runs alone
+    c = next(r for r in spark.runs if r[0] == "c")
+    d_first = min(r[1] for r in spark.runs if r[0] == "d")
+    assert d_first < c[2]  # no waves: d (after b) starts while c (after a) still runs
     state = json.loads((tmp_path / "userbatch_jobs.json").read_text())["jobs"]
     assert {n: r["state"] for n, r in state.items()} == {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "SUCCEEDED",
                                                         "d": "FAILED", "e": "PRUNED", "final": "SUCCEEDED"}
@@ -327,6 +413,43 @@ def test_executor_waves_retries_cpus_and_restart(tmp_path):
     fail.unlink()
     spark = _FakeSpark()
     summary = execute(spark, {"submit_path": str(tmp_path), "cores": 2}, tmp_path / "run2")
-    assert spark.waves == [["d"], ["e"], ["final"]]
+    assert spark.started == ["d", "e", "final"]
     assert summary["jobs"] == {"SUCCEEDED": 6} and summary["failed"] == []
     assert (tmp_path / "jobs" / "d" / "d.4.out").read_text().strip().endswith(os.environ["HOME"])
+
+
+def test_executor_fills_free_cores_without_waves(tmp_path):
+    """Dynamic scheduling: on 2 cores, a long job does not hold back the short ones beside it (with waves, each
+    short job would wait for the long one), whenRun: ON_SUCCESS prunes the final job after a failure, and a
+    placement that cannot run a job at all counts as a failed attempt."""
+    from userbatch.images.bps_executor import BpsJobsFailed, execute
+
+    job = _exec_job
+    plan = {"name": "wf2", "jobs": [job("init"), job("long", ["init"], command="sleep 1.5"),
+                                    *[job(f"short{i}", ["init"], command="sleep 0.2") for i in range(4)],
+                                    job("bad", ["short3"], command="exit 2", retries=3), job("after", ["bad"])],
+            "final": {**job("final"), "when_run": "ON_SUCCESS"}}
+    (tmp_path / "userbatch_plan.json").write_text(json.dumps(plan))
+    spark = _FakeSpark()
+    with pytest.raises(BpsJobsFailed):
+        execute(spark, {"submit_path": str(tmp_path), "cores": 2}, tmp_path / "run1")
+    long_run = next(r for r in spark.runs if r[0] == "long")
+    shorts = [r for r in spark.runs if r[0].startswith("short")]
+    assert all(r[2] <= long_run[2] for r in shorts)  # the 4 short jobs ran beside the long one, one after another
+    state = json.loads((tmp_path / "userbatch_jobs.json").read_text())["jobs"]
+    assert state["bad"]["state"] == "FAILED" and state["bad"]["exit_codes"] == [2]  # retryUnlessExit: 2
+    assert state["after"]["state"] == "PRUNED" and state["final"]["state"] == "PRUNED"
+    assert "final" not in spark.started
+
+    class Broken(_FakeSpark):
+        def parallelize(self, data, n):
+            raise RuntimeError("no executors")
+
+    plan["jobs"] = plan["jobs"][:1]
+    plan["name"] = "wf3"
+    plan["jobs"][0]["number_of_retries"] = 1
+    (tmp_path / "userbatch_plan.json").write_text(json.dumps(plan))
+    with pytest.raises(BpsJobsFailed, match="no executors"):
+        execute(Broken(), {"submit_path": str(tmp_path), "cores": 2}, tmp_path / "run2")
+    state = json.loads((tmp_path / "userbatch_jobs.json").read_text())["jobs"]
+    assert state["init"]["exit_codes"] == [-1, -1] and state["init"]["state"] == "FAILED"

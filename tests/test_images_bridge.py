@@ -13,7 +13,8 @@ import pytest
 from helpers import module_facility
 
 from userbatch.facility.ledger import QuotaExceeded
-from userbatch.images.bridge import ImageRequestError, parse_request, submit, submit_yaml
+from userbatch.images.bridge import (DEFAULT_CLUSTERING, DIMENSION_CLUSTERING, ImageRequestError, parse_request,
+                                     submit, submit_yaml)
 
 pytest.importorskip("lsst.ctrl.bps")
 
@@ -74,6 +75,44 @@ def test_submit_yaml_names_the_plugin_the_user_collections_and_overrides(env):
     assert (doc["userbatchCores"], doc["userbatchMaxHours"], doc["userbatchGroup"]) == (3, 0.25, "g1")
     with pytest.raises(ImageRequestError, match="shell characters"):
         submit_yaml(parse_request(_request(env, config={"cutout:stampSize": "1; rm -rf /"})), "ann", Path("/t"))
+
+
+def test_submit_yaml_clusters_by_default_and_the_request_wins(env):
+    doc = submit_yaml(parse_request(_request(env, cores=3)), "ann", Path("/tmp/sub"))
+    assert doc["clusterAlgorithm"] == DEFAULT_CLUSTERING and doc["userbatchClusters"] == 3 and "cluster" not in doc
+    doc = submit_yaml(parse_request(_request(env, clusters=0)), "ann", Path("/tmp/sub"))
+    assert doc["userbatchClusters"] == 0  # one quantum per job
+    own = {"chain": {"pipetasks": "cutout", "dimensions": "visit", "clusterTemplate": "chain_{visit}"}}
+    doc = submit_yaml(parse_request(_request(env, cluster=own, clusters=5)), "ann", Path("/tmp/sub"))
+    assert doc["clusterAlgorithm"] == DIMENSION_CLUSTERING and doc["cluster"] == own
+    assert "userbatchClusters" not in doc
+    for bad, message in [({"chain": {"dimensions": "visit"}}, "needs 'pipetasks'"),
+                         ({"chain": {"pipetasks": "cutout", "runQuantumCommand": "rm -rf ~"}}, "unknown key"),
+                         ({"chain": {"pipetasks": "cutout; rm -rf ~"}}, "name list or a number"),
+                         (["chain"], "must map a cluster label")]:
+        with pytest.raises(ImageRequestError, match=message):
+            parse_request(_request(env, cluster=bad))
+    with pytest.raises(ImageRequestError, match="clusters must be"):
+        parse_request(_request(env, clusters=-1))
+
+
+@pytest.mark.slow
+def test_the_default_clustering_runs_fewer_jobs_than_quanta(env):
+    """The background pipeline on 1 visit x 2 detectors: 6 quanta, 2 cores -> 2 jobs of 3 quanta (one detector's
+    chain each, one run-qbb process), besides pipetaskInit and the final job. Only prepared: no worker runs it."""
+    import json
+
+    ann = env["fac"]("ann")
+    run = submit(_request(env, pipeline="background", name="bg_default", cores=2), facility=ann,
+                 submit_root=env["base"] / "submit")
+    try:
+        plan = json.loads((env["base"] / "submit" / "bg_default" / "userbatch_plan.json").read_text())
+    finally:
+        ann.cancel(run["id"])
+    quantum_jobs = [j for j in plan["jobs"] if j["label"] != "pipetaskInit"]
+    n_quanta = sum(sum(j["quanta"].values()) for j in quantum_jobs)
+    assert n_quanta == 6 and len(quantum_jobs) == 2 < n_quanta and plan["clustered"]
+    assert all(sum(j["quanta"].values()) == 3 and "--qgraph-node-id" in j["command"] for j in quantum_jobs)
 
 
 def test_over_quota_is_refused_before_any_graph_is_built(env):

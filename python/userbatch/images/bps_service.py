@@ -17,6 +17,17 @@ in the environment) makes plain ``bps submit``/``report``/``cancel``/``restart``
   which re-runs only the jobs that did not succeed.
 
 A run id given to report/cancel/restart may be the facility run id or the submit directory.
+
+**Quantum clustering.** ctrl_bps' own clustering works unchanged: with ``clusterAlgorithm:
+lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering`` and ``cluster:`` sections a GenericWorkflow job is a
+cluster of quanta (one ``pipetask run-qbb ... --qgraph-node-id a,b,c`` process); the plan keeps each job's quanta
+per task label, ``bps report`` counts jobs per job label (the cluster label) and its run summary counts quanta per
+task label. Small quanta cost far less than a ``pipetask`` start-up (seconds of imports, butler and graph
+loading), so running one process per quantum wastes most of a run. :func:`userbatch_clustering`
+(``clusterAlgorithm: userbatch.images.bps_service.userbatch_clustering``, the bridge's default) makes about
+``userbatchClusters`` (default ``userbatchCores``) clusters, each a set of whole data-ID chains, with ctrl_bps'
+``dimension_clustering`` and ``partitionDimensions``/``partitionMaxClusters`` — one process per core — unless
+the submit YAML has ``cluster:`` sections of its own, which win.
 """
 
 from __future__ import annotations
@@ -97,8 +108,82 @@ def _job_entry(generic_workflow, job) -> dict:
     }
 
 
+#: The label of :func:`userbatch_clustering`'s clusters (jobs ``quanta_001``, ``quanta_002``, ... in bps report).
+CLUSTER_LABEL = "quanta"
+
+
+def userbatch_clustering(config, qgraph, name: str):
+    """ctrl_bps clustering into about ``userbatchClusters`` (default ``userbatchCores``) clusters of whole chains.
+
+    Every task of the pipeline goes into one cluster definition (label :data:`CLUSTER_LABEL`), partitioned by the
+    dimensions all tasks share (e.g. ``instrument, visit, detector``) into at most ``userbatchClusters`` clusters
+    with ctrl_bps' ``dimension_clustering`` (``partitionDimensions``, ``partitionMaxClusters``): each cluster is
+    one ``pipetask run-qbb`` process over whole per-data-ID chains, and enough clusters run side by side to use
+    the run's cores. Clusters of whole chains depend only on ``pipetaskInit``, never on each other.
+
+    A submit YAML with ``cluster:`` sections of its own gets exactly those (``dimension_clustering``). When the
+    tasks share no dimension (nothing to partition by) or ``userbatchClusters`` is 0, every quantum is its own
+    job (``single_quantum_clustering``), as without clustering.
+
+    Parameters
+    ----------
+    config : lsst.ctrl.bps.BpsConfig
+        The submission's configuration; the cluster section chosen is written into it, so that the transform
+        step and the saved configuration see the same clusters.
+    qgraph : lsst.pipe.base.quantum_graph.PredictedQuantumGraph
+        The workflow's QuantumGraph.
+    name : str
+        The name of the ClusteredQuantumGraph.
+
+    Returns
+    -------
+    lsst.ctrl.bps.ClusteredQuantumGraph
+        The clustered graph.
+    """
+    from lsst.ctrl.bps import quantum_clustering_funcs as qcf
+
+    found, section = config.search("cluster", opt={"default": None})
+    if found and section:
+        log.info("clustering: the submit configuration's own cluster sections (%s)", ", ".join(section))
+        return qcf.dimension_clustering(config, qgraph, name)
+    _, wanted = config.search("userbatchClusters", opt={"default": None})
+    _, cores = config.search("userbatchCores", opt={"default": 2})
+    n = _int(wanted if wanted not in (None, "") else cores, 2)
+    tasks = qgraph.pipeline_graph.tasks
+    dims: list[str] | None = None
+    for node in tasks.values():
+        names = list(node.dimensions.required)
+        dims = names if dims is None else [d for d in dims if d in names]
+    if not n or n < 1 or not dims:
+        log.info("clustering: one quantum per job (%s)", "userbatchClusters is 0" if not n or n < 1 else
+                 "the pipeline's tasks share no dimension to partition by")
+        return qcf.single_quantum_clustering(config, qgraph, name)
+    config["cluster"] = {CLUSTER_LABEL: {"pipetasks": ",".join(tasks), "partitionDimensions": ",".join(dims),
+                                         "partitionMaxClusters": n}}
+    log.info("clustering: tasks %s in at most %d cluster(s) partitioned by %s", ", ".join(tasks), n,
+             ", ".join(dims))
+    return qcf.dimension_clustering(config, qgraph, name)
+
+
 def build_plan(config, generic_workflow, out_prefix: str) -> dict:
-    """The executor's job plan for ``generic_workflow`` (see the module docstring)."""
+    """The executor's job plan for ``generic_workflow`` (see the module docstring).
+
+    Parameters
+    ----------
+    config : lsst.ctrl.bps.BpsConfig
+        The submission's configuration (``userbatchCores``, ``finalJob.whenRun``, the payload's collections).
+    generic_workflow : lsst.ctrl.bps.GenericWorkflow
+        The workflow: one job per quantum or per cluster of quanta, a ``pipetaskInit`` job, a final job.
+    out_prefix : str
+        The submit directory.
+
+    Returns
+    -------
+    dict
+        The plan: ``jobs`` in topological order (name, label, command, env, parents, request_cpus, retries,
+        ``quanta`` per task label), ``final``, ``labels`` (jobs per job label), ``quanta`` (quanta per task
+        label), ``clustered``, ``cores``, ``submit_env`` and the provenance.
+    """
     import networkx as nx
 
     from lsst.ctrl.bps import GenericWorkflowJob
@@ -149,10 +234,22 @@ def build_plan(config, generic_workflow, out_prefix: str) -> dict:
         "submit_env": submit_environment(),
         "max_request_cpus": max((j["request_cpus"] for j in all_jobs), default=1),
         "labels": labels,
+        "quanta": quanta_summary(all_jobs),
+        "clustered": any(sum(j["quanta"].values()) > 1 for j in jobs),
         "jobs": jobs,
         "final": final_entry,
         "created": time.time(),
     }
+
+
+def quanta_summary(jobs: list[dict]) -> dict[str, int]:
+    """Quanta per task label over ``jobs`` (plan entries); a job without quanta (``pipetaskInit``, the final job)
+    counts as one of its own label. Without clustering this is the number of jobs per label."""
+    out: dict[str, int] = {}
+    for j in jobs:
+        for label, n in (j.get("quanta") or {j["label"]: 1}).items():
+            out[label] = out.get(label, 0) + int(n)
+    return out
 
 
 #: Variables of the ``bps submit`` environment every job gets (besides what the workflow's jobs set themselves).
@@ -282,6 +379,14 @@ class UserbatchService(BaseWmsService):
                     restart_of: str | None = None) -> dict:
         fac = self._facility()
         bps = {"name": name, "submit_path": str(submit_path), "cores": cores}
+        path = Path(submit_path) / SUBMIT_NAME
+        try:
+            placement = json.loads(path.read_text()).get("placement")
+        except (OSError, ValueError):
+            placement = None
+        # userbatchPlacement: slurm (a Slurm job per quantum cluster; the default on a Slurm facility), spark
+        # (the jobs as Spark tasks of one run), auto
+        bps["placement"] = placement or str(self._setting("userbatchPlacement", "auto") or "auto")
         if restart_of:
             bps["restart_of"] = restart_of
         try:
@@ -293,7 +398,7 @@ class UserbatchService(BaseWmsService):
             history = json.loads(path.read_text())
         except (OSError, ValueError):
             history = {"runs": []}
-        history.update(name=name, cores=cores, max_hours=hours, group=group)
+        history.update(name=name, cores=cores, max_hours=hours, group=group, placement=bps["placement"])
         history["runs"].append(run["id"])
         path.write_text(json.dumps(history, indent=1))
         return run
@@ -491,9 +596,7 @@ def _run_report(run: dict, submit_path: str, detailed: bool) -> WmsRunReport:
             exit_codes.setdefault(rec.get("label", name), []).extend(
                 c for c in rec.get("exit_codes", []) if c not in (0, None))
     run_state = RUN_STATES.get(run["state"], WmsStates.UNKNOWN)
-    labels: dict[str, int] = {}
-    for job in all_jobs:
-        labels[job["label"]] = labels.get(job["label"], 0) + 1
+    labels = quanta_summary(all_jobs)  # quanta per task label, as HTCondor's run summary (= jobs, unclustered)
     report = WmsRunReport(
         wms_id=run["id"], global_wms_id=run["id"], path=submit_path, label=plan.get("name"),
         run=plan.get("run") or plan.get("name"), project=plan.get("project") or "",
@@ -509,4 +612,4 @@ def _run_report(run: dict, submit_path: str, detailed: bool) -> WmsRunReport:
 
 
 __all__ = ["UserbatchService", "UserbatchWorkflow", "build_plan", "read_plan", "read_state", "job_states",
-           "PLAN_NAME", "STATE_NAME"]
+           "userbatch_clustering", "quanta_summary", "CLUSTER_LABEL", "PLAN_NAME", "STATE_NAME"]

@@ -2,6 +2,13 @@
 input collections, data query, config overrides) into a BPS submit YAML for the userbatch WMS plugin and submits
 it with plain ``bps submit``, so the workflow becomes one facility run under the user's (or group's) quota — the
 same ids, status, logs, cancel and charge as a Spark job. Outputs land in ``u/<user>/<name>`` collections.
+
+Quanta are clustered by default: a ``pipetask`` process spends seconds starting (imports, butler, graph) and a
+small quantum a fraction of that, so one process per quantum would spend most of the run starting processes. The
+submit YAML asks for :func:`userbatch.images.bps_service.userbatch_clustering`: about ``clusters`` (default: the
+request's ``cores``) clusters of whole per-data-ID chains, one ``pipetask run-qbb`` each, enough to keep every core
+busy. A request's own ``cluster`` sections (ctrl_bps' ``cluster:``, run with ``dimension_clustering``) win;
+``clusters: 0`` runs one quantum per job. Outputs are the same either way.
 """
 
 from __future__ import annotations
@@ -26,7 +33,17 @@ log = logging.getLogger(__name__)
 PIPELINES = shipped_path("pipelines")
 SERVICE = "userbatch.images.bps_service.UserbatchService"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_KEYS = {"pipeline", "butler", "inputs", "query", "config", "name", "cores", "max_hours", "group", "retries"}
+_KEYS = {"pipeline", "butler", "inputs", "query", "config", "name", "cores", "max_hours", "group", "retries",
+         "cluster", "clusters"}
+#: ctrl_bps' clustering of a request's own ``cluster`` sections
+DIMENSION_CLUSTERING = "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
+#: the default: about ``clusters`` clusters of whole chains (see the module docstring)
+DEFAULT_CLUSTERING = "userbatch.images.bps_service.userbatch_clustering"
+#: the keys a request's cluster section may set (ctrl_bps' dimension clustering and a cluster's resources)
+_CLUSTER_KEYS = {"pipetasks", "dimensions", "equalDimensions", "partitionDimensions", "partitionMaxClusters",
+                 "partitionMaxSize", "findDependencyMethod", "clusterTemplate", "requestCpus", "requestMemory",
+                 "numberOfRetries"}
+_CLUSTER_VALUE = re.compile(r"^[\w,:{}. =-]*$")
 
 
 class ImageRequestError(UserbatchError):
@@ -45,6 +62,8 @@ class ImageRequest:
     max_hours: float = 1.0
     group: str | None = None
     retries: int = 1
+    cluster: dict = field(default_factory=dict)  # the request's own ctrl_bps cluster sections: label -> settings
+    clusters: int | None = None  # clusters of the default clustering (None: cores; 0: one quantum per job)
 
     def output(self, user: str) -> str:
         return f"u/{user}/{self.name}"
@@ -100,13 +119,58 @@ def parse_request(source) -> ImageRequest:
         raise ImageRequestError("cores, max_hours and retries must be numbers") from None
     if cores < 1 or hours <= 0 or retries < 0:
         raise ImageRequestError("cores >= 1, max_hours > 0 and retries >= 0, please")
+    clusters = doc.get("clusters")
+    if clusters is not None and (isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 0):
+        raise ImageRequestError("clusters must be a whole number >= 0 (0: one quantum per job)")
     return ImageRequest(pipeline=str(pipeline_path(str(doc["pipeline"]))), butler=str(butler.resolve()),
                         inputs=tuple(inputs), name=name, query=str(doc.get("query") or ""), config=dict(config),
-                        cores=cores, max_hours=hours, group=doc.get("group"), retries=retries)
+                        cores=cores, max_hours=hours, group=doc.get("group"), retries=retries,
+                        cluster=_cluster_sections(doc.get("cluster")), clusters=clusters)
+
+
+def _cluster_sections(value) -> dict:
+    """A request's ``cluster`` key: ctrl_bps ``cluster:`` sections, ``{label: {pipetasks: "a,b", dimensions:
+    "visit", ...}}``, checked key by key (only clustering and resource settings; no commands)."""
+    if value in (None, {}):
+        return {}
+    example = "e.g. {'chain': {'pipetasks': 'background,detection', 'dimensions': 'visit,detector'}}"
+    if not isinstance(value, dict):
+        raise ImageRequestError(f"cluster must map a cluster label to its settings, {example}")
+    out = {}
+    for label, section in value.items():
+        if not isinstance(label, str) or not _NAME.match(label.lower()):
+            raise ImageRequestError(f"cluster label {label!r} must be an identifier")
+        if not isinstance(section, dict) or not section.get("pipetasks"):
+            raise ImageRequestError(f"cluster {label!r} needs 'pipetasks' (task labels), {example}")
+        unknown = sorted(set(section) - _CLUSTER_KEYS)
+        if unknown:
+            raise ImageRequestError(f"cluster {label!r}: unknown key(s) {', '.join(map(str, unknown))}; known: "
+                                    f"{', '.join(sorted(_CLUSTER_KEYS))}")
+        for key, v in section.items():
+            if isinstance(v, bool) or not isinstance(v, (str, int)) or not _CLUSTER_VALUE.match(str(v)):
+                raise ImageRequestError(f"cluster {label!r}: {key} must be a name list or a number, not {v!r}")
+        out[label] = dict(section)
+    return out
 
 
 def submit_yaml(req: ImageRequest, user: str, submit_root: Path) -> dict:
-    """The BPS submit configuration for ``req`` run by ``user``."""
+    """The BPS submit configuration for ``req`` run by ``user``.
+
+    Parameters
+    ----------
+    req : ImageRequest
+        The checked request.
+    user : str
+        Who runs it: outputs go to ``u/<user>/<name>``.
+    submit_root : Path
+        The directory holding the submit directories (``<submit_root>/<name>``).
+
+    Returns
+    -------
+    dict
+        The submit YAML's content: the plugin, the payload, the run's resources, the retries and the clustering
+        (the request's own ``cluster`` sections, else the default of the module docstring).
+    """
     output = req.output(user)
     overrides = " ".join(f"-c {k}={_scalar(v)}" for k, v in sorted(req.config.items()))
     doc = {
@@ -119,6 +183,12 @@ def submit_yaml(req: ImageRequest, user: str, submit_root: Path) -> dict:
         "userbatchMaxHours": req.max_hours,
         "numberOfRetries": req.retries,
     }
+    if req.cluster:
+        doc["clusterAlgorithm"] = DIMENSION_CLUSTERING
+        doc["cluster"] = {label: dict(section) for label, section in req.cluster.items()}
+    else:
+        doc["clusterAlgorithm"] = DEFAULT_CLUSTERING
+        doc["userbatchClusters"] = req.cores if req.clusters is None else req.clusters
     if req.group:
         doc["userbatchGroup"] = req.group
     if overrides:
