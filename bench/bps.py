@@ -1,39 +1,40 @@
 #!/usr/bin/env python
-"""Image pipelines through the userbatch BPS WMS plugin vs plain ``pipetask run -j 2`` (and ``-j 1``): quanta/s.
+"""Image pipelines through the userbatch BPS WMS plugin vs plain ``pipetask run -j 1`` and ``-j 2``: quanta/s.
 
-Same inputs on both sides: a simulated butler repository (``userbatch.images.sim_repo.build_repo``, ``--visits`` x
-``--detectors`` detector-visits, default 2 x 3, built once per run in a temporary directory) and one of the
-repository's pipelines (``--pipeline``, default ``background``: three independent tasks per (visit, detector), so
-3 x V x D quanta).
+Same pipeline and inputs on every path: a simulated butler repository (``userbatch.images.sim_repo.build_repo``,
+``--visits`` x ``--detectors`` detector-visits, default 4 x 4, built once per run in a temporary directory) and one
+of the repository's pipelines (``--pipeline``, default ``background``: three independent tasks per (visit,
+detector), so 3 x V x D = 48 quanta by default). Each path writes its own output collection in the same repository.
 
-* **pipetask**: ``pipetask run -b REPO -i INPUT -o u/bench/pipetask_jN -p PIPE -j N --register-dataset-types``,
-  for N = 2 and N = 1, timed wall-clock (QuantumGraph build included); quanta from pipetask's own
-  ``Executed N quanta successfully`` log line. Note: with ``-j`` > 1 pipetask's MP executor starts a fresh
-  ``spawn`` Python process per quantum (each re-imports the middleware and the tasks), with ``-j 1`` every quantum
-  runs in the one process; on small quanta that makes ``-j 2`` much slower than ``-j 1``.
-* **userbatch**: a facility in the temporary directory (SQLite, generous quota) with a ``Worker`` in a thread;
-  ``userbatch.images.bridge.submit({...}, facility=..., submit_root=...)`` with ``cores=2`` (= ``bps submit``:
-  QuantumGraph build + prepare + facility submit), then ``Facility.wait``. Timed: (a) the submit call, (b) submit
-  returned -> run succeeded. Per-job records (seconds, state) from the submit directory's ``userbatch_jobs.json``
-  (the executor's state file); quanta = jobs other than ``pipetaskInit`` and ``finalJob``.
+Paths (the :data:`PATHS` registry: name -> function(ctx) -> measurement; a new placement is one more entry):
 
-Definitions (printed again with the table):
+* ``pipetask_j1`` / ``pipetask_j2``: ``pipetask run -b REPO -i INPUT -o u/bench/pipetask_jN -p PIPE -j N
+  --register-dataset-types``, timed wall-clock (QuantumGraph build included); quanta from pipetask's own
+  ``Executed N quanta successfully`` line. With ``-j 1`` every quantum runs in the one process; with ``-j`` > 1
+  pipetask's MP executor starts a fresh ``spawn`` Python process per quantum (each re-imports the middleware and
+  the tasks), so on small quanta ``-j 2`` is much slower than ``-j 1``.
+* ``bps_spark``: the userbatch plugin as a user gets it: a facility in the temporary directory (SQLite, generous
+  quota) with a ``Worker`` in a thread; ``userbatch.images.bridge.submit({...})`` with ``cores=--cores`` (=
+  ``bps submit``: QuantumGraph build + clustering + prepare + facility submit) and the bridge's default
+  clustering (about ``cores`` clusters of whole per-(visit, detector) chains, one ``pipetask run-qbb`` process
+  each), then ``Facility.wait``; jobs run as Spark tasks of the facility run, scheduled as soon as their parents
+  succeed. Timed end to end: from the submit call to the run's ``succeeded`` (graph build, queueing, Spark
+  start-up, ``pipetaskInit``, the quantum clusters, the final job that registers the outputs). Per-job records
+  from the submit directory's ``userbatch_jobs.json`` (the executor's state file).
+* ``bps_slurm``: the same plan placed as Slurm jobs — added when a Slurm placement of the plan exists
+  (:func:`bps_slurm_path`); until then its ratio is printed as ``nan`` with the reason.
 
-* ``*_quanta_per_s`` = quanta / end-to-end wall time (pipetask: the whole ``pipetask run``; userbatch: from the
-  ``bridge.submit`` call to the run's ``succeeded``, i.e. graph build + queueing + Spark start-up + jobs).
-* Spark start-up = the executor's state-file ``started`` (the driver entered the BPS executor, the session is up)
-  minus the facility run's ``started_at`` (the worker launched spark-submit).
-* ``overhead_per_quantum_s`` = (facility run wall ``started_at`` -> ``ended_at`` minus Spark start-up) / quanta:
-  the run's wall seconds per quantum once Spark is up (init and final jobs included). Also printed: the mean
-  per-quantum job time (one ``pipetask run-qbb`` process each) against the in-task time pipetask logs
-  (``Execution of task ... took X seconds``), whose difference is what a quantum pays for its own process.
+Checks (exit 1 otherwise): every path ran the same number of quanta and produced the same ``--check-types``
+datasets (default: the three background outputs) with the same data IDs and identical values.
 
-Checks (exit 1 otherwise): both pipetask runs and the BPS run produce the same number of ``--check-type``
-datasets (default ``ub_background``), and the same number of quanta.
+Definitions: ``quanta/s`` = quanta / end-to-end wall seconds of the path. ``bps_vs_pipetask_best_ratio`` = BPS
+(Spark placement) quanta/s over the faster of ``pipetask -j 1`` and ``-j 2``; ``bps_slurm_vs_pipetask_best_ratio``
+likewise for the Slurm placement; ``bps_vs_pipetask_j2_ratio`` = BPS over ``pipetask -j 2``.
 
-Last line: ``RESULT ...``. Run from the repository root:
-``PATH=$PWD/.venv/bin:$PATH .venv/bin/python bench/bps.py`` (~3 min at the defaults on 2 cores, 18 quanta;
-``--detectors 4``: 24 quanta, ~4 min).
+Last line: ``RESULT bps_vs_pipetask_best_ratio=<x> bps_slurm_vs_pipetask_best_ratio=<y>
+bps_vs_pipetask_j2_ratio=<z> quanta=<n>``. Run from the repository root:
+``PATH=$PWD/.venv/bin:$PATH .venv/bin/python bench/bps.py`` (~2 min at the defaults on 2 cores, most of it
+``pipetask -j 2``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
@@ -65,6 +68,23 @@ runs: {max_concurrent: 2, default_cores: 2, default_max_hours: 1.0}
 EXECUTED = re.compile(r"Executed (\d+) quanta successfully, (\d+) failed")
 TOOK = re.compile(r"Execution of task '[^']+' on quantum .* took ([0-9.]+) seconds")
 NOT_QUANTA = ("pipetaskInit", "finalJob")
+DEFAULT_CHECK_TYPES = "ub_background,ub_background_median,ub_background_mesh"
+
+
+@dataclass
+class Context:
+    """What every path gets: the same repository, input collection and pipeline."""
+
+    repo: str
+    inputs: str
+    pipe: Path
+    cores: int
+    work: Path
+    timeout_s: float
+
+
+#: A path: ``fn(ctx) -> {"wall_s", "quanta", "collection", "rows": [(what, seconds)], "notes": [str]}``.
+PathFn = Callable[[Context], dict]
 
 
 def _epoch(iso: str) -> float:
@@ -74,39 +94,36 @@ def _epoch(iso: str) -> float:
     return t.timestamp()
 
 
-def count_datasets(repo: str, dataset_type: str, collection: str) -> int:
-    from lsst.daf.butler import Butler, MissingCollectionError, MissingDatasetTypeError
+# ----------------------------------------------------------------------------------------------- pipetask
+def pipetask_path(jobs: int) -> PathFn:
+    """``pipetask run -j jobs`` in one process tree, graph build included."""
 
-    butler = Butler.from_config(repo)
-    try:
-        try:
-            return len(butler.query_datasets(dataset_type, collections=collection, explain=False, limit=None))
-        except (MissingCollectionError, MissingDatasetTypeError):
-            return 0
-    finally:
-        butler.close()
+    def run(ctx: Context) -> dict:
+        out = f"u/bench/pipetask_j{jobs}"
+        log = ctx.work / f"pipetask_j{jobs}.log"
+        cmd = [str(BIN / "pipetask"), "run", "-b", ctx.repo, "-i", ctx.inputs, "-o", out, "-p", str(ctx.pipe),
+               "-j", str(jobs), "--register-dataset-types"]
+        t0 = time.perf_counter()
+        with open(log, "w") as fh:
+            p = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ctx.work, check=False)
+        wall = time.perf_counter() - t0
+        text = log.read_text(errors="replace")
+        if p.returncode != 0:
+            raise RuntimeError(f"pipetask -j {jobs} failed (exit {p.returncode}); log {log}:\n" + text[-3000:])
+        m = EXECUTED.findall(text)
+        quanta = int(m[-1][0]) if m else 0
+        task_s = [float(x) for x in TOOK.findall(text)]
+        notes = [f"in-task {sum(task_s):.1f} s over {len(task_s)} quanta; wall {wall:.1f} s "
+                 f"({wall / max(quanta, 1):.2f} s per quantum)"] if task_s else []
+        return {"wall_s": wall, "quanta": quanta, "collection": out, "rows": [], "notes": notes}
 
-
-def run_pipetask(repo: str, inputs: str, pipe: Path, jobs: int, work: Path) -> dict:
-    out = f"u/bench/pipetask_j{jobs}"
-    log = work / f"pipetask_j{jobs}.log"
-    cmd = [str(BIN / "pipetask"), "run", "-b", repo, "-i", inputs, "-o", out, "-p", str(pipe), "-j", str(jobs),
-           "--register-dataset-types"]
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        p = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=work, check=False)
-    wall = time.perf_counter() - t0
-    text = log.read_text(errors="replace")
-    if p.returncode != 0:
-        raise RuntimeError(f"pipetask -j {jobs} failed (exit {p.returncode}); log {log}:\n" + text[-3000:])
-    m = EXECUTED.findall(text)
-    quanta = int(m[-1][0]) if m else 0
-    task_s = [float(x) for x in TOOK.findall(text)]
-    return {"jobs": jobs, "output": out, "wall_s": wall, "quanta": quanta, "task_s_sum": sum(task_s),
-            "task_s_n": len(task_s), "log": str(log)}
+    return run
 
 
-def run_bps(repo: str, inputs: str, pipe: Path, cores: int, work: Path, timeout_s: float) -> dict:
+# ----------------------------------------------------------------------------------------------- userbatch BPS
+def run_bps(ctx: Context, name: str, request_extra: dict | None = None) -> dict:
+    """One request through the bridge into the facility of the bench (its runner as configured), timed from the
+    submit call to the run's end; the measurement of a BPS path."""
     from userbatch.facility.config import load_config
     from userbatch.facility.service import Facility, Identity
     from userbatch.facility.worker import Worker
@@ -122,13 +139,14 @@ def run_bps(repo: str, inputs: str, pipe: Path, cores: int, work: Path, timeout_
     stop = threading.Event()
     th = threading.Thread(target=worker.run, kwargs={"stop": stop, "poll_s": 0.2}, daemon=True)
     th.start()
-    submit_root = work / "submit"
+    submit_root = ctx.work / "submit"
     try:
         t0 = time.perf_counter()
-        run = submit({"pipeline": str(pipe), "butler": repo, "inputs": [inputs], "name": "bench_bps",
-                      "cores": cores, "max_hours": 1.0, "retries": 0}, facility=fac, submit_root=submit_root)
+        run = submit({"pipeline": str(ctx.pipe), "butler": ctx.repo, "inputs": [ctx.inputs], "name": name,
+                      "cores": ctx.cores, "max_hours": 1.0, "retries": 0, **(request_extra or {})},
+                     facility=fac, submit_root=submit_root)
         t_submit = time.perf_counter() - t0
-        done = fac.wait(run["id"], timeout_s=timeout_s, poll_s=0.2)
+        done = fac.wait(run["id"], timeout_s=ctx.timeout_s, poll_s=0.2)
         t_done = time.perf_counter() - t0
         if done["state"] != "succeeded":
             raise RuntimeError(f"BPS run {run['id']} ended {done['state']}: {done.get('error')}\n"
@@ -138,36 +156,121 @@ def run_bps(repo: str, inputs: str, pipe: Path, cores: int, work: Path, timeout_
         th.join(timeout=60)
         worker.shutdown()
         worker.release()
-    submit_dir = submit_root / "bench_bps"
+    submit_dir = submit_root / name
+    plan = json.loads((submit_dir / "userbatch_plan.json").read_text())
     state = json.loads((submit_dir / "userbatch_jobs.json").read_text())
     jobs = state["jobs"]
-    quantum_jobs = {n: j for n, j in jobs.items() if j["label"] not in NOT_QUANTA}
+    quanta = sum(n for j in plan["jobs"] for label, n in (j.get("quanta") or {}).items() if label not in NOT_QUANTA)
+    quantum_jobs = [j for j in jobs.values() if j["label"] not in NOT_QUANTA]
     other = {j["label"]: j.get("seconds") for j in jobs.values() if j["label"] in NOT_QUANTA}
-    # in-task time of each quantum, as run-qbb logs it in the job's own log files
-    task_s = []
+    task_s = []  # in-task time of each quantum, as run-qbb logs it in the jobs' own log files
     for f in (submit_dir / "jobs").glob("*/*.*"):
         if f.suffix in (".out", ".err"):
             task_s += [float(x) for x in TOOK.findall(f.read_text(errors="replace"))]
     started, ended = _epoch(done["started_at"]), _epoch(done["ended_at"])
-    return {"id": run["id"], "output": "u/bench/bench_bps", "submit_s": t_submit, "submit_to_done_s": t_done - t_submit,
-            "end_to_end_s": t_done, "queue_s": started - _epoch(done["submitted_at"]), "run_wall_s": ended - started,
-            "spark_startup_s": state["started"] - started, "executor_s": state["ended"] - state["started"],
-            "after_executor_s": ended - state["ended"], "quanta": len(quantum_jobs),
-            "states": sorted({j["state"] for j in jobs.values()}),
-            "quantum_job_s": [j["seconds"] for j in quantum_jobs.values()], "init_s": other.get("pipetaskInit"),
-            "final_s": other.get("finalJob"), "task_s_sum": sum(task_s), "task_s_n": len(task_s),
-            "charged_core_s": (done.get("charged_core_hours") or 0) * 3600, "submit_dir": str(submit_dir)}
+    qj = [j.get("seconds") or 0.0 for j in quantum_jobs]
+    spark_up = state["started"] - started
+    executor_end = state.get("executor_ended", state["ended"])
+    rows = [
+        ("  (a) bps submit: graph build + clustering + prepare + queue", t_submit),
+        ("  (b) submit returned -> succeeded", t_done - t_submit),
+        ("      worker pick-up (run submitted_at -> started_at)", started - _epoch(done["submitted_at"])),
+        ("      facility run wall (started_at -> ended_at)", ended - started),
+        ("        Spark start-up (started_at -> executor start)", spark_up),
+        ("        executor: init + quantum jobs (+ final job unless by facility)", executor_end - state["started"]),
+        ("        after executor (driver exit, final job by facility, charge)", ended - executor_end),
+        ("      pipetaskInit job", other.get("pipetaskInit") or float("nan")),
+        ("      finalJob (registers outputs)", other.get("finalJob") or float("nan")),
+        (f"      quantum jobs: {len(qj)}, mean seconds per job", sum(qj) / len(qj) if qj else float("nan")),
+    ]
+    notes = [f"{len(plan['jobs'])} jobs + final for {quanta} quanta (clustered: {plan.get('clustered')}); "
+             f"job labels {plan.get('labels')}; quanta per task {plan.get('quanta')}"]
+    if task_s:
+        notes.append(f"in-task time (run-qbb's 'took X seconds'): {sum(task_s):.1f} s over {len(task_s)} quanta; "
+                     f"quantum jobs held {sum(qj):.1f} job-s, so {sum(qj) - sum(task_s):.1f} s went to process "
+                     "start-up, butler and graph loading")
+    notes.append(f"charged {(done.get('charged_core_hours') or 0) * 3600:.1f} core-s; job states "
+                 f"{sorted({j['state'] for j in jobs.values()})}; facility run {run['id']}")
+    return {"wall_s": t_done, "quanta": quanta, "collection": f"u/bench/{name}", "rows": rows, "notes": notes}
 
 
+def bps_spark_path(ctx: Context) -> dict:
+    """The plugin's default placement: the plan's jobs as Spark tasks of one facility run (local runner)."""
+    return run_bps(ctx, "bench_bps")
+
+
+def bps_slurm_path() -> tuple[PathFn | None, str]:
+    """The Slurm placement of the same plan, or (None, why it is not measured).
+
+    A Slurm placement returns a function like :func:`bps_spark_path` (e.g. :func:`run_bps` against a facility
+    whose runner is Slurm, or with the plan placed as Slurm jobs) here."""
+    try:
+        import userbatch.images.bps_slurm  # noqa: F401
+    except ImportError:
+        return None, "no Slurm placement of the BPS plan in this tree (userbatch.images.bps_slurm does not exist)"
+    return None, "userbatch.images.bps_slurm exists but bench/bps.py has no Slurm path wired in yet"
+
+
+#: name -> (label in the table, path). BPS placements are the entries whose names start with ``bps``.
+PATHS: dict[str, tuple[str, PathFn]] = {
+    "pipetask_j1": ("pipetask run -j 1 (graph build included)", pipetask_path(1)),
+    "pipetask_j2": ("pipetask run -j 2 (graph build included)", pipetask_path(2)),
+    "bps_spark": ("userbatch BPS, Spark placement: submit -> succeeded", bps_spark_path),
+}
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def read_outputs(repo: str, dataset_types: list[str], collection: str) -> dict:
+    """{(dataset type, data ID): array} of a path's outputs."""
+    import numpy as np
+    from lsst.daf.butler import Butler, MissingCollectionError, MissingDatasetTypeError
+
+    butler = Butler.from_config(repo)
+    out = {}
+    try:
+        for dt in dataset_types:
+            try:
+                refs = butler.query_datasets(dt, collections=collection, explain=False, limit=None)
+            except (MissingCollectionError, MissingDatasetTypeError):
+                continue
+            for ref in refs:
+                key = (dt, tuple(sorted((k, str(v)) for k, v in ref.dataId.required.items())))
+                out[key] = np.asarray(butler.get(ref))
+    finally:
+        butler.close()
+    return out
+
+
+def compare_outputs(outputs: dict[str, dict]) -> list[str]:
+    """Differences between the paths' outputs (empty when every path wrote the same datasets and values)."""
+    import numpy as np
+
+    names = list(outputs)
+    ref_name = names[0]
+    ref = outputs[ref_name]
+    problems = [] if ref else [f"{ref_name} wrote none of the checked datasets"]
+    for name in names[1:]:
+        got = outputs[name]
+        if set(got) != set(ref):
+            problems.append(f"{name}: {len(got)} datasets, {ref_name}: {len(ref)}; data IDs differ")
+            continue
+        diff = [k for k in ref if not np.array_equal(ref[k], got[k], equal_nan=True)]
+        if diff:
+            problems.append(f"{name}: {len(diff)} dataset(s) differ in value from {ref_name}, e.g. {diff[0]}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--visits", type=int, default=2)
-    ap.add_argument("--detectors", type=int, default=3)
+    ap.add_argument("--visits", type=int, default=4)
+    ap.add_argument("--detectors", type=int, default=4)
     ap.add_argument("--pipeline", default="background", help="a pipelines/ name or a YAML path (default background)")
-    ap.add_argument("--check-type", default="ub_background", help="output dataset type counted on both sides")
-    ap.add_argument("--cores", type=int, default=2, help="BPS run cores and pipetask -j of the main peer")
-    ap.add_argument("--no-j1", action="store_true", help="skip the pipetask -j 1 run")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for the BPS run")
+    ap.add_argument("--check-types", default=DEFAULT_CHECK_TYPES,
+                    help="output dataset types (NumPy arrays) compared between the paths, comma-separated")
+    ap.add_argument("--cores", type=int, default=2, help="the BPS run's cores")
+    ap.add_argument("--paths", default=",".join(PATHS), help=f"which paths to run (default all: {','.join(PATHS)})")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for a BPS run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", help="write every measurement here")
     args = ap.parse_args()
@@ -178,7 +281,17 @@ def main() -> int:
     if not pipe.is_file():
         print(f"no pipeline {args.pipeline!r}")
         return 2
+    paths = dict(PATHS)
+    slurm, slurm_why = bps_slurm_path()
+    if slurm is not None:
+        paths["bps_slurm"] = ("userbatch BPS, Slurm placement: submit -> succeeded", slurm)
+    wanted = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in paths]
+    if unknown:
+        print(f"unknown path(s) {', '.join(unknown)}; known: {', '.join(paths)}")
+        return 2
     work = Path(tempfile.mkdtemp(prefix="ub-bench-bps-"))
+    work.chmod(0o755)  # runs execute as their owner's OS account (as root): they must reach their directories
     os.environ.update(
         USERBATCH_HOME=str(work / "home"), USERBATCH_USER="bench", USERBATCH_DB_URL=f"sqlite:///{work / 'facility.db'}",
         USERBATCH_WAREHOUSE=str(work / "warehouse"), USERBATCH_FACILITY_CONFIG=str(work / "facility.yaml"),
@@ -192,7 +305,8 @@ def main() -> int:
                              text=True, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "python/userbatch"],
                                capture_output=True, text=True, check=False).stdout.strip()
-        print(f"== BPS plugin vs pipetask: {args.visits} visits x {args.detectors} detectors, pipeline {pipe.name} ==")
+        print(f"== BPS plugin vs pipetask: {args.visits} visits x {args.detectors} detectors, pipeline {pipe.name}, "
+              f"{args.cores} cores ==")
         print(f"vm: {os.cpu_count()} cores, load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
               f"Python {sys.version.split()[0]}; userbatch code measured: git {rev}"
               + (" (+ uncommitted changes in python/userbatch)" if dirty else "") + f"; work dir {work}")
@@ -200,88 +314,60 @@ def main() -> int:
 
         t0 = time.perf_counter()
         info = build_repo(work / "repo", n_visits=args.visits, n_detectors=args.detectors)
+        os.chmod(info.root, 0o755)
         print(f"repo built in {time.perf_counter() - t0:.1f} s ({len(info.visits)} visits x {len(info.detectors)} "
               f"detectors), input collection {info.input_collection}", flush=True)
-        results: dict = {}
-        print(f"pipetask run -j {args.cores} ...", flush=True)
-        results["pipetask_j2"] = pj2 = run_pipetask(info.root, info.input_collection, pipe, args.cores, work)
-        pj1 = None
-        if not args.no_j1:
-            print("pipetask run -j 1 ...", flush=True)
-            results["pipetask_j1"] = pj1 = run_pipetask(info.root, info.input_collection, pipe, 1, work)
-        print(f"bps submit (userbatch plugin, cores={args.cores}) ...", flush=True)
-        results["bps"] = b = run_bps(info.root, info.input_collection, pipe, args.cores, work, args.timeout)
+        ctx = Context(repo=info.root, inputs=info.input_collection, pipe=pipe, cores=args.cores, work=work,
+                      timeout_s=args.timeout)
+        results: dict[str, dict] = {}
+        for name in wanted:
+            print(f"{name} ...", flush=True)
+            results[name] = paths[name][1](ctx)
+            print(f"  {results[name]['wall_s']:.1f} s, {results[name]['quanta']} quanta", flush=True)
 
-        counts = {"pipetask_j2": count_datasets(info.root, args.check_type, pj2["output"]),
-                  "bps": count_datasets(info.root, args.check_type, b["output"])}
-        if pj1:
-            counts["pipetask_j1"] = count_datasets(info.root, args.check_type, pj1["output"])
-        results["counts"] = counts
-        quanta = b["quanta"]
+        def rate(name: str) -> float:
+            r = results.get(name)
+            return r["quanta"] / r["wall_s"] if r and r["wall_s"] > 0 else float("nan")
 
-        def rate(n, s):
-            return n / s if s > 0 else float("nan")
-
-        qj = b["quantum_job_s"]
-        mean_job = sum(qj) / len(qj) if qj else float("nan")
-        overhead = (b["run_wall_s"] - b["spark_startup_s"]) / quanta if quanta else float("nan")
-        rows = [
-            (f"pipetask run -j {args.cores} (graph build included)", pj2["wall_s"], pj2["quanta"],
-             rate(pj2["quanta"], pj2["wall_s"])),
-        ]
-        if pj1:
-            rows.append(("pipetask run -j 1 (graph build included)", pj1["wall_s"], pj1["quanta"],
-                         rate(pj1["quanta"], pj1["wall_s"])))
-        rows += [
-            ("userbatch BPS: submit -> succeeded (end to end)", b["end_to_end_s"], quanta,
-             rate(quanta, b["end_to_end_s"])),
-            ("  (a) bps submit: graph build + prepare + queue", b["submit_s"], None, None),
-            ("  (b) submit returned -> succeeded", b["submit_to_done_s"], None, None),
-            ("      worker pick-up (run submitted_at -> started_at)", b["queue_s"], None, None),
-            ("      facility run wall (started_at -> ended_at)", b["run_wall_s"], None, None),
-            ("        Spark start-up (started_at -> executor start)", b["spark_startup_s"], None, None),
-            ("        executor: all jobs, init + quanta + final", b["executor_s"], None, None),
-            ("        after executor (driver exit, charge)", b["after_executor_s"], None, None),
-            ("      pipetaskInit job", b["init_s"] or float("nan"), None, None),
-            ("      finalJob (registers outputs)", b["final_s"] or float("nan"), None, None),
-            ("      quantum jobs: mean per job (one run-qbb each)", mean_job, None, None),
-        ]
+        rows = []
+        for name, r in results.items():
+            rows.append((paths[name][0], r["wall_s"], r["quanta"], rate(name)))
+            rows += [(what, s, None, None) for what, s in r["rows"]]
         w = max(len(r[0]) for r in rows)
         print()
         print(f"{'what':<{w}}  {'seconds':>8}  {'quanta':>6}  {'quanta/s':>8}")
         print(f"{'-' * w}  {'-' * 8}  {'-' * 6}  {'-' * 8}")
-        for name, s, n, r in rows:
-            print(f"{name:<{w}}  {s:8.2f}  {'' if n is None else n:>6}  {'' if r is None else f'{r:8.3f}':>8}")
+        for what, s, n, r in rows:
+            print(f"{what:<{w}}  {s:8.2f}  {'' if n is None else n:>6}  {'' if r is None else f'{r:8.3f}':>8}")
         print()
-        if b["task_s_n"]:
-            print(f"in-task time (pipetask's 'took X seconds'): BPS jobs {b['task_s_sum']:.1f} s over {b['task_s_n']} "
-                  f"quanta ({b['task_s_sum'] / b['task_s_n']:.3f} s each); per-quantum job {mean_job:.2f} s, so "
-                  f"~{mean_job - b['task_s_sum'] / b['task_s_n']:.2f} s per quantum is run-qbb process start-up, "
-                  "butler and graph loading")
-        for p in (pj2, pj1):
-            if p and p["task_s_n"]:
-                print(f"pipetask -j {p['jobs']}: in-task {p['task_s_sum']:.1f} s over {p['task_s_n']} quanta; wall "
-                      f"{p['wall_s']:.1f} s ({p['wall_s'] / max(p['quanta'], 1):.2f} s per quantum)")
-        print(f"overhead_per_quantum_s = (facility run wall {b['run_wall_s']:.1f} s - Spark start-up "
-              f"{b['spark_startup_s']:.1f} s) / {quanta} quanta = {overhead:.2f} s (run wall per quantum once Spark "
-              f"is up, on {args.cores} cores; init and final jobs included)")
-        print(f"BPS run charged {b['charged_core_s']:.1f} core-s; job states {b['states']}")
-        print(f"{args.check_type} datasets: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-              + f"; quanta: pipetask -j {args.cores} {pj2['quanta']}" + (f", -j 1 {pj1['quanta']}" if pj1 else "")
-              + f", BPS {quanta}")
+        for name, r in results.items():
+            for note in r["notes"]:
+                print(f"{name}: {note}")
+
+        types = [t.strip() for t in args.check_types.split(",") if t.strip()]
+        outputs = {name: read_outputs(info.root, types, r["collection"]) for name, r in results.items()}
+        problems = compare_outputs(outputs)
+        quanta = {name: r["quanta"] for name, r in results.items()}
+        if len(set(quanta.values())) != 1:
+            problems.append(f"quanta differ: {quanta}")
+        print(f"checked datasets ({', '.join(types)}): " + ", ".join(f"{n} {len(o)}" for n, o in outputs.items())
+              + "; quanta: " + ", ".join(f"{n} {q}" for n, q in quanta.items()))
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-        ok = len(set(counts.values())) == 1 and min(counts.values()) > 0
-        ok &= pj2["quanta"] == quanta and (pj1 is None or pj1["quanta"] == quanta)
-        if not ok:
-            print("FAILED: the sides differ in output datasets or quanta")
+            Path(args.json).write_text(json.dumps({"results": results, "quanta": quanta, "problems": problems},
+                                                  indent=2, default=str))
+        if problems:
+            print("FAILED: the paths differ: " + "; ".join(problems))
             return 1
-        print("same number of output datasets and quanta on every side: YES")
-        b_rate, j2_rate = rate(quanta, b["end_to_end_s"]), rate(pj2["quanta"], pj2["wall_s"])
-        j1_rate = rate(pj1["quanta"], pj1["wall_s"]) if pj1 else float("nan")
-        print(f"RESULT bps_quanta_per_s={b_rate:.3g} pipetask_j2_quanta_per_s={j2_rate:.3g} "
-              f"bps_vs_pipetask_j2_ratio={b_rate / j2_rate:.3g} pipetask_j1_quanta_per_s={j1_rate:.3g} "
-              f"overhead_per_quantum_s={overhead:.3g} quanta={quanta}")
+        print("same datasets (data IDs and values) and quanta on every path: YES")
+        pipetask_rates = [rate(n) for n in ("pipetask_j1", "pipetask_j2") if n in results]
+        best = max(pipetask_rates) if pipetask_rates else float("nan")
+        j2 = rate("pipetask_j2")
+        if "bps_slurm" not in results:
+            print(f"bps_slurm_vs_pipetask_best_ratio=nan: {slurm_why if slurm is None else 'not among --paths'}")
+        n = next(iter(quanta.values()))
+        print(f"RESULT bps_vs_pipetask_best_ratio={rate('bps_spark') / best:.3g} "
+              f"bps_slurm_vs_pipetask_best_ratio={rate('bps_slurm') / best:.3g} "
+              f"bps_vs_pipetask_j2_ratio={rate('bps_spark') / j2:.3g} quanta={n}")
         return 0
     finally:
         if args.keep:

@@ -13,11 +13,13 @@ in the free cores blocks those after it (no overtaking), so a job asking for man
 stream of small ones. Each job runs with ``bash`` and logs to ``<submit>/jobs/<label>/<job>.<attempt>.{out,err}``.
 The state of every job goes to ``userbatch_jobs.json`` (what ``bps report`` reads) whenever jobs start or end.
 
-**Placement** — where a started job runs — is a small interface (:class:`Placement`: ``cores``, ``start(payload)
--> Future``, ``close()``) so that the same plan, retries and book-keeping serve other back-ends. Here,
-:class:`SparkPlacement` runs each job as a one-task Spark job submitted from a thread of its own (PySpark's pinned
-threads: Spark jobs from several threads run side by side in the run's task slots), so the job is a Spark task of
-the facility run, in the user's queue, under the run's cores.
+**Placement** — where a started job runs — is a small interface (:class:`Placement`: ``cores``,
+``start(payload)`` returning a future, ``close()``) so that the same plan, retries and book-keeping serve other
+back-ends. Here, :class:`SparkPlacement` runs each job as a one-task Spark job submitted from a thread of its own
+(PySpark's pinned threads: Spark jobs from several threads run side by side in the run's task slots), so the job is
+a Spark task of the facility run, in the user's queue, under the run's cores. (:mod:`userbatch.images.bps_slurm`
+places a plan differently: all of it at once, as Slurm jobs with dependencies, reusing :func:`run_job` and the
+state file's records.)
 
 * A failed job is retried, as soon as a core is free, up to its ``number_of_retries`` (BPS's ``numberOfRetries``)
   unless its exit code is in ``retry_unless_exit`` (``retryUnlessExit``); once it has finally failed its
