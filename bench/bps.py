@@ -171,6 +171,8 @@ def run_bps(ctx: Context, name: str, request_extra: dict | None = None) -> dict:
     qj = [j.get("seconds") or 0.0 for j in quantum_jobs]
     spark_up = state["started"] - started
     executor_end = state.get("executor_ended", state["ended"])
+    if state.get("placement") == "slurm":  # no Spark: the worker submitted the jobs to Slurm and watched them
+        spark_up, executor_end = 0.0, ended
     rows = [
         ("  (a) bps submit: graph build + clustering + prepare + queue", t_submit),
         ("  (b) submit returned -> succeeded", t_done - t_submit),
@@ -200,15 +202,37 @@ def bps_spark_path(ctx: Context) -> dict:
 
 
 def bps_slurm_path() -> tuple[PathFn | None, str]:
-    """The Slurm placement of the same plan, or (None, why it is not measured).
+    """The Slurm placement of the same plan: :func:`run_bps` against a facility whose runner is the local Slurm
+    (``.services/slurm``, started here when it is not up): every job (a quantum cluster) an ``sbatch`` job of the
+    owner with ``afterok`` dependencies, no Spark. Returns (None, why) where that Slurm cannot run."""
+    from userbatch.cluster import slurm_local
+    from userbatch.errors import UserbatchError
 
-    A Slurm placement returns a function like :func:`bps_spark_path` (e.g. :func:`run_bps` against a facility
-    whose runner is Slurm, or with the plan placed as Slurm jobs) here."""
+    if os.geteuid() != 0:
+        return None, "the local Slurm runs its daemons as root (and runs as their owners need root)"
+    slurm_dir = ROOT / ".services" / "slurm"
     try:
-        import userbatch.images.bps_slurm  # noqa: F401
-    except ImportError:
-        return None, "no Slurm placement of the BPS plan in this tree (userbatch.images.bps_slurm does not exist)"
-    return None, "userbatch.images.bps_slurm exists but bench/bps.py has no Slurm path wired in yet"
+        st = slurm_local.status(slurm_dir)
+        if not st["running"]:
+            st = slurm_local.start(slurm_dir)
+    except UserbatchError as e:
+        return None, f"the local Slurm cannot start here: {e}"
+
+    def run(ctx: Context) -> dict:
+        from userbatch.cluster.slurm import apply_accounts
+        from userbatch.facility.config import load_config
+
+        config = ctx.work / "facility-slurm.yaml"
+        config.write_text(CONFIG + f"runner: {{kind: slurm, slurm_conf: {st['conf']}, poll_s: 0.25}}\n")
+        before = os.environ["USERBATCH_FACILITY_CONFIG"]
+        os.environ["USERBATCH_FACILITY_CONFIG"] = str(config)
+        try:
+            apply_accounts(load_config(), st["conf"])  # the bench user's Slurm account, from the same quota file
+            return run_bps(ctx, "bench_bps_slurm")
+        finally:
+            os.environ["USERBATCH_FACILITY_CONFIG"] = before
+
+    return run, ""
 
 
 #: name -> (label in the table, path). BPS placements are the entries whose names start with ``bps``.

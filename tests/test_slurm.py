@@ -272,3 +272,23 @@ def test_ledger_and_slurm_accounting_agree(sl):
         time.sleep(3)
     for acct in ledger:
         assert raw.get(acct, 0) == pytest.approx(slurm[acct] * 3600, abs=2), (acct, raw, slurm)
+
+
+def test_a_run_with_spark_standalone_inside_its_allocation(sl, tmp_path):
+    """``spark_mode: standalone`` (what ``nodes > 1`` uses): a master and a worker per node started inside the
+    allocation with srun, the driver submitting to them; the executors are the owner's processes too."""
+    from helpers import facility_under
+
+    config = CONFIG.format(conf=sl["st"]["conf"]).replace(
+        "poll_s: 0.5}", "poll_s: 0.5, spark_mode: standalone, memory_per_core_gb: 1}")
+    os.chmod(tmp_path, 0o755)
+    with facility_under(tmp_path, config) as fx:
+        fac = fx.fac("sdave")
+        with fx.worker(poll_s=0.2):
+            run = fac.wait(fac.submit(script=("hello.py", HELLO), cores=1)["id"], timeout_s=300)
+        log = fac.logs(run["id"])
+        assert run["state"] == "succeeded", (run["error"], log[-3000:])
+        assert "SUM 499500 AS ub_sdave" in log
+        assert "spark://" in run["result"]["spark_conf"].get("spark.master", ""), run["result"]["spark_conf"]
+        workers = (Path(run["run_dir"]) / "tmp" / "spark-logs" / "workers.log").read_text()
+        assert "Successfully registered with master" in workers

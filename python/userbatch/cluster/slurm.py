@@ -222,6 +222,15 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPT
             "BOOT_FAIL", "DEADLINE", "REVOKED"}
 
 
+def _mb(size: str) -> int:
+    """``2g`` / ``768m`` / ``1024`` (MiB) as MiB."""
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", str(size).lower())
+    if not m:
+        raise UserbatchError(f"{size!r} is not a memory size like 2g or 768m")
+    scale = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}[m.group(2)]
+    return max(1, int(float(m.group(1)) * scale))
+
+
 def _slurm_minutes(hours: float) -> int:
     return max(1, int(-(-Decimal(repr(float(hours))) * 60 // 1)))
 
@@ -478,11 +487,14 @@ class SlurmRunner(Runner):
             lines.append(f"exec {submit}")
             return "\n".join(head + self._contained(lines)) + "\n"
         spark_class = _sq(str(Path(spark_submit()).with_name("spark-class")))
-        mem = max(1, int(self.memory_per_core_gb * -(-spec.cores // self.nodes)))
+        per_node = -(-spec.cores // self.nodes)
+        executors = -(-per_node // spec.cores_per_executor)
+        # a worker offers its share of the allocation, and at least what its executors ask for (else Spark waits)
+        mem = max(int(self.memory_per_core_gb * 1024 * per_node), _mb(spec.executor_memory) * executors)
         lines += [
             'master_host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
             "port=$(( 20000 + SLURM_JOB_ID % 20000 ))",
-            'export SPARK_MASTER_URL="spark://${master_host}:${port}"',
+            'export SPARK_MASTER_URL="spark://${master_host}:${port}" SPARK_MASTER="spark://${master_host}:${port}"',
             'export SPARK_LOG_DIR="$PWD/tmp/spark-logs" SPARK_WORKER_DIR="$PWD/tmp/spark-work"',
             'mkdir -p "$SPARK_LOG_DIR" "$SPARK_WORKER_DIR"',
             f'{spark_class} org.apache.spark.deploy.master.Master --host "$master_host" --port "$port" '
@@ -492,7 +504,7 @@ class SlurmRunner(Runner):
             "sleep 0.5; done",
             f'srun --overlap --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 {spark_class} '
             'org.apache.spark.deploy.worker.Worker --cores "$SLURM_CPUS_PER_TASK" '
-            f'--memory {mem}g --webui-port 0 --work-dir "$SPARK_WORKER_DIR" "$SPARK_MASTER_URL" '
+            f'--memory {mem}m --webui-port 0 --work-dir "$SPARK_WORKER_DIR" "$SPARK_MASTER_URL" '
             '> "$SPARK_LOG_DIR/workers.log" 2>&1 &',
             "workers_pid=$!",
             'for _ in $(seq 240); do [ "$(grep -c "Successfully registered with master" '
@@ -517,6 +529,8 @@ class SlurmRunner(Runner):
         env = super().environment(spec)
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf
+        if self.spark_mode == "local":  # the driver's session takes its master from here (as the local runner's)
+            env["SPARK_MASTER"] = f"local[{spec.cores}]"
         return env
 
     def launch(self, spec: SubmitSpec, log_path: Path, creds: Credentials | None = None,

@@ -84,6 +84,8 @@ class BpsKind(RunKind):
                                  "plugin (no userbatch_plan.json there)")
         facility.check_own_directory(path)
         bps = dict(bps)
+        if str(bps.get("placement") or "auto") not in ("auto", "spark", "slurm"):
+            raise UserbatchError(f"userbatchPlacement is auto, spark or slurm, not {bps['placement']!r}")
         from ..facility.accounts import effective_mode
 
         if effective_mode(facility.config.identity) == "os":
@@ -110,6 +112,16 @@ class BpsKind(RunKind):
             if user_dir is not None:
                 user_dir.mkdir(parents=True, exist_ok=True)
                 _chown_tree(user_dir, creds.uid, creds.gid, only_uid=os.geteuid())
+
+    def launch(self, spec, runner, submit_spec, creds, run_dir):
+        """On a Slurm facility the workflow's jobs become Slurm jobs (:mod:`.bps_slurm`) unless the submit YAML
+        asks for ``userbatchPlacement: spark`` (one Slurm allocation running them as Spark tasks)."""
+        placement = str(spec["bps"].get("placement") or "auto")
+        if getattr(runner, "kind", None) != "slurm" or placement == "spark":
+            return None
+        from .bps_slurm import place
+
+        return place(spec["bps"], runner, submit_spec, creds, run_dir)
 
     def after_run(self, spec, run_dir):
         if not spec["bps"].get("final_by_facility"):
