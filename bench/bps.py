@@ -223,7 +223,8 @@ def bps_slurm_path() -> tuple[PathFn | None, str]:
         from userbatch.facility.config import load_config
 
         config = ctx.work / "facility-slurm.yaml"
-        config.write_text(CONFIG + f"runner: {{kind: slurm, slurm_conf: {st['conf']}, poll_s: 0.25}}\n")
+        config.write_text(CONFIG + "users:\n  bench: {core_hours: 1000, max_cores: 16, storage_gb: 100}\n"
+                          f"runner: {{kind: slurm, slurm_conf: {st['conf']}, poll_s: 0.25}}\n")
         before = os.environ["USERBATCH_FACILITY_CONFIG"]
         os.environ["USERBATCH_FACILITY_CONFIG"] = str(config)
         try:
@@ -293,7 +294,8 @@ def main() -> int:
     ap.add_argument("--check-types", default=DEFAULT_CHECK_TYPES,
                     help="output dataset types (NumPy arrays) compared between the paths, comma-separated")
     ap.add_argument("--cores", type=int, default=2, help="the BPS run's cores")
-    ap.add_argument("--paths", default=",".join(PATHS), help=f"which paths to run (default all: {','.join(PATHS)})")
+    ap.add_argument("--paths", default=None,
+                    help=f"which paths to run (default all: {','.join(PATHS)}, and bps_slurm where Slurm runs)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for a BPS run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", help="write every measurement here")
@@ -309,7 +311,7 @@ def main() -> int:
     slurm, slurm_why = bps_slurm_path()
     if slurm is not None:
         paths["bps_slurm"] = ("userbatch BPS, Slurm placement: submit -> succeeded", slurm)
-    wanted = [p.strip() for p in args.paths.split(",") if p.strip()]
+    wanted = [p.strip() for p in (args.paths or ",".join(paths)).split(",") if p.strip()]
     unknown = [p for p in wanted if p not in paths]
     if unknown:
         print(f"unknown path(s) {', '.join(unknown)}; known: {', '.join(paths)}")

@@ -292,3 +292,43 @@ def test_a_run_with_spark_standalone_inside_its_allocation(sl, tmp_path):
         assert "spark://" in run["result"]["spark_conf"].get("spark.master", ""), run["result"]["spark_conf"]
         workers = (Path(run["run_dir"]) / "tmp" / "spark-logs" / "workers.log").read_text()
         assert "Successfully registered with master" in workers
+
+
+def test_a_new_worker_adopts_the_slurm_job_of_one_that_died(sl, tmp_path):
+    """The run lives in Slurm, not in the worker: a worker that stops without cleaning up (a crash) leaves the job
+    running; the next worker finds it by its job id, watches it to the end and charges what sacct says."""
+    from helpers import facility_under
+
+    from userbatch.cluster.slurm import sacct_job
+    from userbatch.facility.worker import Worker
+
+    script = "import time\nprint('WAITING', flush=True)\ntime.sleep(6)\nprint('DONE', flush=True)\n"
+    os.chmod(tmp_path, 0o755)
+    with facility_under(tmp_path, CONFIG.format(conf=sl["st"]["conf"])) as fx:
+        fac = fx.fac("sdave")
+        run_id = fac.submit(script=("wait.py", script), cores=1)["id"]
+        first = Worker(fx.db_url, fx.config)
+        assert first.acquire()
+        deadline = time.monotonic() + 60
+        while fac.status(run_id)["state"] != "running" and time.monotonic() < deadline:
+            first.step()
+            time.sleep(0.2)
+        job = fac.status(run_id)["batch_id"]
+        assert job
+        first.procs.clear()  # it dies: no shutdown, no cancel
+        first.release()
+        second = Worker(fx.db_url, fx.config)
+        assert second.acquire()  # reconcile adopts the Slurm job
+        try:
+            assert run_id in second.procs and second.procs[run_id].batch_id == job
+            deadline = time.monotonic() + 240
+            while fac.status(run_id)["state"] == "running" and time.monotonic() < deadline:
+                second.step()
+                time.sleep(0.3)
+        finally:
+            second.shutdown()
+            second.release()
+        run = fac.status(run_id)
+        assert run["state"] == "succeeded", (run["error"], fac.logs(run_id)[-2000:])
+        assert "DONE" in fac.logs(run_id)
+        assert run["charged_core_hours"] == pytest.approx(sacct_job(sl["st"]["conf"], job)["cpu_seconds"] / 3600)

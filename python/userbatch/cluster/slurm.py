@@ -293,6 +293,11 @@ def sacct_job(conf: str | None, job_id: str) -> dict | None:
             "account": account, "user": user, "reason": reason}
 
 
+#: Said with Slurm's own refusal of an unknown account or association.
+ACCOUNT_HINT = (" (Slurm knows accounts and users from the quota file: is the user or group in it, and was "
+                "'userbatch deploy apply slurm' run since it changed?)")
+
+
 class SlurmJob:
     """A facility run that is a Slurm job: what the worker watches instead of a local process (``poll``, ``wait``,
     ``cancel``), its state from ``squeue`` while Slurm holds it and from ``sacct`` once it ended.
@@ -567,7 +572,7 @@ class SlurmRunner(Runner):
         job_id = done.stdout.strip().split(";")[0]
         if done.returncode != 0 or not job_id.isdigit():
             msg = (done.stderr.strip() or done.stdout.strip()).replace("sbatch: error: ", "")
-            raise UserbatchError(f"Slurm refused the job: {msg[-500:]}")
+            raise UserbatchError(f"Slurm refused the job: {msg[-500:]}" + (ACCOUNT_HINT if "account" in msg else ""))
         log.info("run %s is Slurm job %s (account %s)", spec.run_id, job_id, self.account(spec))
         return SlurmJob(job_id, self.slurm_conf, self.poll_s)
 

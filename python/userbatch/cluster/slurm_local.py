@@ -162,7 +162,7 @@ def _write_configs(root: Path, cpus: int, memory_mb: int) -> Path:
         # no systemd, no cgroups in a container: processes are tracked through /proc
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
-        "SchedulerType=sched/backfill", "SchedulerParameters=bf_interval=2,sched_interval=2",
+        "SchedulerType=sched/backfill", "SchedulerParameters=bf_interval=1,sched_interval=1",
         "ReturnToService=2", "KillWait=5", "MinJobAge=60", "InactiveLimit=0", "Waittime=0",
         "MessageTimeout=20", "SlurmdTimeout=120",
         "JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherFrequency=10",
@@ -277,7 +277,10 @@ def start(root: str | Path | None = None, cpus: int | None = None, memory_mb: in
                        ("log", 0o700), ("run", 0o755)):
         p[name].mkdir(exist_ok=True)
         os.chmod(p[name], mode)
+    before = conf_path(root).read_text() if conf_path(root).is_file() else None
     conf = _write_configs(root, cpus or os.cpu_count() or 1, memory_mb or _memory_mb())
+    if before is not None and before != conf.read_text() and _pid(p["run"] / "slurmctld.pid"):
+        _run(["scontrol", "reconfigure"], conf, timeout=30)  # running daemons take the new configuration
     _start_munge(root)
     _start_mariadb(root)
     if not _pid(p["run"] / "slurmdbd.pid"):

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cluster.slurm import TERMINAL, slurm_client
+from ..cluster.slurm import ACCOUNT_HINT, TERMINAL, slurm_client
 from ..errors import UserbatchError
 from ..facility.isolation import wrap
 from .bps_executor import PLAN_NAME, STATE_NAME, _copy_into, _write_state, initial_state, run_job
@@ -109,7 +109,8 @@ def _sbatch(argv: list[str], script: str, env: dict, cwd: Path, creds) -> str:
     job_id = done.stdout.strip().split(";")[0]
     if done.returncode != 0 or not job_id.isdigit():
         msg = (done.stderr.strip() or done.stdout.strip()).replace("sbatch: error: ", "")
-        raise UserbatchError(f"Slurm refused a job of the workflow: {msg[-500:]}")
+        raise UserbatchError(f"Slurm refused a job of the workflow: {msg[-500:]}"
+                             + (ACCOUNT_HINT if "account" in msg else ""))
     return job_id
 
 
