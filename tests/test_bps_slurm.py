@@ -146,3 +146,43 @@ def test_bps_cancel_on_slurm_leaves_nothing_in_squeue(slurm_bps):
     assert left == ""
     time.sleep(1)
     assert _processes_mentioning(str(submit_dir)) == []
+
+
+def test_single_user_facility_puts_the_final_job_on_slurm_afterany(slurm_bps, tmp_path):
+    """Without separate OS accounts (single-user mode) nothing needs the facility's authority: the final job is a
+    Slurm job too, after every other job (``--dependency=afterany``), and registers the outputs."""
+    import bps_test_tasks
+    from helpers import facility_under
+
+    from userbatch.cluster.slurm import apply_accounts
+
+    st = slurm_bps["st"]
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "BPS_WMS_SERVICE_CLASS": SERVICE,
+           "USERBATCH_USER": "tester"}
+    config = (CONFIG + "identity: {mode: single-user}\n"
+              + f"runner: {{kind: slurm, slurm_conf: {st['conf']}, poll_s: 0.5}}\n")
+    os.chmod(tmp_path, 0o755)
+    with facility_under(tmp_path, config, env=env) as fx:
+        apply_accounts(fx.config, st["conf"])  # the facility's own account in every account it charges
+        repo = fx.base / "repo"
+        bps_test_tasks.make_repo(str(repo))
+        local = {"base": fx.base, "repo": repo}
+        yaml, submit_dir = _workflow(local, "single", extra="clusterAlgorithm: "
+                                     "userbatch.images.bps_service.userbatch_clustering\n")
+        with fx.worker(poll_s=0.2):
+            run_id = _submit(yaml)
+            run = fx.fac("tester").wait(run_id, timeout_s=300)
+        assert run["state"] == "succeeded", run["error"]
+        slurm_ids = run["result"]["summary"]["slurm_jobs"]
+        assert "finalJob" in slurm_ids and len(slurm_ids) == 4  # init, 2 clusters, final
+        acct = _sacct(st, slurm_ids.values())
+        assert {a["state"] for a in acct.values()} == {"COMPLETED"} and {a["user"] for a in acct.values()} == {"root"}
+        times = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(slurm_ids.values()), "-o",
+                                "JobIDRaw,Eligible,End"], capture_output=True, text=True,
+                               env={**os.environ, "SLURM_CONF": st["conf"]}).stdout
+        when = {r[0]: (r[1], r[2]) for r in (ln.split("|") for ln in times.splitlines() if ln)}
+        others = [when[j][1] for n, j in slurm_ids.items() if n != "finalJob"]
+        assert when[slurm_ids["finalJob"]][0] >= max(others)  # eligible only once every other job had ended
+        assert set(_states(_report(run_id)).values()) == {"SUCCEEDED"}
+        assert _datasets(repo, "bt_in2", "u/tester/single/run") == {0: 2, 1: 12}  # registered by the final job
