@@ -239,13 +239,18 @@ def test_ledger_and_slurm_accounting_agree(sl):
     from userbatch.facility.models import ChargeRow, RunRow
     from userbatch.tables.db import transaction
 
-    carol = sl["facs"]["scarol"]
-    run = carol.wait(carol.submit(script=("hello.py", HELLO), cores=1, group="steam")["id"], timeout_s=300)
-    assert run["state"] == "succeeded", run["error"]
     st = sl["st"]
-    with transaction(sl["fx"].engine) as s:
-        rows = [(r.batch_id, r.group, c.core_hours, c.source) for r, c in s.query(RunRow, ChargeRow)
-                .filter(RunRow.id == ChargeRow.run_id, RunRow.batch_id.is_not(None))]
+
+    def charged():
+        with transaction(sl["fx"].engine) as s:
+            return [(r.batch_id, r.group, c.core_hours, c.source) for r, c in s.query(RunRow, ChargeRow)
+                    .filter(RunRow.id == ChargeRow.run_id, RunRow.batch_id.is_not(None), ChargeRow.core_hours > 0)]
+
+    if not charged():  # run alone: the module's earlier tests left no charged Slurm run
+        carol = sl["facs"]["scarol"]
+        run = carol.wait(carol.submit(script=("hello.py", HELLO), cores=1, group="steam")["id"], timeout_s=300)
+        assert run["state"] == "succeeded", run["error"]
+    rows = charged()
     assert rows
     ledger: dict[str, float] = {}
     for job, group, charged, source in rows:
