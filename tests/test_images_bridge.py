@@ -97,6 +97,26 @@ def test_submit_yaml_clusters_by_default_and_the_request_wins(env):
 
 
 @pytest.mark.slow
+def _wait_for_no_worker(db_url: str, timeout_s: float = 60) -> None:
+    """Until no worker holds the facility's lock (a background worker exits a few seconds after going idle)."""
+    import fcntl
+    import time
+
+    from userbatch.facility.worker_lock import lock_path
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(lock_path(db_url), "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                pass
+        time.sleep(0.3)
+    raise AssertionError(f"a worker still serves {db_url} after {timeout_s} s")
+
+
 def test_the_default_clustering_runs_fewer_jobs_than_quanta(env):
     """The background pipeline on 1 visit x 2 detectors: 6 quanta, 2 cores -> 2 jobs of 3 quanta (one detector's
     chain each, one run-qbb process), besides pipetaskInit and the final job. Only prepared: no worker runs it."""
@@ -109,6 +129,7 @@ def test_the_default_clustering_runs_fewer_jobs_than_quanta(env):
         plan = json.loads((env["base"] / "submit" / "bg_default" / "userbatch_plan.json").read_text())
     finally:
         ann.cancel(run["id"])
+        _wait_for_no_worker(env["fx"].db_url)  # the worker 'bps submit' started exits once the run is cancelled
     quantum_jobs = [j for j in plan["jobs"] if j["label"] != "pipetaskInit"]
     n_quanta = sum(sum(j["quanta"].values()) for j in quantum_jobs)
     assert n_quanta == 6 and len(quantum_jobs) == 2 < n_quanta and plan["clustered"]
@@ -138,6 +159,7 @@ def test_stamps_from_a_catalog_query_through_bps(env, spark):
     write_table(spark.createDataFrame(cat.reset_index(drop=True)), "ubsim.bright", ra_column="coord_ra",
                 dec_column="coord_dec")
     ann = env["fac"]("ann")
+    _wait_for_no_worker(env["fx"].db_url)
     with env["fx"].worker():
         run = stamps("ubsim.bright", "flux > 0", env["info"].root, [env["info"].input_collection], "bright_stamps",
                      facility=ann, cores=2, max_hours=0.5, submit_root=env["base"] / "submit")

@@ -153,10 +153,18 @@ def test_cli_status_names_every_daemon(sl):
 def test_apply_writes_the_quota_file_into_slurm_and_is_idempotent(sl):
     from userbatch.cluster.slurm import apply_accounts
 
+    from click.testing import CliRunner
+
+    from userbatch.cli import main
+
     st = sl["st"]
     first = _assocs(st)
     again = apply_accounts(sl["fx"].config, st["conf"])
     assert _assocs(st) == first and not again["failed"]
+    res = CliRunner().invoke(main, ["deploy", "apply", "slurm", "--slurm-conf", st["conf"], "--json"])
+    assert res.exit_code == 0, res.output
+    assert {"g_steam", "g_spoor", "u_sdave", "userbatch"} <= set(json.loads(res.output)["accounts"])
+    assert _assocs(st) == first
     # budgets in CPU-minutes, cores at once, per-user MaxTRES, fair-share = cores
     assert first[("g_steam", "")][:3] == ["cpu=2400", "cpu=2", ""] and first[("g_steam", "")][3] == "2"
     assert first[("g_spoor", "")][:2] == ["cpu=600", "cpu=2"]
@@ -187,7 +195,8 @@ def test_a_run_is_a_slurm_job_of_its_owner_charged_what_sacct_says(sl):
     # the charge is Slurm's CPU time, and the worker's own measure (held from sbatch to the end) is not below it
     assert run["charged_core_hours"] == pytest.approx(rec["cpu_seconds"] / 3600)
     batch = run["result"]["batch"]
-    assert batch["job_id"] == run["batch_id"] and batch["worker_wall_core_hours"] >= batch["charged_core_hours"]
+    assert batch["job_id"] == run["batch_id"]  # Slurm's elapsed is whole seconds: up to one more second per core
+    assert batch["worker_wall_core_hours"] >= batch["charged_core_hours"] - rec["alloc_cpus"] / 3600
     # the member's facility groups are the job's OS groups (slurmd's initgroups): it wrote where only they may
     assert (shared / "from-the-job").read_text() == "written"
     assert (shared / "from-the-job").stat().st_uid == _uid("salice")
