@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import module_facility
+from test_isolation import _processes_of, _uid, _wait_gone
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -89,31 +89,6 @@ def _slurm():
 def _client(st, *argv, timeout=30):
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "SLURM_CONF": st["conf"]})
-
-
-def _uid(user: str) -> int:
-    return pwd.getpwnam(f"ub_{user}").pw_uid
-
-
-def _processes_of(uid: int) -> list[str]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if p.stat().st_uid == uid and (p / "stat").read_text().split(") ")[-1][:1] != "Z":
-                    out.append(f"{p.name}: {(p / 'cmdline').read_bytes().replace(b'\0', b' ')[:80]!r}")
-            except OSError:
-                continue
-    return out
-
-
-def _wait_gone(uid: int, timeout_s: float = 30) -> list[str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _processes_of(uid):
-            return []
-        time.sleep(0.5)
-    return _processes_of(uid)
 
 
 @pytest.fixture(scope="module")
