@@ -30,6 +30,24 @@ def _motion(spec: dict | None):
     return Motion(**spec)
 
 
+#: The crossmatch template's defaults for the built-in matching, which ``algorithm`` replaces.
+_BUILTIN_DEFAULTS = {"radius_arcsec": 1.0, "mode": "nearest", "k": None, "min_radius_arcsec": 0.0}
+
+
+def _matching(p: dict[str, Any]) -> dict[str, Any]:
+    """What decides the pairs: ``algorithm`` (``module:Class`` or a built-in name) with ``algorithm_params``, or the
+    built-in parameters; both at once is refused, naming the parameters to drop."""
+    if not p.get("algorithm"):
+        if p.get("algorithm_params"):
+            raise UserbatchError("algorithm_params needs algorithm (module:Class or a built-in name)")
+        return {k: p[k] for k in _BUILTIN_DEFAULTS}
+    changed = [k for k, v in _BUILTIN_DEFAULTS.items() if p.get(k, v) != v]
+    if changed:
+        raise UserbatchError(f"with algorithm, drop {', '.join(changed)}: the algorithm declares its radius and "
+                             "which pairs it keeps (give them in algorithm_params)")
+    return {"algorithm": p["algorithm"], "algorithm_params": p.get("algorithm_params") or {}}
+
+
 def crossmatch(params: dict[str, Any], provenance: Provenance) -> dict:
     """Cross-match two catalog tables and write the pairs as a new table (see ``conf/templates/crossmatch.yaml``)."""
     from ..ops.crossmatch import crossmatch as xmatch
@@ -37,8 +55,8 @@ def crossmatch(params: dict[str, Any], provenance: Provenance) -> dict:
 
     p = params
     spark = session(app_name="userbatch-crossmatch")
-    xm = xmatch(p["left"], p["right"], p["radius_arcsec"], mode=p["mode"], k=p["k"], how=p["how"],
-                one_to_one=p["one_to_one"], min_radius_arcsec=p["min_radius_arcsec"], motion=_motion(p["motion"]),
+    xm = xmatch(p["left"], p["right"], **_matching(p), how=p["how"],
+                one_to_one=p["one_to_one"], motion=_motion(p["motion"]),
                 left_columns=p["left_columns"], right_columns=p["right_columns"],
                 suffixes=("", p["right_suffix"]), left_version=p["left_version"], right_version=p["right_version"],
                 margin_fallback=p["margin_fallback"], engine=p["engine"], spark=spark)

@@ -1,5 +1,6 @@
-"""Cross-match two catalogues: nearest, k nearest or all pairs within a radius, optionally one-to-one, with proper
-motions applied, on catalog tables (Delta or HATS) or in-memory/Spark data.
+"""Cross-match two catalogues: nearest, k nearest or all pairs within a radius, or any
+:class:`~userbatch.ops.xmatch_algorithms.CrossmatchAlgorithm` (error-aware, Bayesian, a user's own), optionally
+one-to-one, with proper motions applied, on catalog tables (Delta or HATS) or in-memory/Spark data.
 
 How it runs: the two partition trees are aligned into *tasks*, each a sky pixel whose left rows are matched against
 every right row that can lie within the radius of it (the right partition's rows plus its margin cache, or, where
@@ -38,6 +39,7 @@ from .crossmatch_spark import run_spark
 from .crossmatch_tasks import (  # noqa: F401 - MarginTooSmall, DIST_COLUMN, RANK_COLUMN re-exported
     DIST_COLUMN,
     ENGINES,
+    FAST_ALGORITHMS,
     HOWS,
     MARGIN_FALLBACKS,
     MODES,
@@ -45,6 +47,7 @@ from .crossmatch_tasks import (  # noqa: F401 - MarginTooSmall, DIST_COLUMN, RAN
     MarginTooSmall,
     Options,
     Plan,
+    algorithm_score,
     largest_first,
     make_side,
     max_memory_order,
@@ -53,6 +56,14 @@ from .crossmatch_tasks import (  # noqa: F401 - MarginTooSmall, DIST_COLUMN, RAN
     resolve_one_to_one_local,
     right_unmatched_local,
     run_task,
+)
+from .xmatch_algorithms import (  # noqa: F401 - AlgorithmContractError re-exported
+    AlgorithmContractError,
+    AllWithin,
+    CrossmatchAlgorithm,
+    KNearest,
+    NearestNeighbour,
+    load_algorithm,
 )
 
 log = logging.getLogger(__name__)
@@ -81,11 +92,15 @@ class Crossmatch:
 
     @property
     def columns(self) -> list[str]:
-        return self.options.left_out + self.options.right_out + [DIST_COLUMN, RANK_COLUMN]
+        return self.options.left_out + self.options.right_out + self.options.extra_schema.names
 
     def to_arrow(self) -> pa.Table:
         if self.engine == "spark":
-            return self.to_spark().toArrow().select(self.columns)
+            try:
+                return self.to_spark().toArrow().select(self.columns)
+            except Exception as e:  # an algorithm's contract error raised in a Spark task: raise it as itself
+                _reraise_contract_error(e)
+                raise
         if self._arrow is None:
             self._arrow = self._run_local()
         return self._arrow
@@ -196,8 +211,19 @@ class Crossmatch:
             "right": self.right.table or self.right.label, "right_version": self.right.version,
             "radius_arcsec": o.radius_arcsec, "min_radius_arcsec": o.min_radius_arcsec, "k": o.k, "how": o.how,
             "one_to_one": o.one_to_one, "engine": self.engine,
+            "algorithm": None if o.algorithm is None else repr(o.algorithm),
             "motion": None if o.motion is None else {k: v for k, v in o.motion.__dict__.items()},
         }
+
+
+def _reraise_contract_error(e: Exception) -> None:
+    """Raise :class:`AlgorithmContractError` with the message a Spark task's one carried, if ``e`` wraps one."""
+    text = str(e)
+    marker = "AlgorithmContractError: "
+    if isinstance(e, AlgorithmContractError) or marker not in text:
+        return
+    message = text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
+    raise AlgorithmContractError(message) from e
 
 
 def _spark_schema(schema: pa.Schema):
@@ -206,8 +232,8 @@ def _spark_schema(schema: pa.Schema):
     return from_arrow_schema(schema)
 
 
-def _output_names(left_cols, right_cols, suffixes) -> tuple[list[str], list[str]]:
-    reserved = {DIST_COLUMN, RANK_COLUMN}
+def _output_names(left_cols, right_cols, suffixes, extra_names) -> tuple[list[str], list[str]]:
+    reserved = set(extra_names)
     lset, rset = set(left_cols), set(right_cols)
     lout = [c + suffixes[0] if c in rset else c for c in left_cols]
     rout = [c + suffixes[1] if c in lset else c for c in right_cols]
@@ -224,8 +250,10 @@ def _default_columns(side: Side) -> list[str]:
 def crossmatch(
     left,
     right,
-    radius_arcsec: float = 1.0,
+    radius_arcsec: float | None = None,
     *,
+    algorithm: CrossmatchAlgorithm | type | str | None = None,
+    algorithm_params: dict | None = None,
     mode: str = "nearest",
     k: int | None = None,
     how: str = "inner",
@@ -248,7 +276,7 @@ def crossmatch(
     spark=None,
     catalog: Catalog | None = None,
 ) -> Crossmatch:
-    """Match ``left`` against ``right`` within ``radius_arcsec``.
+    """Match ``left`` against ``right`` within ``radius_arcsec``, or with an ``algorithm``.
 
     ``left``/``right``: catalog table names (Delta or HATS, at a version or timestamp), or pandas / Arrow / Spark
     DataFrames (then name their coordinate columns with ``left_ra`` etc.; degrees).
@@ -258,7 +286,8 @@ def crossmatch(
     ``min_radius_arcsec`` makes the search an annulus. ``motion``: apply proper motions of the right side to the
     left side's epoch first (see :class:`~userbatch.sky.motion.Motion`).
     Result columns: the left columns, the right ones (a name also on the left gets ``suffixes[1]``),
-    ``_dist_arcsec`` and ``_rank`` (1 = nearest; null for unmatched rows).
+    ``_dist_arcsec`` and ``_rank`` (1 = nearest; null for unmatched rows) — or, with ``algorithm``, the algorithm's
+    ``extra_columns`` (null for unmatched rows).
     Stored margin caches narrower than the radius (plus the largest proper-motion displacement) raise
     :class:`MarginTooSmall` unless ``margin_fallback="read"``, which reads neighbouring partitions instead.
 
@@ -268,8 +297,16 @@ def crossmatch(
         The catalogue each match starts from: a catalog table name or entry, or rows in memory / in Spark.
     right : str, TableEntry, pandas.DataFrame, pyarrow.Table or pyspark.sql.DataFrame
         The catalogue searched for neighbours of each left row, in the same forms as ``left``.
-    radius_arcsec : float
-        Match radius in arcseconds (positive).
+    radius_arcsec : float, optional
+        Match radius in arcseconds (positive; default 1). Not with ``algorithm``, which declares its own.
+    algorithm : CrossmatchAlgorithm, type, or str, optional
+        What each task keeps, instead of ``mode``/``k``/``radius_arcsec``/``min_radius_arcsec``: an instance, a
+        :class:`~userbatch.ops.xmatch_algorithms.CrossmatchAlgorithm` subclass, a built-in name (``"nearest"``,
+        ``"k_nearest"``, ``"all"``, ``"annulus"``, ``"error_aware"``, ``"bayesian"``) or
+        ``"package.module:ClassName"``; checked (:func:`~userbatch.ops.xmatch_algorithms.load_algorithm`) before
+        anything is read. The search radius is its ``radius_arcsec``; one-to-one ranks by its ``score_column``.
+    algorithm_params : dict, optional
+        Parameters for the class when ``algorithm`` is a class or a name.
     mode : {"nearest", "k_nearest", "all"}
         Which pairs within the radius are kept for each left row: the nearest, the ``k`` nearest, or all.
     k : int, optional
@@ -324,14 +361,71 @@ def crossmatch(
         The planned cross-match (tasks planned, nothing matched yet); read it with :meth:`Crossmatch.to_pandas`,
         :meth:`Crossmatch.to_arrow` or :meth:`Crossmatch.to_spark`, or :meth:`Crossmatch.write` it.
     """
-    if mode not in MODES:
-        raise UserbatchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    alg = _algorithm(algorithm, algorithm_params, radius_arcsec, mode, k, min_radius_arcsec)
     if how not in HOWS:
         raise UserbatchError(f"how must be one of {', '.join(HOWS)}; got {how!r}")
     if engine not in ENGINES:
         raise UserbatchError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     if margin_fallback not in MARGIN_FALLBACKS:
         raise UserbatchError(f"margin_fallback must be one of {', '.join(MARGIN_FALLBACKS)}")
+    fast = type(alg) in FAST_ALGORITHMS
+    if one_to_one:
+        algorithm_score(alg)  # refuses an algorithm without a score
+        if fast and alg.k > 1:
+            log.info("one_to_one: every pair within the radius is a candidate; k is ignored")
+    if len(suffixes) != 2:
+        raise UserbatchError("suffixes must be two strings (left, right)")
+    radius = float(alg.radius_arcsec)
+    min_radius = float(alg.min_radius_arcsec) if fast else 0.0
+    k_eff = int(alg.k) if fast else 0
+
+    search = radius
+    max_order = max_memory_order(search)
+    common = dict(catalog=catalog, spark_ok=engine != "local", max_order=max_order)
+    lside = make_side(left, left_ra, left_dec, "left", version=left_version, timestamp=left_timestamp, **common)
+    rside = make_side(right, right_ra, right_dec, "right", version=right_version, timestamp=right_timestamp, **common)
+
+    lcols = list(left_columns) if left_columns is not None else _default_columns(lside)
+    rcols = list(right_columns) if right_columns is not None else _default_columns(rside)
+    lside.check_columns(lcols + [lside.ra, lside.dec] + list(alg.required_left_columns))
+    rside.check_columns(rcols + [rside.ra, rside.dec] + list(alg.required_right_columns))
+    displacement = 0.0
+    if motion is not None:
+        if not isinstance(motion, Motion):
+            raise UserbatchError("motion must be a userbatch.sky.motion.Motion")
+        rside.check_columns(motion.right_columns())
+        lside.check_columns(motion.left_columns())
+        displacement = _max_displacement(lside, rside, motion)
+        search += displacement
+        if isinstance(lside, MemorySide) or isinstance(rside, MemorySide):
+            max_memory_order(search)
+    lout, rout = _output_names(lcols, rcols, suffixes, alg.extra_columns.names)
+    opts = Options(radius, min_radius, k_eff if not one_to_one else 0, how, one_to_one,
+                   motion, lcols, rcols, lout, rout, keys=one_to_one or how == "outer", algorithm=alg)
+    plan = plan_tasks(lside, rside, search, how, margin_fallback)
+    plan.displacement_arcsec = displacement
+    if engine == "auto":
+        n = sum(_rows(s) for s in (lside, rside))
+        engine = "local" if n <= settings().tuning.xmatch_local_max_rows else "spark"
+    log.info("cross-match plan: %s; engine %s", plan.describe(), engine)
+    return Crossmatch(lside, rside, opts, plan, engine, spark)
+
+
+def _algorithm(algorithm, params, radius_arcsec, mode, k, min_radius_arcsec) -> CrossmatchAlgorithm:
+    """The checked algorithm of a call: the one given, or the built-in its ``mode``/``k``/radii describe."""
+    if algorithm is not None:
+        given = [n for n, v, default in (("radius_arcsec", radius_arcsec, None), ("mode", mode, "nearest"),
+                                         ("k", k, None), ("min_radius_arcsec", min_radius_arcsec, 0.0))
+                 if v != default]
+        if given:
+            raise UserbatchError(f"with algorithm=..., {', '.join(given)} cannot be given too: the algorithm "
+                                 "declares its radius and which pairs it keeps (set them in algorithm_params)")
+        return load_algorithm(algorithm, **(params or {}))
+    if params:
+        raise UserbatchError("algorithm_params needs an algorithm")
+    if mode not in MODES:
+        raise UserbatchError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    radius_arcsec = 1.0 if radius_arcsec is None else radius_arcsec
     for what, value in (("radius_arcsec", radius_arcsec), ("min_radius_arcsec", min_radius_arcsec)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise UserbatchError(f"{what} must be a finite, non-negative number of arcsec; got {value!r}")
@@ -343,50 +437,16 @@ def crossmatch(
     if mode == "nearest":
         if k not in (None, 1):
             raise UserbatchError("mode='nearest' means k=1; use mode='k_nearest' for more neighbours")
-        k_eff = 1
+        alg = NearestNeighbour(radius_arcsec, min_radius_arcsec)
     elif mode == "k_nearest":
         if k is None or isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise UserbatchError(f"mode='k_nearest' needs a positive integer k; got {k!r}")
-        k_eff = k
+        alg = KNearest(k, radius_arcsec, min_radius_arcsec)
     else:
         if k is not None:
             raise UserbatchError("mode='all' keeps every pair; drop k")
-        k_eff = 0
-    if one_to_one and mode == "k_nearest" and k_eff > 1:
-        log.info("one_to_one: every pair within the radius is a candidate; k is ignored")
-    if len(suffixes) != 2:
-        raise UserbatchError("suffixes must be two strings (left, right)")
-
-    search = float(radius_arcsec)
-    max_order = max_memory_order(search)
-    common = dict(catalog=catalog, spark_ok=engine != "local", max_order=max_order)
-    lside = make_side(left, left_ra, left_dec, "left", version=left_version, timestamp=left_timestamp, **common)
-    rside = make_side(right, right_ra, right_dec, "right", version=right_version, timestamp=right_timestamp, **common)
-
-    lcols = list(left_columns) if left_columns is not None else _default_columns(lside)
-    rcols = list(right_columns) if right_columns is not None else _default_columns(rside)
-    lside.check_columns(lcols + [lside.ra, lside.dec])
-    rside.check_columns(rcols + [rside.ra, rside.dec])
-    displacement = 0.0
-    if motion is not None:
-        if not isinstance(motion, Motion):
-            raise UserbatchError("motion must be a userbatch.sky.motion.Motion")
-        rside.check_columns(motion.right_columns())
-        lside.check_columns(motion.left_columns())
-        displacement = _max_displacement(lside, rside, motion)
-        search += displacement
-        if isinstance(lside, MemorySide) or isinstance(rside, MemorySide):
-            max_memory_order(search)
-    lout, rout = _output_names(lcols, rcols, suffixes)
-    opts = Options(float(radius_arcsec), float(min_radius_arcsec), k_eff if not one_to_one else 0, how, one_to_one,
-                   motion, lcols, rcols, lout, rout, keys=one_to_one or how == "outer")
-    plan = plan_tasks(lside, rside, search, how, margin_fallback)
-    plan.displacement_arcsec = displacement
-    if engine == "auto":
-        n = sum(_rows(s) for s in (lside, rside))
-        engine = "local" if n <= settings().tuning.xmatch_local_max_rows else "spark"
-    log.info("cross-match plan: %s; engine %s", plan.describe(), engine)
-    return Crossmatch(lside, rside, opts, plan, engine, spark)
+        alg = AllWithin(radius_arcsec, min_radius_arcsec)
+    return load_algorithm(alg)
 
 
 def _rows(side: Side) -> int:

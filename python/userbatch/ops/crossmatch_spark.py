@@ -1,8 +1,11 @@
 """The Spark engine of :mod:`userbatch.ops.crossmatch`: the same tasks, run by executors that read their own files.
 
-One Spark task per match task (``spark.range(n).mapInArrow``): the task list travels in the closure, each executor
-reads its partition files, margin and ring with pyarrow and runs the numba kernel, so nothing is shuffled and a
-cluster with shared storage runs it unchanged. The global steps are Spark jobs over the pairs only:
+One Spark task per match task (``spark.range(n).mapInArrow``): the task list travels in the closure, with the
+options and the algorithm instance in them (pickled), each executor reads its partition files, margin and ring with
+pyarrow and runs :func:`~.crossmatch_tasks.run_task` (the numba kernel for the built-ins, ``run_algorithm`` for any
+other algorithm), so nothing is shuffled and a cluster with shared storage runs it unchanged. The algorithm's class
+must be importable on the executors (a class defined in a notebook travels by value). The global steps are
+Spark jobs over the pairs only:
 
 * one-to-one: rounds of "mutual best" (a pair that is the best remaining for both its rows); such a pair is exactly
   one the sequential greedy would take, so after the rounds the result equals the greedy assignment, computed with
@@ -21,7 +24,6 @@ from ..engine import default_parallelism, get_session
 from ..sky.healpix import SPATIAL_INDEX_COLUMN
 from .crossmatch_sides import FileSide, MemorySide
 from .crossmatch_tasks import (
-    DIST_COLUMN,
     LKEY,
     RANK_COLUMN,
     RKEYS,
@@ -44,6 +46,15 @@ MAX_ROUNDS = 1000
 
 
 def run_spark(xm, spark=None):
+    """The matches of a planned cross-match as a lazy Spark DataFrame, one Spark task per group of match tasks.
+
+    Parameters
+    ----------
+    xm : Crossmatch
+        The planned cross-match.
+    spark : pyspark.sql.SparkSession, optional
+        The session; by default the running one.
+    """
     from pyspark.sql.pandas.types import from_arrow_schema
 
     spark = spark or get_session()
@@ -80,19 +91,25 @@ def _one_to_one(df, opts):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    matched = df.filter(F.col(RANK_COLUMN).isNotNull())
-    lone = df.filter(F.col(RANK_COLUMN).isNull())
+    score, higher = opts.score
+    matched = df.filter(F.col(RKEYS[0]).isNotNull())
+    lone = df.filter(F.col(RKEYS[0]).isNull())
     rkeys = list(RKEYS)
-    remaining = matched.select(LKEY, *rkeys, DIST_COLUMN).localCheckpoint()
+    # one ascending key, best first: the score (negated when higher is better), NaN and null last as in the greedy
+    key = "__ub_score"
+    raw = F.col(score).cast("double")
+    matched = matched.withColumn(key, F.when(raw.isNull() | F.isnan(raw), F.lit(float("inf")))
+                                 .otherwise(-raw if higher else raw))
+    remaining = matched.select(LKEY, *rkeys, key).localCheckpoint()
     accepted = None
     for n in range(MAX_ROUNDS):
         if remaining.count() <= settings().tuning.xmatch_driver_pairs:
-            best = _greedy_on_driver(remaining)
+            best = _greedy_on_driver(remaining, key)
             accepted = best if accepted is None else accepted.unionByName(best)
             log.info("one-to-one: %d Spark round(s), the rest on the driver", n)
             break
-        by_left = Window.partitionBy(LKEY).orderBy(DIST_COLUMN, *rkeys)
-        by_right = Window.partitionBy(*rkeys).orderBy(DIST_COLUMN, LKEY)
+        by_left = Window.partitionBy(LKEY).orderBy(key, *rkeys)
+        by_right = Window.partitionBy(*rkeys).orderBy(key, LKEY)
         best = (remaining.withColumn("_bl", F.row_number().over(by_left))
                 .withColumn("_br", F.row_number().over(by_right))
                 .filter("_bl = 1 AND _br = 1").select(LKEY, *rkeys).localCheckpoint())
@@ -107,20 +124,22 @@ def _one_to_one(df, opts):
     if accepted is None:
         kept = matched.limit(0)
     else:
-        kept = matched.join(accepted.localCheckpoint(), [LKEY, *rkeys], "left_semi") \
-                      .withColumn(RANK_COLUMN, F.lit(1).cast("int"))
+        kept = matched.join(accepted.localCheckpoint(), [LKEY, *rkeys], "left_semi")
+        if RANK_COLUMN in df.columns and df.schema[RANK_COLUMN].dataType.typeName() in ("integer", "long", "short"):
+            kept = kept.withColumn(RANK_COLUMN, F.lit(1).cast(df.schema[RANK_COLUMN].dataType))
     if opts.how == "inner":
-        return kept
+        return kept.drop(key)
     # left rows that lost every candidate: once, with the right side null
-    first = Window.partitionBy(LKEY).orderBy(DIST_COLUMN, *rkeys)
+    first = Window.partitionBy(LKEY).orderBy(key, *rkeys)
     lost = (matched.join(kept.select(LKEY), LKEY, "left_anti")
             .withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n"))
-    for c in [*opts.right_out, DIST_COLUMN, RANK_COLUMN, *rkeys]:
+    kept, lost = kept.drop(key), lost.drop(key)
+    for c in [*opts.right_out, *opts.extra_schema.names, *rkeys]:
         lost = lost.withColumn(c, F.lit(None).cast(df.schema[c].dataType))
     return kept.unionByName(lost).unionByName(lone)
 
 
-def _greedy_on_driver(pairs):
+def _greedy_on_driver(pairs, key):
 
     spark = pairs.sparkSession
     t = pairs.toArrow()
@@ -129,7 +148,7 @@ def _greedy_on_driver(pairs):
         return pairs.select(LKEY, *rkeys).limit(0)
     lkey = t.column(LKEY).to_numpy()
     rid = dense_keys(*(t.column(c).to_numpy(zero_copy_only=False) for c in rkeys))
-    keep = one_to_one(dense_keys(lkey), rid, t.column(DIST_COLUMN).to_numpy(zero_copy_only=False))
+    keep = one_to_one(dense_keys(lkey), rid, t.column(key).to_numpy(zero_copy_only=False))
     kept = t.select([LKEY, *rkeys]).filter(pa.array(keep))
     return spark.createDataFrame(kept.to_pandas(), pairs.select(LKEY, *rkeys).schema)
 
@@ -151,7 +170,7 @@ def _right_unmatched(spark, df, xm):
     rows = (rows.withColumn(RKEYS[0], F.col(SPATIAL_INDEX_COLUMN).cast("long"))
             .withColumn(RKEYS[1], F.col(right.ra).cast("double"))
             .withColumn(RKEYS[2], F.col(right.dec).cast("double")))
-    used = df.filter(F.col(RANK_COLUMN).isNotNull()).select(*RKEYS).distinct()
+    used = df.filter(F.col(RKEYS[0]).isNotNull()).select(*RKEYS).distinct()
     alone = rows.join(used, list(RKEYS), "left_anti")
     out = []
     for name in df.columns:

@@ -19,8 +19,9 @@ The contract of :meth:`CrossmatchAlgorithm.match`:
   rows, ``0 <= i < n``) and a dict holding exactly the columns of ``extra_columns``, each with one value per pair and
   the declared type.
 
-This module is not yet wired into ``crossmatch()`` (issue 18): the engines still take a ``mode`` string. It imports
-only numpy, pyarrow, scipy and :mod:`userbatch.errors`, so the engines can import it without a cycle.
+``crossmatch(..., algorithm=...)`` runs an algorithm through :func:`run_algorithm` in every task on both engines
+(``ops/crossmatch_tasks.py``); the built-ins keep the numba kernel there (same pairs, see the tests). This module
+imports only numpy, pyarrow, scipy and :mod:`userbatch.errors`, so the engines can import it without a cycle.
 """
 
 from __future__ import annotations
