@@ -1,4 +1,7 @@
-"""Writing a Spark DataFrame as a catalog table: HEALPix partitioning, margins, the Delta commit, provenance.
+"""Writing rows as a catalog table: HEALPix partitioning, margins, the Delta commit, provenance.
+
+A Spark DataFrame is written by Spark; rows already in memory (Arrow, pandas) by pyarrow in this process, with the
+same plan, layout and commit (:mod:`.write_arrow`).
 
 Stages (each logged with its duration): validate -> plan (one pass over the coordinates: row-count histogram and
 bad-coordinate count -> hats alignment -> partitions packed into tasks) -> [quarantine] -> write (one pass over the
@@ -51,6 +54,7 @@ from .placement import task_keys
 from .provenance import Provenance
 from .read import resolve, to_spark
 from .views import register_view
+from . import write_arrow
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,8 @@ MARGIN_FLAG = "ub_margin"
 # whole pixels); driver_histogram_max_rows — up to this many input rows, ingest counts pixels on the driver with
 # pyarrow (two columns, a few seconds for 10M rows) instead of a Spark pass whose Python workers cost more than the
 # counting; beyond it, Spark.
-#: Parquet row groups stay modest so a cone touches few of them.
-ROW_GROUP_BYTES = 4 * 1024 * 1024
+#: Parquet row groups stay modest so a cone touches few of them (one size for both writers).
+ROW_GROUP_BYTES = write_arrow.ROW_GROUP_BYTES
 
 
 @dataclass
@@ -404,8 +408,9 @@ def write_table(
 
     Parameters
     ----------
-    df : pyspark.sql.DataFrame
-        The rows to write (read twice: cache it if it is not deterministic).
+    df : pyspark.sql.DataFrame, pyarrow.Table or pandas.DataFrame
+        The rows to write. A Spark DataFrame is read twice (cache it if it is not deterministic); rows in memory
+        (Arrow or pandas) are written by this process with pyarrow, without the JVM (:mod:`.write_arrow`).
     name : str
         The table to write, ``namespace.table`` (inside a facility run, a rerun may redirect it).
     mode : {"create", "append", "overwrite"}
@@ -451,6 +456,7 @@ def write_table(
         margin's rows and version, and the stage timings.
     """
     timings: dict = {}
+    df = _arrow_or_spark(df)
     name = runctx.output_name(name)
     runctx.check_writable(name)
     if visibility is None:  # a run's outputs are private unless it says otherwise; the library's own, public
@@ -466,23 +472,30 @@ def write_table(
             description=description, properties=properties or {}, location=location,
         )
         entry, created = _prepare_entry(cat, name, mode, options)
-        missing = [c for c in (entry.ra_column, entry.dec_column) if c and c not in df.columns]
+        names = df.column_names if isinstance(df, pa.Table) else df.columns
+        missing = [c for c in (entry.ra_column, entry.dec_column) if c and c not in names]
         if missing:
             if created:
                 cat.drop(name)
             raise ColumnNotFound(
-                f"{name}: spatial column(s) {', '.join(missing)} not in the data (columns: {', '.join(df.columns)});"
+                f"{name}: spatial column(s) {', '.join(missing)} not in the data (columns: {', '.join(names)});"
                 " name the right ones with ra_column/dec_column"
             )
     try:
         prov = provenance or Provenance()
-        if entry.spatial:
+        if entry.spatial and isinstance(df, pa.Table):
+            result = _write_spatial_arrow(df, entry, mode, created, prov, on_bad_coords, cat, timings, partitions)
+        elif entry.spatial:
             result = _write_spatial(df, entry, mode, created, prov, on_bad_coords, cat, timings, source_files,
                                     partitions)
         else:
             with _stage("write", timings):
-                data = df.drop(*[c for c in PARTITION_COLUMNS if c in df.columns])
-                rel, _, schema = _write_files(data, Path(entry.location), partitioned=False)
+                if isinstance(df, pa.Table):
+                    data = df.drop_columns([c for c in PARTITION_COLUMNS if c in df.column_names])
+                    rel, schema = write_arrow.write_plain(data, Path(entry.location)), data.schema
+                else:
+                    data = df.drop(*[c for c in PARTITION_COLUMNS if c in df.columns])
+                    rel, _, schema = _write_files(data, Path(entry.location), partitioned=False)
             with _stage("commit", timings):
                 version = _commit(Path(entry.location), rel, schema, mode, {**prov.as_dict()})
             rows = resolve(entry, record=False).num_rows
@@ -509,26 +522,21 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
     columns = src.columns + [SPATIAL_INDEX_COLUMN]
     ra, dec = entry.ra_column, entry.dec_column
     with _stage("plan", timings):
-        existing = partitions_of(resolve(entry, record=False)) if (mode == "append" and not created) else None
-        if fixed_partitions is not None and len(fixed_partitions):
-            existing = np.asarray(fixed_partitions, dtype=np.int64).reshape(-1, 2)
-        if existing is not None and len(existing) == 0:
-            existing = None
-        hist_order = entry.partition_order if entry.partition_order is not None else (
-            entry.highest_order or DEFAULT_HIGHEST_ORDER)
-        if existing is not None:
-            hist_order = max(hist_order, int(existing[:, 0].max()))
-        if _use_driver_histogram(source_files):
-            hist_pixels, hist_counts, bad = _histogram_from_files(source_files, ra, dec, hist_order)
-        else:
-            hist_pixels, hist_counts, bad = _histogram(src, ra, dec, hist_order)
+        bad_rows_seen = []
+
+        def pixel_counts(order):
+            if _use_driver_histogram(source_files):
+                pixels, counts, n_bad = _histogram_from_files(source_files, ra, dec, order)
+            else:
+                pixels, counts, n_bad = _histogram(src, ra, dec, order)
+            bad_rows_seen.append(n_bad)
+            return pixels, counts
+
+        plan, existing = _plan_for(entry, mode, created, fixed_partitions, pixel_counts)
+        bad = bad_rows_seen[0]
         if bad and on_bad == "error":
             raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {ra}/{dec}; "
                                  "fix them, or write with on_bad_coords='reject' or 'quarantine'")
-        plan = plan_from_histogram(
-            hist_pixels, hist_counts, hist_order, partition_order=entry.partition_order,
-            threshold=entry.pixel_threshold or DEFAULT_THRESHOLD, existing=existing,
-        )
         task_of_part, n_tasks = _tasks(plan, default_parallelism(spark))
         keys = task_keys(n_tasks)[task_of_part] if len(plan) else np.zeros(0, np.int32)
     quarantined = 0
@@ -592,6 +600,129 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
     rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
     return WriteResult(entry.name, version, rows, len(plan), bad if on_bad == "reject" else 0, quarantined,
                        margin_rows, margin_version)
+
+
+def _arrow_or_spark(df):
+    """Rows in memory as an Arrow table (pandas converted, schema metadata dropped); a Spark DataFrame as it is."""
+    if isinstance(df, pd.DataFrame):
+        df = pa.Table.from_pandas(df, preserve_index=False)
+    if isinstance(df, pa.Table):
+        return df.replace_schema_metadata(None)
+    if not (hasattr(df, "sparkSession") and hasattr(df, "columns")):
+        raise UserbatchError(f"write_table takes a Spark DataFrame, a pyarrow.Table or a pandas.DataFrame; got "
+                             f"{type(df).__name__}")
+    return df
+
+
+def _plan_for(entry: TableEntry, mode: str, created: bool, fixed_partitions, pixel_counts) -> PartitionPlan:
+    """The partitions of a spatial write, from a histogram maker ``pixel_counts(order) -> (pixels, counts)``:
+    a new table's own (fixed order or adaptive), an append's existing ones plus new ones outside them, or the
+    ``fixed_partitions`` given."""
+    existing = partitions_of(resolve(entry, record=False)) if (mode == "append" and not created) else None
+    if fixed_partitions is not None and len(fixed_partitions):
+        existing = np.asarray(fixed_partitions, dtype=np.int64).reshape(-1, 2)
+    if existing is not None and len(existing) == 0:
+        existing = None
+    hist_order = entry.partition_order if entry.partition_order is not None else (
+        entry.highest_order or DEFAULT_HIGHEST_ORDER)
+    if existing is not None:
+        hist_order = max(hist_order, int(existing[:, 0].max()))
+    pixels, counts = pixel_counts(hist_order)
+    plan = plan_from_histogram(pixels, counts, hist_order, partition_order=entry.partition_order,
+                               threshold=entry.pixel_threshold or DEFAULT_THRESHOLD, existing=existing)
+    return plan, existing
+
+
+def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings,
+                         fixed_partitions=None) -> WriteResult:
+    """The Arrow path of a spatial write: the same partitions, margin, quarantine and commit as
+    :func:`_write_spatial`, the files written by pyarrow in this process (:mod:`.write_arrow`)."""
+    root = Path(entry.location)
+    src = table.drop_columns([c for c in (SPATIAL_INDEX_COLUMN, COORD_ERROR_COLUMN, *PARTITION_COLUMNS)
+                              if c in table.column_names])
+    ra, dec = entry.ra_column, entry.dec_column
+    with _stage("plan", timings):
+        index = write_arrow.spatial_index(*write_arrow.coordinates(src, ra, dec))
+        good_mask = index >= 0
+        bad = int((~good_mask).sum())
+        if bad and on_bad == "error":
+            raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {ra}/{dec}; "
+                                 "fix them, or write with on_bad_coords='reject' or 'quarantine'")
+        if bad:
+            good, index = src.filter(pa.array(good_mask)), index[good_mask]
+        else:
+            good = src
+        plan, existing = _plan_for(entry, mode, created, fixed_partitions,
+                                   lambda order: write_arrow.histogram(index, order))
+    quarantined = 0
+    if bad and on_bad == "quarantine":
+        with _stage("quarantine", timings):
+            import pyarrow.compute as pc
+
+            lost = src.filter(pa.array(~good_mask))
+            ra_v, dec_v = write_arrow.coordinates(lost, ra, dec)
+            reason = np.where(~np.isfinite(ra_v), "ra is null, NaN or infinite",
+                              np.where(~np.isfinite(dec_v), "dec is null, NaN or infinite",
+                                       np.where((ra_v < 0) | (ra_v > 360), "ra out of range [0, 360]",
+                                                "dec out of range [-90, 90]")))
+            lost = lost.append_column(COORD_ERROR_COLUMN, pc.cast(pa.array(reason), pa.string()))
+            q_name = f"{entry.name}_quarantine"
+            write_table(lost, q_name, "append" if cat.exists(q_name) else "create", catalog=cat,
+                        ra_column=None, dec_column=None, visibility=entry.visibility, group=entry.group,
+                        description=f"rows refused by {entry.name} for unusable coordinates", provenance=prov)
+            quarantined = bad
+    elif bad:
+        log.warning("%s: rejected %d row(s) with NaN or out-of-range coordinates", entry.name, bad)
+    metadata = {**prov.as_dict(), "rejected": bad if on_bad == "reject" else 0, "quarantined": quarantined,
+                "partitions": len(plan)}
+    margin_root = Path(entry.margin_location) if entry.margin_radius_arcsec and len(plan) else None
+    rebuild_margin = margin_root is not None and existing is not None and (
+        set(map(tuple, existing)) != set(map(tuple, plan.partitions)))
+    m_order = margin_order(entry.margin_radius_arcsec, plan.partitions[:, 0]) if margin_root else None
+    with _stage("write", timings):
+        rows, sorted_index = write_arrow.sort_by_index(good, index)
+        jobs = [(root, write_arrow.partition_path(*plan.partitions[i]), rows.slice(a, b - a))
+                for i, a, b in write_arrow.partition_slices(plan, sorted_index)]
+        if margin_root is not None and not rebuild_margin:
+            take, slices = write_arrow.margin_slices(plan, sorted_index, m_order)
+            copies = rows.take(pa.array(take)) if len(take) else rows.slice(0, 0)
+            jobs += [(margin_root, write_arrow.partition_path(*plan.partitions[i]), copies.slice(a, b - a))
+                     for i, a, b in slices]
+        moved = write_arrow.write_layout(jobs)
+        rel = moved.get(root, [])
+        margin_rel = moved.get(margin_root, []) if margin_root is not None else []
+        if not rel:  # no rows: an empty file keeps the schema, as the Spark writer's does
+            rel = write_arrow.write_plain(rows.slice(0, 0), root)
+        arrow_schema = rows.schema
+    margin_rows = margin_version = None
+    if margin_root is not None:
+        with _stage("margin", timings):
+            meta = {**prov.as_dict(), "margin_of": entry.name, "margin_order": m_order,
+                    "radius_arcsec": entry.margin_radius_arcsec}
+            if rebuild_margin:
+                from .snapshots import to_arrow
+
+                stored = to_arrow(resolve(entry, record=False), rows.schema.names)
+                every = pa.concat_tables([rows, stored.cast(rows.schema)])
+                every_index = every.column(SPATIAL_INDEX_COLUMN).to_numpy()
+                every, every_index = write_arrow.sort_by_index(every.drop_columns([SPATIAL_INDEX_COLUMN]),
+                                                               every_index)
+                take, slices = write_arrow.margin_slices(plan, every_index, m_order)
+                copies = every.take(pa.array(take)) if len(take) else every.slice(0, 0)
+                margin_rel = write_arrow.write_layout(
+                    [(margin_root, write_arrow.partition_path(*plan.partitions[i]), copies.slice(a, b - a))
+                     for i, a, b in slices]).get(margin_root, [])
+                margin_version = _commit(margin_root, margin_rel, arrow_schema, "overwrite", meta)
+            else:
+                margin_mode = "append" if existing is not None else "overwrite"
+                margin_version = _commit(margin_root, margin_rel, arrow_schema, margin_mode, meta)
+            margin_rows = sum(pq.read_metadata(margin_root / p).num_rows for p in margin_rel)
+            metadata["margin"] = {"version": margin_version, "radius_arcsec": entry.margin_radius_arcsec,
+                                  "rows": margin_rows}
+    with _stage("commit", timings):
+        version = _commit(root, rel, arrow_schema, mode, metadata)
+    return WriteResult(entry.name, version, rows.num_rows, len(plan), bad if on_bad == "reject" else 0,
+                       quarantined, margin_rows, margin_version)
 
 
 def _max_open_files(plan: PartitionPlan) -> int:
