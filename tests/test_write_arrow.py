@@ -120,3 +120,47 @@ def test_arrow_write_errors_and_plain_tables(ub_env):
     assert res.rows == snap.num_rows == 100
     empty = write_table(table.slice(0, 0), "dp1.empty")
     assert empty.rows == 0 and resolve(Catalog().get("dp1.empty")).schema.names[:5] == table.schema.names
+
+
+def test_write_from_tasks_commits_what_spark_tasks_wrote(spark, ub_env, tmp_path):
+    """Spark tasks write their own rows into a known layout (some rows outside it); the driver only commits.
+    Every row comes back once, inside the pixel it is filed under, and the partitions are disjoint."""
+    from userbatch.tables.write import write_from_tasks
+    from userbatch.tables.write_arrow import write_rows_into
+
+    pdf = sky_points(3000, seed=37)
+    layout = write_table(pa.Table.from_pandas(pdf, preserve_index=False), "dp1.layout", pixel_threshold=250)
+    parts = np.array(sorted({path_pixel(p) for p in
+                             resolve(Catalog().get("dp1.layout")).files.column("path").to_pylist()}))
+    assert len(parts) == layout.partitions
+    parts = parts[::2]  # half the pixels: the other rows fall outside the layout
+    table = pa.Table.from_pandas(pdf, preserve_index=False)
+    chunks = [table.slice(i * 750, 750) for i in range(4)]
+
+    def produce(staging):
+        def run(batches):
+            for batch in batches:
+                for i in batch.column(0).to_pylist():
+                    yield from write_rows_into(chunks[i], "coord_ra", "coord_dec", parts, staging).to_batches()
+        return pa.Table.from_pandas(spark.range(0, 4, 1, 4).mapInArrow(run, "path string, rows long").toPandas())
+
+    res = write_from_tasks(produce, "dp1.by_tasks", partitions=parts, ra_column="coord_ra", dec_column="coord_dec")
+    assert res.rows == 3000 and res.version == 0
+    entry = Catalog().get("dp1.by_tasks")
+    assert not (Path(entry.location) / "_staging").exists()
+    files = resolve(entry).files.column("path").to_pylist()
+    pixels = sorted({path_pixel(p) for p in files})
+    ranges = sorted(pixel_to_index_range(*p) for p in pixels)
+    assert all(r[1] <= s[0] for r, s in zip(ranges, ranges[1:])), "overlapping partitions"
+    assert {tuple(p) for p in parts} <= set(pixels)
+    seen = []
+    for path in files:
+        t = pq.read_table(Path(entry.location) / path)
+        a, b = pixel_to_index_range(*path_pixel(path))
+        index = t.column(SPATIAL_INDEX_COLUMN).to_numpy()
+        assert np.all((index >= a) & (index < b)) and np.all(np.diff(index) >= 0)
+        seen += t.column("objectId").to_pylist()
+    assert sorted(seen) == list(pdf.objectId)
+    with pytest.raises(UserbatchError, match="create or overwrite"):
+        write_from_tasks(produce, "dp1.by_tasks", "append", partitions=parts, ra_column="coord_ra",
+                         dec_column="coord_dec")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd  # module level: the pandas UDF's type hints are resolved against it
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import settings
@@ -52,9 +53,9 @@ from .partitioning import (
 )
 from .placement import task_keys
 from .provenance import Provenance
-from .read import resolve, to_spark
-from .views import register_view
 from . import write_arrow
+from .read import path_pixel, resolve, to_spark
+from .views import register_view
 
 log = logging.getLogger(__name__)
 
@@ -457,21 +458,16 @@ def write_table(
     """
     timings: dict = {}
     df = _arrow_or_spark(df)
-    name = runctx.output_name(name)
-    runctx.check_writable(name)
-    if visibility is None:  # a run's outputs are private unless it says otherwise; the library's own, public
-        visibility = "private" if runctx.run_id() else "public"
-    cat = catalog or Catalog()
     if on_bad_coords not in BAD_COORD_POLICIES:
         raise UserbatchError(f"on_bad_coords must be one of {', '.join(BAD_COORD_POLICIES)}")
+    options = dict(
+        ra_column=ra_column, dec_column=dec_column, partition_order=partition_order,
+        pixel_threshold=pixel_threshold, highest_order=highest_order,
+        margin_radius_arcsec=margin_radius_arcsec, visibility=visibility, group=group,
+        description=description, properties=properties or {}, location=location,
+    )
+    name, cat, entry, created = _open_write(name, mode, catalog, options, timings)
     with _stage("validate", timings):
-        options = dict(
-            ra_column=ra_column, dec_column=dec_column, partition_order=partition_order,
-            pixel_threshold=pixel_threshold, highest_order=highest_order,
-            margin_radius_arcsec=margin_radius_arcsec, visibility=visibility, group=group,
-            description=description, properties=properties or {}, location=location,
-        )
-        entry, created = _prepare_entry(cat, name, mode, options)
         names = df.column_names if isinstance(df, pa.Table) else df.columns
         missing = [c for c in (entry.ra_column, entry.dec_column) if c and c not in names]
         if missing:
@@ -504,10 +500,120 @@ def write_table(
         if created and not delta.is_delta_table(entry.location):
             cat.drop(name)
         raise
+    return _close_write(result, entry, timings)
+
+
+def _open_write(name: str, mode: str, catalog: Catalog | None, options: dict, timings: dict):
+    """The start of every write: the name a facility run writes under, the check that it may, the default
+    visibility, and the catalog entry (registered if the table is new). Returns ``(name, catalog, entry,
+    created)``."""
+    name = runctx.output_name(name)
+    runctx.check_writable(name)
+    if options.get("visibility") is None:  # a run's outputs are private unless it says otherwise
+        options["visibility"] = "private" if runctx.run_id() else "public"
+    cat = catalog or Catalog()
+    with _stage("validate", timings):
+        entry, created = _prepare_entry(cat, name, mode, options)
+    return name, cat, entry, created
+
+
+def _close_write(result: WriteResult, entry: TableEntry, timings: dict) -> WriteResult:
+    """The end of every write: timings, the run's record of what it wrote, the SQL view."""
     result.timings_s = timings
     runctx.record_write(result.table, result.version, result.rows)
     _refresh_view(entry)
     return result
+
+
+def write_from_tasks(
+    produce,
+    name: str,
+    mode: str = "create",
+    *,
+    partitions: np.ndarray,
+    ra_column: str,
+    dec_column: str,
+    catalog: Catalog | None = None,
+    visibility: str | None = None,
+    group: str | None = None,
+    description: str = "",
+    properties: dict | None = None,
+    location: str | None = None,
+    provenance: Provenance | None = None,
+) -> WriteResult:
+    """Commit a spatial table whose files were written where its rows were made, by tasks (a cross-match's Spark
+    tasks), with a layout known in advance: no rows pass through the driver, none are shuffled.
+
+    ``produce(staging)`` makes the tasks write their rows into the directory ``staging`` (each with
+    :func:`~.write_arrow.write_rows_into`, so ``Norder=/Dir=/Npix=`` and every file sorted by ``_healpix_29``)
+    and returns the table of files written (``path`` relative to ``staging``, ``rows``). The files then move
+    into the table and are committed as one version; a failure leaves the table as it was. Only ``create`` and
+    ``overwrite``: an append must use the partitions the table already has (write it with :func:`write_table`).
+
+    Parameters
+    ----------
+    produce : callable
+        ``produce(staging: pathlib.Path) -> pyarrow.Table`` with columns ``path`` and ``rows``.
+    name : str
+        The table to write, ``namespace.table``.
+    mode : {"create", "overwrite"}
+        Make a new table or replace its rows.
+    partitions : numpy.ndarray
+        (order, pixel) pairs, shape (n, 2), the tasks partition by (rows outside go to their pixel at the finest
+        order); recorded as the table's layout.
+    ra_column, dec_column : str
+        The coordinate columns (degrees) the rows were partitioned by.
+    catalog : Catalog, optional
+        The catalog to register the table in; by default ``Catalog()`` for the current user.
+    visibility : {"public", "group", "private"}, optional
+        Who may read a new table; by default private in a facility run, public outside one.
+    group : str, optional
+        The group that may read a new table; required with ``visibility="group"``.
+    description : str
+        Free text stored with a new table's entry.
+    properties : dict, optional
+        Open-ended properties of a new table.
+    location : str, optional
+        Directory of a new table; by default ``<warehouse>/<namespace>/<table>``.
+    provenance : Provenance, optional
+        Provenance committed with the rows; by default a new one.
+
+    Returns
+    -------
+    WriteResult
+        The table written, the version committed, the row and partition counts, and the stage timings.
+    """
+    if mode not in ("create", "overwrite"):
+        raise UserbatchError(f"write_from_tasks makes or replaces a table (mode create or overwrite); got {mode!r}")
+    timings: dict = {}
+    options = dict(ra_column=ra_column, dec_column=dec_column, visibility=visibility, group=group,
+                   description=description, properties=properties or {}, location=location)
+    name, cat, entry, created = _open_write(name, mode, catalog, options, timings)
+    try:
+        prov = provenance or Provenance()
+        root = Path(entry.location)
+        staging = root / "_staging" / uuid.uuid4().hex
+        with _stage("write", timings):
+            try:
+                written = produce(staging)
+                rel = [write_arrow.move_into(staging / p, root, Path(p).parent)
+                       for p in written.column("path").to_pylist()]
+            finally:
+                write_arrow.remove_staging(root, staging)
+        if not rel:
+            raise UserbatchError(f"{name}: the tasks wrote no file (not even an empty one for the schema)")
+        rows = int(pc.sum(written.column("rows")).as_py() or 0)
+        n_parts = len({path_pixel(p) for p in rel} - {None})
+        schema = pq.read_schema(root / rel[0]).remove_metadata()
+        with _stage("commit", timings):
+            version = _commit(root, rel, schema, mode, {**prov.as_dict(), "rejected": 0, "quarantined": 0,
+                                                        "partitions": n_parts})
+        result = WriteResult(entry.name, version, rows, n_parts)
+    except BaseException:
+        if created and not delta.is_delta_table(entry.location):
+            cat.drop(name)
+        raise
+    return _close_write(result, entry, timings)
 
 
 def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings,
@@ -657,8 +763,6 @@ def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov
     quarantined = 0
     if bad and on_bad == "quarantine":
         with _stage("quarantine", timings):
-            import pyarrow.compute as pc
-
             lost = src.filter(pa.array(~good_mask))
             ra_v, dec_v = write_arrow.coordinates(lost, ra, dec)
             reason = np.where(~np.isfinite(ra_v), "ra is null, NaN or infinite",

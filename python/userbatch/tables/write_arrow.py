@@ -185,18 +185,70 @@ def write_layout(jobs: list[tuple[Path, Path, pa.Table]], workers: int | None = 
             written = list(pool.map(one, jobs)) if jobs else []
         moved: dict[Path, list[str]] = {root: [] for root in roots}
         for root, rel_dir, path in written:
-            dest = root / rel_dir / path.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)
-            moved[root].append(str(dest.relative_to(root)))
+            moved[root].append(move_into(path, root, rel_dir))
         return moved
     finally:
         for root, stage in staging.items():
-            shutil.rmtree(stage, ignore_errors=True)
-            try:
-                (root / "_staging").rmdir()
-            except OSError:
-                pass
+            remove_staging(root, stage)
+
+
+def move_into(path: Path, root: Path, rel_dir: Path) -> str:
+    """Move a written file into ``root/rel_dir``; its path relative to ``root``."""
+    dest = root / rel_dir / path.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    return str(dest.relative_to(root))
+
+
+def remove_staging(root: Path, stage: Path) -> None:
+    """Remove one write's staging directory, and ``_staging`` itself once no other write uses it."""
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        (root / "_staging").rmdir()
+    except OSError:
+        pass
+
+
+def write_rows_into(rows: pa.Table, ra: str, dec: str, partitions: np.ndarray, staging: Path) -> pa.Table:
+    """Write some rows of a table being built, by a task that holds them, into ``staging`` in the table layout;
+    the files written (``path`` relative to ``staging``, ``rows``), to be committed by the driver.
+
+    Rows go to the partition of ``partitions`` that holds them; a row outside all of them (an outer join's
+    right-only row where the left side has no partition) goes to its pixel at the finest order of
+    ``partitions``, which no partition can overlap (a coarser one holding the pixel would hold the row). So
+    tasks need not know of each other, and the layout stays disjoint.
+
+    Parameters
+    ----------
+    rows : pyarrow.Table
+        The rows (any order).
+    ra, dec : str
+        Their coordinate columns (degrees); all must be valid.
+    partitions : numpy.ndarray
+        (order, pixel) pairs, shape (n, 2): the table's partitions.
+    staging : pathlib.Path
+        The write's staging directory (shared storage on a cluster).
+    """
+    from ..errors import BadCoordinates
+
+    index = spatial_index(*coordinates(rows, ra, dec))
+    if (index < 0).any():
+        raise BadCoordinates(f"{int((index < 0).sum())} row(s) to write have NaN or out-of-range {ra}/{dec}")
+    rows, sorted_index = sort_by_index(rows, index)
+    plan = PartitionPlan(partitions)
+    pos = plan.lookup(sorted_index)
+    finest = int(plan.partitions[:, 0].max()) if len(plan) else 0
+    orders = np.where(pos >= 0, plan.partitions[np.clip(pos, 0, None), 0], finest)
+    pixels = np.where(pos >= 0, plan.partitions[np.clip(pos, 0, None), 1],
+                      sorted_index >> (2 * (SPATIAL_INDEX_ORDER - finest)))
+    edges = np.flatnonzero(np.r_[True, (orders[1:] != orders[:-1]) | (pixels[1:] != pixels[:-1]), True])
+    paths, counts = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b > a:
+            path = write_partition_file(rows.slice(a, b - a), staging / partition_path(orders[a], pixels[a]))
+            paths.append(str(path.relative_to(staging)))
+            counts.append(int(b - a))
+    return pa.table({"path": pa.array(paths, pa.string()), "rows": pa.array(counts, pa.int64())})
 
 
 def write_plain(rows: pa.Table, root: Path) -> list[str]:
