@@ -19,7 +19,7 @@ Matched: every left row to its nearest right row within 1 arcsec (k = 1), loadin
 * LSDB: ``lsdb.open_catalog(path, columns=[id, ra, dec], margin_cache=...)`` for both (margin for the right side
   only), ``left.crossmatch(right, radius_arcsec=1.0, n_neighbors=1, ...).compute()`` on dask's default threaded
   scheduler, no distributed Client;
-* floor: the per-partition kernel ``userbatch.ops.xmatch_kernel.match`` alone, on arrays loaded beforehand (no
+* floor: the per-partition kernel ``userbatch.ops.crossmatch.kernel.match`` alone, on arrays loaded beforehand (no
   I/O, no engine), over all partitions in a thread pool of 2;
 * userbatch ``engine="spark"`` (a ``local[2]`` session), reported, not in the RESULT line.
 
@@ -349,7 +349,7 @@ def floor_inputs(names: tuple[str, str]) -> list[dict]:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from userbatch.ops.xmatch_kernel import radec_to_xyz
+    from userbatch.ops.crossmatch.kernel import radec_to_xyz
     from userbatch.tables.catalog import Catalog
     from userbatch.tables.read import margin_snapshot, path_pixel, resolve
 
@@ -403,7 +403,7 @@ def floor_inputs(names: tuple[str, str]) -> list[dict]:
 def run_floor(parts: list[dict], repeats: int) -> tuple[list[float], dict]:
     import numpy as np
     from concurrent.futures import ThreadPoolExecutor
-    from userbatch.ops.xmatch_kernel import match
+    from userbatch.ops.crossmatch.kernel import match
 
     def one(p):
         return match(p["left_xyz"], p["right_xyz"], RADIUS_ARCSEC, min_radius_arcsec=0.0, k=1)

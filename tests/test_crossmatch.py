@@ -265,7 +265,7 @@ def _inputs(xm, source: str):
 def test_data_exercise_the_hard_places(xm):
     """The truth has pairs at both poles and across RA = 0; the two tables are partitioned differently (left
     finer in places, coarser in others, and left partitions that no right partition overlaps)."""
-    from userbatch.ops.crossmatch_sides import FileSide
+    from userbatch.ops.sides import FileSide
     from userbatch.tables.catalog import Catalog
 
     t = truth_all(xm.left, xm.right)

@@ -24,7 +24,7 @@ from helpers import module_facility, sky_points
 
 from userbatch.errors import UserbatchError
 from userbatch.ops.crossmatch import crossmatch
-from userbatch.ops.xmatch_algorithms import (AlgorithmContractError, AllWithin, Annulus, BayesianMatch,
+from userbatch.ops.crossmatch.algorithms import (AlgorithmContractError, AllWithin, Annulus, BayesianMatch,
                                              CrossmatchAlgorithm, ErrorAwareMatch, KNearest, NearestNeighbour,
                                              run_algorithm)
 from userbatch.sky.motion import Motion
@@ -302,7 +302,7 @@ def test_declaration_and_option_refusals_before_any_read(xa):
 USER_MODULE = '''
 import numpy as np
 import pyarrow as pa
-from userbatch.ops.xmatch_algorithms import CrossmatchAlgorithm
+from userbatch.ops.crossmatch.algorithms import CrossmatchAlgorithm
 
 
 class Brighter(CrossmatchAlgorithm):

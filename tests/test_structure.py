@@ -235,3 +235,34 @@ def test_every_public_api_function_has_a_numpydoc_parameters_section():
         if params and "Parameters\n" not in (inspect.getdoc(obj) or ""):
             missing.append(name)
     assert not missing, f"public functions without a numpydoc Parameters section: {missing}"
+
+
+CROSSMATCH = "userbatch.ops.crossmatch"
+#: The flat modules the cross-match was split from (issue 18): one place per concept, no compatibility shims.
+OLD_CROSSMATCH_MODULES = ("crossmatch_tasks", "crossmatch_sides", "crossmatch_spark", "xmatch_algorithms",
+                          "xmatch_kernel")
+
+
+def test_crossmatch_is_one_package_whose_modules_point_one_way():
+    """The cross-match lives in ``ops/crossmatch/``, one concept per module: no cycle among its modules, the two
+    engines never import each other (both run their tasks through ``ops/partition_tasks``), the front is imported
+    by nothing inside the package, and the old flat modules are gone."""
+    assert (PKG / "ops" / "crossmatch" / "__init__.py").is_file()
+    assert not (PKG / "ops" / "crossmatch.py").exists()
+    for old in OLD_CROSSMATCH_MODULES:
+        assert f"userbatch.ops.{old}" not in MODULES, f"userbatch.ops.{old} should be gone"
+        assert not (PKG / "ops" / f"{old}.py").exists(), old
+    inside = {m: {e for e in GRAPH[m] if e.startswith(CROSSMATCH + ".")}
+              for m in MODULES if m.startswith(CROSSMATCH + ".")}
+    assert set(inside) >= {f"{CROSSMATCH}.{n}" for n in ("api", "plan", "tasks", "local", "spark", "algorithms",
+                                                         "kernel")}, sorted(inside)
+    assert not _cycles(inside), _cycles(inside)
+    assert f"{CROSSMATCH}.spark" not in inside[f"{CROSSMATCH}.local"]
+    assert f"{CROSSMATCH}.local" not in inside[f"{CROSSMATCH}.spark"]
+    for engine in ("local", "spark"):
+        assert "userbatch.ops.partition_tasks" in GRAPH[f"{CROSSMATCH}.{engine}"], engine
+    assert not [m for m, edges in inside.items() if f"{CROSSMATCH}.api" in edges]
+    # nothing outside the package reaches into its private names, and nothing imports the old paths
+    stale = [f"{m}: {old}" for m, f in MODULES.items() for old in OLD_CROSSMATCH_MODULES
+             if f"ops.{old}" in f.read_text() or f"from .{old} " in f.read_text()]
+    assert not stale, stale

@@ -1,4 +1,4 @@
-"""The cross-match algorithm interface (``ops/xmatch_algorithms.py``), without Spark: the built-ins against brute
+"""The cross-match algorithm interface (``ops/crossmatch/algorithms.py``), without Spark: the built-ins against brute
 force with astropy separations (the RA seam and both poles included) and against today's kernel, every contract
 violation with its message, the ways to load an algorithm, and the two science algorithms pair by pair against an
 independent computation (astropy separations and position angles, an explicit 2x2 inverse per pair, the Bayes
@@ -20,8 +20,8 @@ from helpers import sky_points
 from hypothesis import given, settings, strategies as st
 
 from userbatch.errors import UserbatchError
-from userbatch.ops import xmatch_algorithms as xa
-from userbatch.ops.xmatch_algorithms import (AlgorithmContractError, AllWithin, Annulus, BayesianMatch,
+from userbatch.ops.crossmatch import algorithms as xa
+from userbatch.ops.crossmatch.algorithms import (AlgorithmContractError, AllWithin, Annulus, BayesianMatch,
                                              CrossmatchAlgorithm, ErrorAwareMatch, KNearest, NearestNeighbour,
                                              load_algorithm, run_algorithm)
 
@@ -93,8 +93,8 @@ def test_builtins_match_astropy_brute_force(sides, brute, alg, min_radius, k):
                                  Annulus(150.0, RADIUS, k=3)], ids=["nearest", "k4", "all_min", "annulus_k3"])
 def test_builtins_give_the_pairs_of_todays_kernel(sides, alg):
     """Wiring the interface into the engines must not change a result: the same pairs, ranks and distances as
-    ``xmatch_kernel.match`` with the same radius, minimum radius and k."""
-    kernel = pytest.importorskip("userbatch.ops.xmatch_kernel")
+    ``crossmatch.kernel.match`` with the same radius, minimum radius and k."""
+    kernel = pytest.importorskip("userbatch.ops.crossmatch.kernel")
     left, right = sides
     kl, kr, kd, kk = kernel.match(kernel.radec_to_xyz(left["ra"], left["dec"]),
                                   kernel.radec_to_xyz(right["ra"], right["dec"]), alg.radius_arcsec,
@@ -267,9 +267,9 @@ def test_load_algorithm_from_instance_class_name_and_module_path(tmp_path, monke
     assert load_algorithm(inst) is inst
     assert repr(load_algorithm(KNearest, k=2, radius_arcsec=5.0)) == repr(inst)
     assert isinstance(load_algorithm("nearest", radius_arcsec=1.0), NearestNeighbour)
-    assert isinstance(load_algorithm("userbatch.ops.xmatch_algorithms:AllWithin", radius_arcsec=1.0), AllWithin)
+    assert isinstance(load_algorithm("userbatch.ops.crossmatch.algorithms:AllWithin", radius_arcsec=1.0), AllWithin)
     (tmp_path / "my_xm_plugin.py").write_text(
-        "import numpy as np\nimport pyarrow as pa\nfrom userbatch.ops.xmatch_algorithms import AllWithin\n\n"
+        "import numpy as np\nimport pyarrow as pa\nfrom userbatch.ops.crossmatch.algorithms import AllWithin\n\n"
         "class Twice(AllWithin):\n    pass\n\nclass NotOne:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     alg = load_algorithm("my_xm_plugin:Twice", radius_arcsec=RADIUS)
@@ -285,7 +285,7 @@ def test_load_algorithm_from_instance_class_name_and_module_path(tmp_path, monke
     (dict, {}, "is not a CrossmatchAlgorithm subclass"),
     (42, {}, "is not a CrossmatchAlgorithm subclass"),
     ("no_such_module_xm:Foo", {}, "cannot import module 'no_such_module_xm'"),
-    ("userbatch.ops.xmatch_algorithms:Nope", {}, "has no 'Nope'"),
+    ("userbatch.ops.crossmatch.algorithms:Nope", {}, "has no 'Nope'"),
     ("nearest_neighbour", {}, r"unknown algorithm 'nearest_neighbour': use one of \['all', 'annulus'"),
     (":Foo", {}, "expected 'package.module:ClassName'"),
     (CrossmatchAlgorithm, {}, "does not implement"),
@@ -328,7 +328,7 @@ def test_the_module_imports_only_what_the_engines_may_share():
         elif isinstance(node, ast.ImportFrom):
             names.add(("." * node.level) + (node.module or ""))
     allowed = {"__future__", "importlib", "logging", "math", "abc", "collections.abc", "typing", "numpy", "pyarrow",
-               "scipy.spatial", "scipy.special", "..errors"}
+               "scipy.spatial", "scipy.special", "...errors"}
     assert names <= allowed, names - allowed
 
 

@@ -1,4 +1,5 @@
-"""A client for the facility's REST API (:mod:`.api`) with the same methods as :class:`~.service.Facility`.
+"""A client for the facility's REST API (:mod:`userbatch.facility.api`) with the same methods as
+:class:`~.service.Facility`.
 
 The CLI talks to whichever it is given — the facility in its own process, or this client when
 ``USERBATCH_API_URL`` is set (:func:`client_from_env`) — and prints the same thing: every method returns the

@@ -28,7 +28,7 @@ import pyarrow as pa
 from ..errors import ColumnNotFound, UserbatchError
 from ..tables.catalog import Catalog
 from ..tables.read import resolve
-from .crossmatch_sides import FileSide
+from .sides import FileSide
 from .lightcurve_kernels import FEATURES, N_FEATURES, segment_features
 from .per_object import PerObject
 

@@ -14,7 +14,7 @@ from ..tables.catalog import Catalog
 from ..tables.provenance import Provenance
 from ..tables.read import read_table
 from ..tables.write import write_table
-from .crossmatch_sides import read_files
+from .sides import read_files
 from .partition_tasks import run_local, run_spark
 
 

@@ -1,5 +1,9 @@
-"""The two inputs of a cross-match, seen the same way whatever they are: HEALPix partitions of rows, each readable
-on its own, with the rows just outside it (its margin) and arbitrary index ranges readable too.
+"""A catalogue seen partition by partition, whatever it is: HEALPix partitions of rows, each readable on its own,
+with the rows just outside it (its margin) and arbitrary index ranges readable too.
+
+The two inputs (sides) of a cross-match are read through these, and so are the director tables of per-object
+computations (:mod:`~userbatch.ops.per_object`, :mod:`~userbatch.ops.lightcurves`): that is why this module sits in
+``ops/`` below both rather than inside the :mod:`~userbatch.ops.crossmatch` package.
 
 A catalog table (Delta or HATS) reads its partition files, its stored margin cache and, for index ranges, the
 files that overlap them. An in-memory table (pandas, Arrow, a collected Spark DataFrame) is sorted by
@@ -62,6 +66,20 @@ def in_ranges(index: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     return ok & (index < ranges[pos, 1])
 
 
+def overlaps(ranges: np.ndarray, a: int, b: int) -> bool:
+    """Whether the half-open range ``[a, b)`` meets any of the sorted, disjoint half-open ``ranges``.
+
+    Parameters
+    ----------
+    ranges : numpy.ndarray
+        ``(n, 2)`` ranges, sorted and disjoint (as :func:`merge_ranges` returns them).
+    a, b : int
+        The range to test.
+    """
+    pos = np.searchsorted(ranges[:, 1], a, side="right")
+    return bool(pos < len(ranges) and ranges[pos, 0] < b)
+
+
 def ring_ranges(order: int, pixel: int, radius_arcsec: float) -> np.ndarray:
     """Index ranges of the pixels just outside ``(order, pixel)`` that hold every point within the radius of it."""
     m = margin_order(radius_arcsec, [order])
@@ -122,6 +140,17 @@ class Side:
 
 
 def read_files(paths: list[str], schema: pa.Schema, columns: list[str]) -> pa.Table:
+    """Some columns of a list of Parquet files, as one Arrow table (empty, with those columns, for no files).
+
+    Parameters
+    ----------
+    paths : list of str
+        The files.
+    schema : pyarrow.Schema
+        The schema the files are read with (the table's).
+    columns : list of str
+        The columns to read.
+    """
     if not paths:
         return schema.empty_table().select(columns)
     return pads.dataset(paths, schema=schema, format="parquet").to_table(columns=columns)
@@ -210,7 +239,7 @@ class FileSide(Side):
             return self.schema.empty_table().select(columns)
         starts, ends = self.starts, self.ends
         parts = [i for i in range(len(self.partitions))
-                 if in_ranges(np.array([starts[i]]), ranges)[0] or _overlaps(starts[i], ends[i], ranges)]
+                 if in_ranges(np.array([starts[i]]), ranges)[0] or overlaps(ranges, starts[i], ends[i])]
         want = list(dict.fromkeys([*columns, SPATIAL_INDEX_COLUMN]))
         pieces = []
         for i in parts:
@@ -223,11 +252,6 @@ class FileSide(Side):
         if column in self.stats:
             return self.stats[column]
         return super().column_range(column)
-
-
-def _overlaps(a: int, b: int, ranges: np.ndarray) -> bool:
-    pos = np.searchsorted(ranges[:, 1], a, side="right")
-    return bool(pos < len(ranges) and ranges[pos, 0] < b)
 
 
 def _group(msnap, parts) -> list[list[str]]:

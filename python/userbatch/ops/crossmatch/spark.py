@@ -1,11 +1,12 @@
-"""The Spark engine of :mod:`userbatch.ops.crossmatch`: the same tasks, run by executors that read their own files.
+"""The Spark engine of the cross-match: the same tasks, run by executors that read their own files.
 
-One Spark task per match task (``spark.range(n).mapInArrow``): the task list travels in the closure, with the
+The match tasks are dealt, largest first, into a few Spark tasks per core by the runner every per-partition
+computation uses (:func:`userbatch.ops.partition_tasks.run_spark`): the tasks travel in the closure, with the
 options and the algorithm instance in them (pickled), each executor reads its partition files, margin and ring with
-pyarrow and runs :func:`~.crossmatch_tasks.run_task` (the numba kernel for the built-ins, ``run_algorithm`` for any
-other algorithm), so nothing is shuffled and a cluster with shared storage runs it unchanged. The algorithm's class
-must be importable on the executors (a class defined in a notebook travels by value). The global steps are
-Spark jobs over the pairs only:
+pyarrow and runs :func:`~userbatch.ops.crossmatch.tasks.run_task` (the numba kernel for the built-ins,
+``run_algorithm`` for any other algorithm), so nothing is shuffled and a cluster with shared storage runs it
+unchanged. The algorithm's class must be importable on the executors (a class defined in a notebook travels by
+value). The global steps are Spark jobs over the pairs only:
 
 * one-to-one: rounds of "mutual best" (a pair that is the best remaining for both its rows); such a pair is exactly
   one the sequential greedy would take, so after the rounds the result equals the greedy assignment, computed with
@@ -19,25 +20,20 @@ import logging
 
 import pyarrow as pa
 
-from ..config import settings
-from ..engine import default_parallelism, get_session
-from ..sky.healpix import SPATIAL_INDEX_COLUMN
-from .crossmatch_sides import FileSide, MemorySide
-from .crossmatch_tasks import (
-    LKEY,
-    RANK_COLUMN,
-    RKEYS,
-    dense_keys,
-    largest_first,
-    output_schema,
-    run_task,
-)
-from .xmatch_kernel import one_to_one
+from ...config import settings
+from ...engine import get_session
+from ...sky.healpix import SPATIAL_INDEX_COLUMN
+from .. import partition_tasks
+from ..sides import FileSide, MemorySide
+from .algorithms import AlgorithmContractError
+from .kernel import dense_keys, one_to_one
+from .plan import LKEY, RANK_COLUMN, RKEYS, output_schema, task_sizes
+from .tasks import run_task
 
 log = logging.getLogger(__name__)
 
-# Spark tasks per core of the application (``defaultParallelism``) that the match tasks are dealt into:
-# settings().tuning.xmatch_tasks_per_core. Once settings().tuning.xmatch_driver_pairs candidate pairs remain (keys
+# The match tasks are dealt into settings().tuning.xmatch_tasks_per_core Spark tasks per core of the
+# application (``defaultParallelism``). Once settings().tuning.xmatch_driver_pairs candidate pairs remain (keys
 # and distance only, ~40 bytes each), the driver finishes the assignment with the sequential greedy: dense clusters
 # chain pairs and would otherwise take many rounds.
 
@@ -54,31 +50,17 @@ def run_spark(xm, spark=None):
         The planned cross-match.
     spark : pyspark.sql.SparkSession, optional
         The session; by default the running one.
-    """
-    from pyspark.sql.pandas.types import from_arrow_schema
 
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        The result columns (``xm.columns``), lazy.
+    """
     spark = spark or get_session()
     left, right, opts, plan = xm.left, xm.right, xm.options, xm.plan
-    schema = output_schema(left, right, opts)
-    sschema = from_arrow_schema(schema)
-    tasks = plan.tasks
-    # Match tasks are dealt round-robin into a few Spark tasks per core: a Spark task costs ~0.1 s to schedule and
-    # start, and dealing them largest first evens out the groups. A Spark task runs its match tasks
-    # one after the other and streams each result, so memory stays that of the largest match task.
-    n_groups = min(len(tasks), max(1, default_parallelism(spark)) * settings().tuning.xmatch_tasks_per_core)
-    ordered = largest_first(tasks, left, right)
-    groups = [[t.tid for t in ordered[g::n_groups]] for g in range(n_groups)]
-
-    def run(batches):
-        for batch in batches:
-            for g in batch.column(0).to_pylist():
-                for tid in groups[g]:
-                    yield from run_task(tasks[tid], left, right, opts, plan).to_batches()
-
-    if not tasks:
-        df = spark.createDataFrame([], sschema)
-    else:
-        df = spark.range(0, n_groups, 1, numPartitions=n_groups).mapInArrow(run, sschema)
+    df = partition_tasks.run_spark(spark, plan.tasks, lambda t: run_task(t, left, right, opts, plan),
+                                   output_schema(left, right, opts), sizes=task_sizes(plan.tasks, left, right),
+                                   tasks_per_core=settings().tuning.xmatch_tasks_per_core)
     if opts.one_to_one:
         df = _one_to_one(df.localCheckpoint(), opts)
     if opts.how == "outer":
@@ -181,3 +163,20 @@ def _right_unmatched(spark, df, xm):
         else:
             out.append(F.lit(None).cast(df.schema[name].dataType).alias(name))
     return alone.select(*out)
+
+
+def reraise_contract_error(e: Exception) -> None:
+    """Raise :class:`~userbatch.ops.crossmatch.algorithms.AlgorithmContractError` with the message a Spark task's
+    one carried, if ``e`` wraps one (Spark hands a task's exception to the driver as the text of another).
+
+    Parameters
+    ----------
+    e : Exception
+        What a Spark action raised; returns without raising when it carries no contract error.
+    """
+    text = str(e)
+    marker = "AlgorithmContractError: "
+    if isinstance(e, AlgorithmContractError) or marker not in text:
+        return
+    message = text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
+    raise AlgorithmContractError(message) from e

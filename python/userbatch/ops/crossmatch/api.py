@@ -1,5 +1,5 @@
 """Cross-match two catalogues: nearest, k nearest or all pairs within a radius, or any
-:class:`~userbatch.ops.xmatch_algorithms.CrossmatchAlgorithm` (error-aware, Bayesian, a user's own), optionally
+:class:`~userbatch.ops.crossmatch.algorithms.CrossmatchAlgorithm` (error-aware, Bayesian, a user's own), optionally
 one-to-one, with proper motions applied, on catalog tables (Delta or HATS) or in-memory/Spark data.
 
 How it runs: the two partition trees are aligned into *tasks*, each a sky pixel whose left rows are matched against
@@ -12,59 +12,46 @@ chosen at ingest (``pixel_threshold``), never by the catalogue size.
 What needs the whole result is done after the tasks: a one-to-one assignment (greedy, best pairs first, exactly
 what a sequential greedy over all pairs gives) and the unmatched right rows of an outer join. Both identify a right
 row by its position (``_healpix_29``, ra, dec): rows at bit-identical positions count as one.
+
+This module is the front: it checks a call's arguments before anything is read, plans it
+(:mod:`~userbatch.ops.crossmatch.plan`) and hands the plan to an engine (:mod:`~userbatch.ops.crossmatch.local` or
+:mod:`~userbatch.ops.crossmatch.spark`); the engines know nothing of it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from ..config import settings
-from ..engine import get_session
-from ..errors import UserbatchError
-from ..sky.healpix import SPATIAL_INDEX_COLUMN
-from ..sky.motion import Motion, max_displacement_arcsec
-from ..tables.catalog import Catalog
-from ..tables.provenance import Provenance
-from ..tables.write import write_table
-from .crossmatch_sides import MemorySide, Side
-from .crossmatch_spark import run_spark
-from .crossmatch_tasks import (  # noqa: F401 - MarginTooSmall, DIST_COLUMN, RANK_COLUMN re-exported
-    DIST_COLUMN,
+from ...config import settings
+from ...engine import get_session
+from ...errors import UserbatchError
+from ...sky.healpix import SPATIAL_INDEX_COLUMN
+from ...sky.motion import Motion, max_displacement_arcsec
+from ...tables.catalog import Catalog
+from ...tables.provenance import Provenance
+from ...tables.write import write_table
+from ..sides import MemorySide, Side
+from .algorithms import AllWithin, CrossmatchAlgorithm, KNearest, NearestNeighbour, load_algorithm
+from .local import run_local
+from .plan import (
     ENGINES,
     FAST_ALGORITHMS,
     HOWS,
     MARGIN_FALLBACKS,
     MODES,
-    RANK_COLUMN,
-    MarginTooSmall,
     Options,
     Plan,
     algorithm_score,
-    largest_first,
     make_side,
     max_memory_order,
-    output_schema,
     plan_tasks,
-    resolve_one_to_one_local,
-    right_unmatched_local,
-    run_task,
 )
-from .xmatch_algorithms import (  # noqa: F401 - AlgorithmContractError re-exported
-    AlgorithmContractError,
-    AllWithin,
-    CrossmatchAlgorithm,
-    KNearest,
-    NearestNeighbour,
-    load_algorithm,
-)
+from .spark import reraise_contract_error, run_spark
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +86,10 @@ class Crossmatch:
             try:
                 return self.to_spark().toArrow().select(self.columns)
             except Exception as e:  # an algorithm's contract error raised in a Spark task: raise it as itself
-                _reraise_contract_error(e)
+                reraise_contract_error(e)
                 raise
         if self._arrow is None:
-            self._arrow = self._run_local()
+            self._arrow = run_local(self)
         return self._arrow
 
     def to_pandas(self):
@@ -129,25 +116,6 @@ class Crossmatch:
 
             self._df = run_spark(self, self.spark or spark)
         return self._df
-
-    def _run_local(self) -> pa.Table:
-        t0 = time.perf_counter()
-        opts, plan = self.options, self.plan
-        workers = max(1, min(len(plan.tasks), os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:
-            # largest tasks first, so the threads finish together; results keep the plan's order
-            futures = {t.tid: pool.submit(run_task, t, self.left, self.right, opts, plan)
-                       for t in largest_first(plan.tasks, self.left, self.right)}
-            parts = [futures[t.tid].result() for t in plan.tasks]
-        schema = output_schema(self.left, self.right, opts)
-        out = pa.concat_tables(parts) if parts else schema.empty_table()
-        self.timings_s["tasks"] = time.perf_counter() - t0
-        if opts.one_to_one:
-            out = resolve_one_to_one_local(out, opts)
-        if opts.how == "outer":
-            out = pa.concat_tables([out, right_unmatched_local(out, self.right, opts)])
-        self.timings_s["total"] = time.perf_counter() - t0
-        return out.select(self.columns)
 
     def write(self, name: str, mode: str = "create", *, catalog: Catalog | None = None, provenance=None,
               **write_options):
@@ -214,16 +182,6 @@ class Crossmatch:
             "algorithm": None if o.algorithm is None else repr(o.algorithm),
             "motion": None if o.motion is None else {k: v for k, v in o.motion.__dict__.items()},
         }
-
-
-def _reraise_contract_error(e: Exception) -> None:
-    """Raise :class:`AlgorithmContractError` with the message a Spark task's one carried, if ``e`` wraps one."""
-    text = str(e)
-    marker = "AlgorithmContractError: "
-    if isinstance(e, AlgorithmContractError) or marker not in text:
-        return
-    message = text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
-    raise AlgorithmContractError(message) from e
 
 
 def _spark_schema(schema: pa.Schema):
@@ -301,9 +259,9 @@ def crossmatch(
         Match radius in arcseconds (positive; default 1). Not with ``algorithm``, which declares its own.
     algorithm : CrossmatchAlgorithm, type, or str, optional
         What each task keeps, instead of ``mode``/``k``/``radius_arcsec``/``min_radius_arcsec``: an instance, a
-        :class:`~userbatch.ops.xmatch_algorithms.CrossmatchAlgorithm` subclass, a built-in name (``"nearest"``,
+        :class:`~userbatch.ops.crossmatch.algorithms.CrossmatchAlgorithm` subclass, a built-in name (``"nearest"``,
         ``"k_nearest"``, ``"all"``, ``"annulus"``, ``"error_aware"``, ``"bayesian"``) or
-        ``"package.module:ClassName"``; checked (:func:`~userbatch.ops.xmatch_algorithms.load_algorithm`) before
+        ``"package.module:ClassName"``; checked (:func:`~userbatch.ops.crossmatch.algorithms.load_algorithm`) before
         anything is read. The search radius is its ``radius_arcsec``; one-to-one ranks by its ``score_column``.
     algorithm_params : dict, optional
         Parameters for the class when ``algorithm`` is a class or a name.
@@ -381,7 +339,7 @@ def crossmatch(
 
     search = radius
     max_order = max_memory_order(search)
-    common = dict(catalog=catalog, spark_ok=engine != "local", max_order=max_order)
+    common = dict(catalog=catalog, max_order=max_order)
     lside = make_side(left, left_ra, left_dec, "left", version=left_version, timestamp=left_timestamp, **common)
     rside = make_side(right, right_ra, right_dec, "right", version=right_version, timestamp=right_timestamp, **common)
 

@@ -7,6 +7,10 @@ cube key turns the neighbour lookup into nine monotone sweeps (the three cubes a
 linear in the row count. Distances are chord lengths in 3-D, so the poles and RA = 0/360 need no special case.
 
 Everything runs in numba with the GIL released, so partitions match in parallel on threads.
+
+The one-to-one greedy (:func:`one_to_one`, with :func:`dense_keys` to number the rows it assigns) lives here too:
+both engines finish a one-to-one match with it (the local engine on every pair, the Spark engine on the pairs left
+after its rounds), and it is the same kind of code: numpy in, a numba loop, numpy out.
 """
 
 from __future__ import annotations
@@ -243,3 +247,28 @@ def one_to_one(left_id: np.ndarray, right_id: np.ndarray, dist: np.ndarray) -> n
     order = np.lexsort((right_id, left_id, dist))
     return _greedy(order, left_id.astype(np.int64), right_id.astype(np.int64),
                    int(left_id.max()) + 1, int(right_id.max()) + 1)
+
+
+def dense_keys(*columns: np.ndarray) -> np.ndarray:
+    """Dense ids 0..n-1 of the distinct tuples, numbered in lexicographic order of the tuples.
+
+    Parameters
+    ----------
+    *columns : numpy.ndarray
+        Equal-length arrays; row ``i`` of the tuple is ``(columns[0][i], columns[1][i], ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 id per row: equal tuples get equal ids, the smallest tuple 0.
+    """
+    order = np.lexsort(tuple(reversed(columns)))
+    change = np.zeros(len(order), dtype=bool)
+    if len(order):
+        change[0] = True
+        for c in columns:
+            s = c[order]
+            change[1:] |= s[1:] != s[:-1]
+    ids = np.empty(len(order), dtype=np.int64)
+    ids[order] = np.cumsum(change) - 1
+    return ids

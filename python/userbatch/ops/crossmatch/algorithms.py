@@ -20,8 +20,9 @@ The contract of :meth:`CrossmatchAlgorithm.match`:
   the declared type.
 
 ``crossmatch(..., algorithm=...)`` runs an algorithm through :func:`run_algorithm` in every task on both engines
-(``ops/crossmatch_tasks.py``); the built-ins keep the numba kernel there (same pairs, see the tests). This module
-imports only numpy, pyarrow, scipy and :mod:`userbatch.errors`, so the engines can import it without a cycle.
+(:mod:`~userbatch.ops.crossmatch.tasks`); the built-ins keep the numba kernel there (same pairs, see the tests).
+This module imports only numpy, pyarrow, scipy and :mod:`userbatch.errors`, so the engines can import it without a
+cycle.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import pyarrow as pa
 from scipy.spatial import cKDTree
 from scipy.special import expit
 
-from ..errors import UserbatchError
+from ...errors import UserbatchError
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,8 @@ def candidate_pairs(left_xyz: np.ndarray, right_xyz: np.ndarray, radius_arcsec: 
     """Every pair with ``min_radius <= separation <= radius``, sorted by (left row, distance, right row).
 
     A k-d tree per side on unit vectors (as LSDB's ``kdtree_match.py``); the tree query has a hair of slack and the
-    kept pairs are then tested on the squared chord computed as ``xmatch_kernel`` computes it, so the same radius
-    keeps the same pairs there and here.
+    kept pairs are then tested on the squared chord computed as :mod:`~userbatch.ops.crossmatch.kernel` computes it,
+    so the same radius keeps the same pairs there and here.
 
     Parameters
     ----------
@@ -356,7 +357,7 @@ class CrossmatchAlgorithm(ABC):
         """Pairs within a radius, sorted by (left, distance, right), with their separations in arcsec.
 
         One place for the candidate search, so an engine can swap in a faster one (the numba grid of
-        ``xmatch_kernel``) for every algorithm at once.
+        :mod:`~userbatch.ops.crossmatch.kernel`) for every algorithm at once.
 
         Parameters
         ----------
@@ -1157,7 +1158,7 @@ def load_algorithm(spec: Any, **params: Any) -> CrossmatchAlgorithm:
                                          "'package.module:ClassName'")
     if not (isinstance(spec, type) and issubclass(spec, CrossmatchAlgorithm)):
         raise AlgorithmContractError(f"algorithm {label!r} is not a CrossmatchAlgorithm subclass (got "
-                                     f"{spec!r}); subclass userbatch.ops.xmatch_algorithms.CrossmatchAlgorithm")
+                                     f"{spec!r}); subclass userbatch.ops.crossmatch.CrossmatchAlgorithm")
     if getattr(spec, "__abstractmethods__", None):
         raise AlgorithmContractError(f"algorithm {spec.__name__} does not implement "
                                      f"{sorted(spec.__abstractmethods__)}")
