@@ -645,3 +645,55 @@ def test_write_result_with_provenance(xm):
     assert len(prov["inputs"]) == 2
     params = prov["parameters"]["crossmatch"]
     assert params["radius_arcsec"] == RADIUS and params["k"] == 0 and params["how"] == "inner"
+
+
+def _table_rows_and_layout(name: str):
+    """A written table's rows (sorted, _healpix_29 kept) and its layout: partition -> row count."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from userbatch.tables.catalog import Catalog
+    from userbatch.tables.read import path_pixel, resolve
+
+    entry = Catalog().get(name)
+    layout: dict = {}
+    pieces = []
+    for path in resolve(entry).files.column("path").to_pylist():
+        t = pq.read_table(Path(entry.location) / path)
+        layout[path_pixel(path)] = layout.get(path_pixel(path), 0) + t.num_rows
+        pieces.append(t.to_pandas())
+    rows = pd.concat(pieces, ignore_index=True)
+    keys = [c for c in ("objectId", "objectId_right", "_rank") if c in rows.columns]
+    return rows.sort_values(keys, na_position="first").reset_index(drop=True), layout
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("how,one_to_one,mode", [("inner", False, "all"), ("left", False, "nearest"),
+                                                 ("outer", True, "nearest"), ("inner", True, "nearest")])
+def test_write_is_the_same_table_on_both_engines(xm, how, one_to_one, mode):
+    """Local (pyarrow, no JVM) and Spark (tasks write their own pairs; global steps by Spark) write the same rows in
+    the same layout: the left table's partitions, plus partitions of their own for right-only rows."""
+    from chispa import assert_df_equality
+
+    from userbatch.tables.catalog import Catalog
+    from userbatch.tables.read import path_pixel, resolve
+
+    got = {}
+    for engine in ENGINES:
+        res = crossmatch("xm.left", "xm.right", RADIUS, mode=mode, how=how, one_to_one=one_to_one, engine=engine)
+        name = f"w.{engine}_{how}_{int(one_to_one)}_{mode}"
+        written = res.write(name)
+        got[engine] = _table_rows_and_layout(name)
+        assert written.rows == len(got[engine][0]) == res.to_arrow().num_rows
+    (lrows, llayout), (srows, slayout) = got["local"], got["spark"]
+    assert_df_equality(xm.spark.createDataFrame(srows), xm.spark.createDataFrame(lrows[srows.columns]),
+                       ignore_row_order=True, ignore_nullable=True)
+    assert llayout == slayout
+    left_parts = {path_pixel(p) for p in resolve(Catalog().get("xm.left")).files.column("path").to_pylist()}
+    if how != "outer":
+        assert set(llayout) <= left_parts, "pairs must be filed under their left row's partition"
+    else:
+        assert set(llayout) - left_parts, "right-only rows outside the left partitions need partitions of their own"
+    if how == "inner" and not one_to_one:
+        assert_same_pairs(pairs_of(lrows), truth_all(xm.left, xm.right))

@@ -231,6 +231,8 @@ def write_rows_into(rows: pa.Table, ra: str, dec: str, partitions: np.ndarray, s
     """
     from ..errors import BadCoordinates
 
+    if rows.num_rows == 0:
+        return pa.table({"path": pa.array([], pa.string()), "rows": pa.array([], pa.int64())})
     index = spatial_index(*coordinates(rows, ra, dec))
     if (index < 0).any():
         raise BadCoordinates(f"{int((index < 0).sum())} row(s) to write have NaN or out-of-range {ra}/{dec}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ...config import settings
 from ...engine import get_session
@@ -35,7 +36,7 @@ from ...sky.motion import Motion, max_displacement_arcsec
 from ...tables.catalog import Catalog
 from ...tables.provenance import Provenance
 from ...tables.write import write_table
-from ..sides import MemorySide, Side
+from ..sides import FileSide, MemorySide, Side
 from .algorithms import AllWithin, CrossmatchAlgorithm, KNearest, NearestNeighbour, load_algorithm
 from .local import run_local
 from .plan import (
@@ -51,9 +52,16 @@ from .plan import (
     max_memory_order,
     plan_tasks,
 )
-from .spark import reraise_contract_error, run_spark
+from .spark import reraise_contract_error, run_spark, write_from_spark_tasks
 
 log = logging.getLogger(__name__)
+
+#: write() options that choose the table's layout: with any of them the left table's partitions are not imposed.
+LAYOUT_OPTIONS = {"partition_order", "pixel_threshold", "highest_order", "partitions", "margin_radius_arcsec"}
+#: write() options the Spark tasks' own write takes (the others go through write_table).
+TASK_WRITE_OPTIONS = {"visibility", "group", "description", "properties", "location"}
+#: The position an outer join's rows are filed by: the left one, or the right one for right-only rows.
+MATCH_RA, MATCH_DEC = "match_ra", "match_dec"
 
 
 # ---------------------------------------------------------------- the result
@@ -122,6 +130,13 @@ class Crossmatch:
         """Write the matches as a catalog table, HEALPix-partitioned by the left coordinates (rows without a left
         side, from an outer join, by the right ones), with both inputs and their versions in the provenance.
 
+        Written where the rows are, never through a process that does not need them: the local engine writes its
+        Arrow result with pyarrow (no JVM); the Spark engine's tasks write their own pairs into the table's layout
+        and the driver only commits (one-to-one and outer, whose rows come from global steps, are written by
+        Spark from the executors). A new table keeps the left table's partitions (every pair lies in its left
+        row's partition), unless ``write_options`` set a layout; right-only rows of an outer join outside them
+        get partitions of their own. Both engines write the same rows in the same layout.
+
         Parameters
         ----------
         name : str
@@ -142,35 +157,65 @@ class Crossmatch:
         WriteResult
             The table written, the version committed, row and partition counts, and the stage timings.
         """
-        from pyspark.sql import functions as F
-
-
         prov = provenance or Provenance(job="crossmatch")
         for side in (self.left, self.right):
             if side.table:
                 prov.add_input(side.table, side.version)
         prov.parameters.setdefault("crossmatch", self.parameters())
-        df = self.to_spark()
-        ra_out = self.options.left_out[self.options.left_cols.index(self.left.ra)] \
-            if self.left.ra in self.options.left_cols else None
-        dec_out = self.options.left_out[self.options.left_cols.index(self.left.dec)] \
-            if self.left.dec in self.options.left_cols else None
+        ra_out, dec_out, right_coords = self._write_coordinates()
+        layout = None
+        if isinstance(self.left, FileSide) and mode != "append" and not (LAYOUT_OPTIONS & set(write_options)):
+            layout = self.left.partitions
+        opts = self.options
+        if self.engine == "spark" and layout is not None and not opts.one_to_one and opts.how != "outer" \
+                and set(write_options) <= TASK_WRITE_OPTIONS:
+            try:
+                return write_from_spark_tasks(self, name, mode, layout, ra_out, dec_out, catalog=catalog,
+                                              provenance=prov, **write_options)
+            except Exception as e:
+                reraise_contract_error(e)
+                raise
+        if layout is not None:
+            write_options["partitions"] = layout
+        if self.engine == "spark":
+            from pyspark.sql import functions as F
+
+            rows = self.to_spark()
+            if right_coords:
+                rows = rows.withColumn(MATCH_RA, F.coalesce(F.col(ra_out), F.col(right_coords[0]))) \
+                           .withColumn(MATCH_DEC, F.coalesce(F.col(dec_out), F.col(right_coords[1])))
+        else:
+            rows = self.to_arrow()
+            if right_coords:
+                rows = rows.append_column(MATCH_RA, pc.coalesce(rows.column(ra_out), rows.column(right_coords[0])))
+                rows = rows.append_column(MATCH_DEC, pc.coalesce(rows.column(dec_out),
+                                                                 rows.column(right_coords[1])))
+        if right_coords:
+            ra_out, dec_out = MATCH_RA, MATCH_DEC
+        try:
+            return write_table(rows, name, mode, catalog=catalog, ra_column=ra_out, dec_column=dec_out,
+                               provenance=prov, **write_options)
+        except Exception as e:
+            reraise_contract_error(e)
+            raise
+
+    def _write_coordinates(self) -> tuple[str, str, tuple[str, str] | None]:
+        """The output columns a written table is partitioned by: the left coordinates, and for an outer join the
+        right ones too (right-only rows are filed by them)."""
+        o = self.options
+        ra_out = o.left_out[o.left_cols.index(self.left.ra)] if self.left.ra in o.left_cols else None
+        dec_out = o.left_out[o.left_cols.index(self.left.dec)] if self.left.dec in o.left_cols else None
         if ra_out is None or dec_out is None:
             raise UserbatchError(f"to write the matches as a table keep the left coordinates ({self.left.ra}, "
                                  f"{self.left.dec}) among left_columns")
-        if self.options.how == "outer":
-            rra = self.options.right_out[self.options.right_cols.index(self.right.ra)] \
-                if self.right.ra in self.options.right_cols else None
-            rdec = self.options.right_out[self.options.right_cols.index(self.right.dec)] \
-                if self.right.dec in self.options.right_cols else None
-            if rra is None or rdec is None:
-                raise UserbatchError("an outer match keeps right-only rows; keep the right coordinates among "
-                                     "right_columns to write it as a table")
-            df = df.withColumn("match_ra", F.coalesce(F.col(ra_out), F.col(rra))) \
-                   .withColumn("match_dec", F.coalesce(F.col(dec_out), F.col(rdec)))
-            ra_out, dec_out = "match_ra", "match_dec"
-        return write_table(df, name, mode, catalog=catalog, ra_column=ra_out, dec_column=dec_out,
-                           provenance=prov, **write_options)
+        if o.how != "outer":
+            return ra_out, dec_out, None
+        rra = o.right_out[o.right_cols.index(self.right.ra)] if self.right.ra in o.right_cols else None
+        rdec = o.right_out[o.right_cols.index(self.right.dec)] if self.right.dec in o.right_cols else None
+        if rra is None or rdec is None:
+            raise UserbatchError("an outer match keeps right-only rows; keep the right coordinates among "
+                                 "right_columns to write it as a table")
+        return ra_out, dec_out, (rra, rdec)
 
     def parameters(self) -> dict:
         o = self.options

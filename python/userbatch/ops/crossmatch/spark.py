@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pyarrow as pa
 
 from ...config import settings
@@ -29,6 +30,8 @@ from .algorithms import AlgorithmContractError
 from .kernel import dense_keys, one_to_one
 from .plan import LKEY, RANK_COLUMN, RKEYS, output_schema, task_sizes
 from .tasks import run_task
+from ...tables.write import write_from_tasks
+from ...tables.write_arrow import sort_by_index, write_partition_file, write_rows_into
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,56 @@ def run_spark(xm, spark=None):
         df = df.localCheckpoint()
         df = df.unionByName(_right_unmatched(spark, df, xm))
     return df.select(*xm.columns)
+
+
+#: What each Spark task of a write reports: the files it wrote (relative to the staging directory) and their rows.
+FILES_WRITTEN = pa.schema([pa.field("path", pa.string()), pa.field("rows", pa.int64())])
+
+
+def write_from_spark_tasks(xm, name: str, mode: str, partitions, ra_column: str, dec_column: str, **write_options):
+    """Write the pairs of a planned cross-match as a table from the Spark tasks that make them: each task writes
+    its rows into the table's layout (``partitions``) under a staging directory, the driver collects the file
+    list only and commits (:func:`~userbatch.tables.write.write_from_tasks`). Nothing is shuffled or collected,
+    and the pairs are computed once (no histogram pass). For joins whose rows need no global step (not
+    one-to-one, not outer).
+
+    Parameters
+    ----------
+    xm : Crossmatch
+        The planned cross-match (engine ``"spark"``).
+    name : str
+        The table to write.
+    mode : {"create", "overwrite"}
+        Make a new table or replace its rows.
+    partitions : numpy.ndarray
+        (order, pixel) pairs the rows are filed by (the left table's).
+    ra_column, dec_column : str
+        The output columns holding the left coordinates.
+    **write_options
+        Passed to :func:`~userbatch.tables.write.write_from_tasks` (``catalog``, ``provenance``,
+        ``visibility`` ...).
+    """
+    spark = xm.spark or get_session()
+    left, right, opts, plan = xm.left, xm.right, xm.options, xm.plan
+    columns = xm.columns
+    empty = output_schema(left, right, opts).empty_table().select(columns)
+
+    def produce(staging):
+        def task(t):
+            rows = run_task(t, left, right, opts, plan).select(columns)
+            return write_rows_into(rows, ra_column, dec_column, partitions, staging)
+
+        files = partition_tasks.run_spark(spark, plan.tasks, task, FILES_WRITTEN,
+                                          sizes=task_sizes(plan.tasks, left, right),
+                                          tasks_per_core=settings().tuning.xmatch_tasks_per_core).toArrow()
+        if files.num_rows == 0:  # no pairs: one empty file keeps the schema
+            rows, _ = sort_by_index(empty, np.zeros(0, np.int64))
+            path = write_partition_file(rows, staging / "data")
+            files = pa.table({"path": [str(path.relative_to(staging))], "rows": [0]}, schema=FILES_WRITTEN)
+        return files
+
+    return write_from_tasks(produce, name, mode, partitions=partitions, ra_column=ra_column,
+                            dec_column=dec_column, **write_options)
 
 
 def _one_to_one(df, opts):
