@@ -28,8 +28,17 @@ Warm = best of ``--repeats`` calls in one process after a first call. Cold = a f
 The (left id, right id) pair sets of all engines must be identical and the distances agree to 1e-6 arcsec (the
 script exits 1 otherwise).
 
+Match + write (what a batch job does), warm, best of ``--repeats``, every written table read back and its pairs
+checked: userbatch ``crossmatch(...).write(...)`` with the default engine (local at this size: pyarrow writes the
+Arrow result, no JVM) and with ``engine="spark"`` (the tasks write their own pairs), against LSDB
+``crossmatch(...)`` + ``write_catalog(...)`` in its fastest configuration here (see :func:`write_lsdb`).
+
+``--large``: userbatch warm at 20,000,000 x 20,000,000 rows (tables built once like the main ones, read from
+disk) over the main size, and the peak RSS of a process running the largest task of that plan alone.
+
 Last line: ``RESULT xmatch_speedup_vs_lsdb=<lsdb warm / ub warm> xmatch_cold_speedup_vs_lsdb=<lsdb cold / ub cold>
-xmatch_fraction_of_floor=<floor / ub warm> rows=<n>``.
+xmatch_fraction_of_floor=<floor / ub warm> write_speedup_vs_lsdb=<lsdb match+write / ub match+write>
+spark_write_speedup_vs_lsdb=<the same, engine="spark"> [large_growth=<ub warm at 20M / ub warm at 5M>] rows=<n>``.
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ import benchlib as C
 log = logging.getLogger("bench.crossmatch")
 
 DEFAULT_ROWS = 5_000_000
+#: ``--large``: the growth check's size, built from disk like the main one (userbatch tables only).
+LARGE_ROWS = 20_000_000
 #: LSST-like: 5M rows per 100 deg^2. The field is scaled with --rows so the density stays the same.
 DEFAULT_DENSITY = 50_000.0
 FIELD_CENTRE = (0.0, -30.0)  # (ra, dec) deg: the field straddles RA = 0
@@ -285,6 +296,45 @@ def call_userbatch(names: tuple[str, str], engine: str, catalog=None):
     return res.to_arrow()
 
 
+def write_userbatch(names: tuple[str, str], engine: str, out_name: str, location: Path, catalog=None):
+    """Match and write the pairs as a table (what a batch job does): ``crossmatch(...).write(...)``."""
+    from userbatch.ops.crossmatch import crossmatch
+
+    res = crossmatch(names[0], names[1], radius_arcsec=RADIUS_ARCSEC, mode="nearest", left_columns=COLUMNS,
+                     right_columns=COLUMNS, engine=engine, catalog=catalog)
+    return res.write(out_name, catalog=catalog, location=str(location))
+
+
+def read_written_userbatch(out_name: str, catalog):
+    """The pairs of a written table, read back with pyarrow (untimed)."""
+    from userbatch.tables.read import resolve, to_arrow
+
+    return to_arrow(resolve(catalog.get(out_name), record=False))
+
+
+def write_lsdb(hats: dict, path: Path):
+    """LSDB's match + write in its fastest configuration here: the threaded scheduler (a distributed Client
+    only adds transfers on one machine), one catalog without the collection wrapper, no per-partition
+    statistics and no skymap (userbatch writes neither); the ``_metadata`` footer summary is kept, as
+    userbatch's Delta commit keeps per-file statistics."""
+    import lsdb
+
+    left = lsdb.open_catalog(hats["left"], columns=COLUMNS)
+    right = lsdb.open_catalog(hats["right"], columns=COLUMNS, margin_cache=hats["right_margin"])
+    xm = left.crossmatch(right, radius_arcsec=RADIUS_ARCSEC, n_neighbors=1, suffixes=("_left", "_right"),
+                         suffix_method="all_columns")
+    xm.write_catalog(str(path), as_collection=False, create_per_partition_statistics=False,
+                     should_write_skymap=False, progress_bar=False, overwrite=True)
+
+
+def read_written_lsdb(path: Path):
+    import pyarrow.dataset as pads
+
+    files = [p for p in Path(path).rglob("*.parquet") if "dataset" in p.parts and not p.name.startswith("_")]
+    return pads.dataset([str(f) for f in files], format="parquet").to_table(
+        columns=["id_left", "id_right", "_dist_arcsec"]).to_pandas()
+
+
 def call_lsdb(hats: dict):
     import lsdb
 
@@ -424,6 +474,48 @@ def run_floor(parts: list[dict], repeats: int) -> tuple[list[float], dict]:
     return times, {"left": cat(li, np.int64), "right": cat(ri, np.int64), "dist": cat(di, np.float64)}
 
 
+def crossmatch_engine(names: tuple[str, str], catalog) -> str:
+    """The engine ``engine="auto"`` picks for these tables (planning only, nothing read)."""
+    from userbatch.ops.crossmatch import crossmatch
+
+    return crossmatch(names[0], names[1], radius_arcsec=RADIUS_ARCSEC, left_columns=COLUMNS, right_columns=COLUMNS,
+                      catalog=catalog).engine
+
+
+def task_rss_worker(args) -> int:
+    """Child process: plan the match at ``--rows``, then run its largest task alone; the peak RSS before and after."""
+    from userbatch.ops.crossmatch import crossmatch
+    from userbatch.ops.crossmatch.plan import task_sizes
+    from userbatch.ops.crossmatch.tasks import run_task
+    from userbatch.tables.catalog import Catalog
+
+    names = table_names(args.rows, args.rows)
+    xm = crossmatch(names[0], names[1], radius_arcsec=RADIUS_ARCSEC, mode="nearest", left_columns=COLUMNS,
+                    right_columns=COLUMNS, engine="local", catalog=Catalog())
+    sizes = task_sizes(xm.plan.tasks, xm.left, xm.right)
+    i = max(range(len(sizes)), key=lambda j: sizes[j])
+    task = xm.plan.tasks[i]
+    smallest = min(range(len(sizes)), key=lambda j: sizes[j])
+    run_task(xm.plan.tasks[smallest], xm.left, xm.right, xm.options, xm.plan)  # imports and JIT, untimed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = run_task(task, xm.left, xm.right, xm.options, xm.plan)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lrows, rrows = xm.left.part_rows(), xm.right.part_rows()
+    args.out.write_text(json.dumps({
+        "tasks": len(sizes), "left_rows": int(sum(lrows[j] for j in task.left_parts)),
+        "right_rows": int(sum(rrows[j] for j in task.right_parts)), "pairs": out.num_rows,
+        "peak_rss_before_mb": round(before, 1), "peak_rss_after_mb": round(after, 1)}))
+    return 0
+
+
+def run_task_rss(args, rows: int, env: dict) -> dict:
+    out = args.work / f"task-rss-{rows}.json"
+    cmd = [sys.executable, __file__, "--task-rss-worker", "--work", str(args.work), "--out", str(out),
+           *common_args(args, rows)]
+    subprocess.run(cmd, check=True, env=env)
+    return json.loads(out.read_text())
+
+
 # ------------------------------------------------------------------------------------------------ cold worker
 
 def cold_worker(args) -> int:
@@ -540,7 +632,43 @@ def measure(args) -> int:
     checks.append(compare_pairs(p_lsdb, p_floor, "lsdb", "floor"))
     log.info("floor: %s s", [round(x, 3) for x in floor_times])
 
-    # ---- Spark engine (reported, not in the RESULT line)
+    # ---- match + write (what a batch job does): the default engine and LSDB, warm, interleaved
+    wdir = work / "written"
+    counter = iter(range(10_000))
+
+    def ub_write(engine: str, keep: bool = False):
+        i = next(counter)
+        name = f"bench.xm_written_{engine}_{i}"
+        loc = wdir / f"ub_{engine}_{i}"
+        t = timed_call(lambda: write_userbatch(names, engine, name, loc, catalog=cat))[0]
+        out = read_written_userbatch(name, cat) if keep else None
+        cat.drop(name)
+        shutil.rmtree(loc, ignore_errors=True)
+        return t, out
+
+    def lsdb_write(keep: bool = False):
+        loc = wdir / f"lsdb_{next(counter)}"
+        t = timed_call(lambda: write_lsdb(hats, loc))[0]
+        out = read_written_lsdb(loc) if keep else None
+        shutil.rmtree(loc, ignore_errors=True)
+        return t, out
+
+    default_engine = crossmatch_engine(names, cat)
+    w_first = {"lsdb": lsdb_write(keep=True), "userbatch": ub_write("auto", keep=True)}
+    checks.append(compare_pairs(p_lsdb, pairs_lsdb(w_first["lsdb"][1]), "lsdb", "lsdb-written"))
+    checks.append(compare_pairs(p_lsdb, pairs_userbatch(w_first["userbatch"][1]), "lsdb",
+                                f"userbatch-written ({default_engine})"))
+    wr = {"lsdb": [], "userbatch": []}
+    for i in range(args.repeats):
+        for k in (("lsdb", "userbatch") if i % 2 == 0 else ("userbatch", "lsdb")):
+            wr[k].append(lsdb_write()[0] if k == "lsdb" else ub_write("auto")[0])
+            log.info("write %s: %.2f s", k, wr[k][-1])
+    r["write_first_s"] = {k: v[0] for k, v in w_first.items()}
+    r["write_s"] = wr
+    r["write_engine"] = default_engine
+    del w_first
+
+    # ---- Spark engine: the match (reported) and match + write (in the RESULT line)
     if not args.no_spark:
         import userbatch.spark
 
@@ -551,9 +679,13 @@ def measure(args) -> int:
         r["spark_warm_s"], _, tbl = timed_call(lambda: call_userbatch(names, "spark", catalog=cat))
         checks.append(compare_pairs(p_lsdb, pairs_userbatch(tbl), "lsdb", "userbatch-spark"))
         del tbl
+        t, out = ub_write("spark", keep=True)
+        checks.append(compare_pairs(p_lsdb, pairs_userbatch(out), "lsdb", "userbatch-spark-written"))
+        del out
+        r["spark_write_s"] = [t] + [ub_write("spark")[0] for _ in range(args.repeats)]
         spark.stop()
-        log.info("spark: start %.1f s, first %.2f s, warm %.2f s", r["spark_start_s"], r["spark_first_s"],
-                 r["spark_warm_s"])
+        log.info("spark: start %.1f s, first %.2f s, warm %.2f s, write %s", r["spark_start_s"], r["spark_first_s"],
+                 r["spark_warm_s"], [round(x, 2) for x in r["spark_write_s"]])
     r["n_matches"] = {"lsdb": len(p_lsdb["left"]), "userbatch": len(p_ub["left"]), "floor": len(p_floor["left"])}
     r["n_true_pairs_possible"] = int(round(MATCHED_FRACTION * rows))
     del p_lsdb, p_ub, p_floor
@@ -567,6 +699,19 @@ def measure(args) -> int:
         fq = lambda: call_userbatch(qnames, "local", catalog=cat)  # noqa: E731
         timed_call(fq)
         r["growth"] = {"rows_small": q, "warm_small_s": [timed_call(fq)[0] for _ in range(args.repeats)]}
+
+    # ---- large: userbatch warm at LARGE_ROWS from disk, and the peak RSS of its largest task
+    if args.large:
+        big = LARGE_ROWS
+        bmeta = ensure_built(args, big, need_hats=False, env=env)
+        bnames = table_names(big, rows)
+        register(bmeta, bnames, args)
+        fb = lambda: call_userbatch(bnames, "local", catalog=cat).num_rows  # noqa: E731
+        first_big = timed_call(fb)
+        warm_big = [timed_call(fb)[0] for _ in range(args.repeats)]
+        r["large"] = {"rows": big, "first_s": first_big[0], "matches": first_big[2], "warm_s": warm_big,
+                      "task": run_task_rss(args, big, env)}
+        log.info("large: %d rows, warm %s s; largest task %s", big, [round(x, 2) for x in warm_big], r["large"]["task"])
 
     ok = all(c[0] for c in checks)
     r["checks"] = [c[1] for c in checks]
@@ -611,6 +756,13 @@ def report(args, r: dict, ok: bool) -> None:
         table += [["userbatch spark: session start local[2] (not counted)", f"{r['spark_start_s']:.1f}", ""],
                   ["userbatch spark: first call", f"{r['spark_first_s']:.2f}", ""],
                   ["userbatch spark: warm (one call)", f"{r['spark_warm_s']:.2f}", ""]]
+    table += [["match + write, LSDB (crossmatch + write_catalog, best of %d)" % len(r["write_s"]["lsdb"]),
+               f"{min(r['write_s']['lsdb']):.2f}", ""],
+              ["match + write, userbatch default engine (%s; crossmatch(...).write, best of %d)"
+               % (r["write_engine"], len(r["write_s"]["userbatch"])), f"{min(r['write_s']['userbatch']):.2f}", ""]]
+    if "spark_write_s" in r:
+        table.append(["match + write, userbatch engine='spark' (best of %d)" % len(r["spark_write_s"]),
+                      f"{min(r['spark_write_s']):.2f}", ""])
     table.append(["priming processes (untimed; numba compiles into its cache): lsdb / userbatch",
                   f"{r['prime_s']['lsdb']:.1f} / {r['prime_s']['userbatch']:.1f}", ""])
     print(C.fmt_table(table, ["what", "seconds", "CPU s"]))
@@ -633,11 +785,32 @@ def report(args, r: dict, ok: bool) -> None:
         small = min(g["warm_small_s"])
         print(f"growth: userbatch warm {ub_warm:.2f} s at {rows:,} rows, {small:.2f} s at {g['rows_small']:,} rows; "
               f"ratio {ub_warm / small:.2f} for 4x the rows (4.00 = linear)")
+    lsdb_write = min(r["write_s"]["lsdb"])
+    write_ratio = lsdb_write / min(r["write_s"]["userbatch"])
+    print(f"match + write: userbatch ({r['write_engine']}) {min(r['write_s']['userbatch']):.2f} s vs LSDB "
+          f"{lsdb_write:.2f} s -> {write_ratio:.2f}x")
+    spark_write_ratio = None
+    if "spark_write_s" in r:
+        spark_write_ratio = lsdb_write / min(r["spark_write_s"])
+        print(f"match + write: userbatch engine='spark' {min(r['spark_write_s']):.2f} s -> {spark_write_ratio:.2f}x")
+    large_growth = None
+    if "large" in r:
+        lg = r["large"]
+        large_growth = min(lg["warm_s"]) / ub_warm
+        tk = lg["task"]
+        print(f"large: userbatch warm {min(lg['warm_s']):.2f} s at {lg['rows']:,} rows ({lg['matches']:,} matches) vs "
+              f"{ub_warm:.2f} s at {rows:,}: ratio {large_growth:.2f} for {lg['rows'] / rows:g}x the rows; largest of "
+              f"{tk['tasks']} tasks ({tk['left_rows']:,} left + {tk['right_rows']:,} right rows, "
+              f"{tk['pairs']:,} pairs) peak RSS {tk['peak_rss_after_mb']:.0f} MB, of which "
+              f"{tk['peak_rss_after_mb'] - tk['peak_rss_before_mb']:.0f} MB above the process before it")
     if args.json:
         args.json.write_text(json.dumps({k: v for k, v in r.items()}, indent=1, default=str))
     print(f"RESULT xmatch_speedup_vs_lsdb={sig3(lsdb_warm / ub_warm)} "
           f"xmatch_cold_speedup_vs_lsdb={sig3(lsdb_cold / ub_cold)} "
-          f"xmatch_fraction_of_floor={sig3(floor / ub_warm)} rows={rows}")
+          f"xmatch_fraction_of_floor={sig3(floor / ub_warm)} write_speedup_vs_lsdb={sig3(write_ratio)} "
+          + (f"spark_write_speedup_vs_lsdb={sig3(spark_write_ratio)} " if spark_write_ratio else "")
+          + (f"large_growth={sig3(large_growth)} " if large_growth else "")
+          + f"rows={rows}")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -657,6 +830,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-spark", action="store_true", help="skip the engine='spark' measurement")
     ap.add_argument("--growth", action="store_true",
                     help="also time userbatch warm at rows // 4 and print the ratio")
+    ap.add_argument("--large", action="store_true",
+                    help=f"also time userbatch warm at {LARGE_ROWS:,} rows (large_growth) and the largest task's RSS")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the tables and HATS catalogs in bench/_data")
     ap.add_argument("--keep", action="store_true", help="keep this run's work dir under bench/_work/")
     ap.add_argument("--json", type=Path, help="also write all measurements to this JSON file")
@@ -665,6 +840,7 @@ def main(argv=None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--cold-worker", choices=("lsdb", "userbatch"), help=argparse.SUPPRESS)
     ap.add_argument("--build-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--task-rss-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--build-what", default="userbatch,hats", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -673,6 +849,8 @@ def main(argv=None) -> int:
         logging.basicConfig(level=logging.WARNING)
         return cold_worker(args)
     C.setup_logging(args.verbose)
+    if args.task_rss_worker:
+        return task_rss_worker(args)
     if args.build_worker:
         os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
         return build_worker(args)
