@@ -26,20 +26,54 @@ ARCSEC_RAD = math.pi / (180.0 * 3600.0)
 _MAX_CELLS_PER_AXIS = 2 ** 20
 
 
+_D2R = math.pi / 180.0
+# Taylor coefficients of sin and cos on |t| <= pi/4, where the first omitted terms are below 1e-18.
+_S3, _S5, _S7, _S9 = -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880
+_S11, _S13, _S15, _S17 = -1.0 / 39916800, 1.0 / 6227020800, -1.0 / 1307674368000, 1.0 / 355687428096000
+_C2, _C4, _C6, _C8, _C10 = -0.5, 1.0 / 24, -1.0 / 720, 1.0 / 40320, -1.0 / 3628800
+_C12, _C14, _C16, _C18 = 1.0 / 479001600, -1.0 / 87178291200, 1.0 / 20922789888000, -1.0 / 6402373705728000
+
+
+@njit(inline="always")
+def _sincos_deg(x):
+    """sin and cos of ``x`` degrees, to within 1e-15 absolute, exact at multiples of 90 degrees.
+
+    Why not ``math.sin``/``math.cos``: four libm calls per row were a third of a task's time outside the match
+    itself; a polynomial has no calls, so the loop vectorises (about 2.5x faster here). The argument is reduced
+    exactly to |t| <= 45 degrees (``x - 90 k`` with integer ``k``) and the quadrant picks the signs. 1e-15 of a
+    unit vector is 2e-10 arcsec, far below any match radius or the 1e-6 arcsec the tests hold distances to.
+    """
+    k = np.floor(x / 90.0 + 0.5)
+    t = (x - 90.0 * k) * _D2R
+    t2 = t * t
+    s = t * (1.0 + t2 * (_S3 + t2 * (_S5 + t2 * (_S7 + t2 * (_S9 + t2 * (_S11 + t2 * (_S13 + t2 * (
+        _S15 + t2 * _S17))))))))
+    c = 1.0 + t2 * (_C2 + t2 * (_C4 + t2 * (_C6 + t2 * (_C8 + t2 * (_C10 + t2 * (_C12 + t2 * (_C14 + t2 * (
+        _C16 + t2 * _C18))))))))
+    q = np.int64(k) & 3
+    sin = s if q == 0 else (c if q == 1 else (-s if q == 2 else -c))
+    cos = c if q == 0 else (-s if q == 1 else (-c if q == 2 else s))
+    return sin, cos
+
+
 @njit(nogil=True, cache=True)
 def _xyz(ra_deg, dec_deg, out):
-    d2r = math.pi / 180.0
     for i in range(ra_deg.shape[0]):
-        ra = ra_deg[i] * d2r
-        dec = dec_deg[i] * d2r
-        cd = math.cos(dec)
-        out[i, 0] = cd * math.cos(ra)
-        out[i, 1] = cd * math.sin(ra)
-        out[i, 2] = math.sin(dec)
+        sr, cr = _sincos_deg(ra_deg[i])
+        sd, cd = _sincos_deg(dec_deg[i])
+        out[i, 0] = cd * cr
+        out[i, 1] = cd * sr
+        out[i, 2] = sd
 
 
 def radec_to_xyz(ra_deg, dec_deg) -> np.ndarray:
-    """Unit vectors, shape (n, 3), C-contiguous float64."""
+    """Unit vectors, shape (n, 3), C-contiguous float64.
+
+    Parameters
+    ----------
+    ra_deg, dec_deg : array_like
+        Coordinates in degrees (finite).
+    """
     ra = np.ascontiguousarray(ra_deg, dtype=np.float64)
     dec = np.ascontiguousarray(dec_deg, dtype=np.float64)
     out = np.empty((ra.shape[0], 3), dtype=np.float64)
