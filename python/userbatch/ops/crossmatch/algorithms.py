@@ -757,7 +757,33 @@ def _log_unusable(alg: str, what: str, ok: np.ndarray) -> None:
                     alg, bad, what)
 
 
-class ErrorAwareMatch(CrossmatchAlgorithm):
+class _WithPositionErrors(CrossmatchAlgorithm):
+    """What the algorithms that weigh positional uncertainties share: the largest separation ever kept (the radius
+    engines size margins from), each side's :class:`PositionErrors` (their columns are the required inputs) and
+    ``k`` best pairs per left row (0: all)."""
+
+    def __init__(self, max_radius_arcsec: float, left_errors: Any, right_errors: Any, k: int):
+        self.max_radius_arcsec = _check_radius(max_radius_arcsec, "max_radius_arcsec")
+        self.left_errors = PositionErrors(left_errors, "left")
+        self.right_errors = PositionErrors(right_errors, "right")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise UserbatchError(f"k must be a non-negative integer (0 keeps every pair); got {k!r}")
+        self.k = int(k)
+
+    @property
+    def radius_arcsec(self) -> float:
+        return self.max_radius_arcsec
+
+    @property
+    def required_left_columns(self) -> list[str]:
+        return self.left_errors.columns
+
+    @property
+    def required_right_columns(self) -> list[str]:
+        return self.right_errors.columns
+
+
+class ErrorAwareMatch(_WithPositionErrors):
     """Matching by the significance of the offset given both sides' positional uncertainties.
 
     Why: a fixed radius is too loose for well-measured sources and too tight for poorly measured ones; an offset
@@ -797,9 +823,7 @@ class ErrorAwareMatch(CrossmatchAlgorithm):
 
     def __init__(self, max_radius_arcsec: float, left_errors: Any = "sigma", right_errors: Any = "sigma",
                  n_sigma: float = 3.0, p_min: float | None = None, k: int = 0):
-        self.max_radius_arcsec = _check_radius(max_radius_arcsec, "max_radius_arcsec")
-        self.left_errors = PositionErrors(left_errors, "left")
-        self.right_errors = PositionErrors(right_errors, "right")
+        super().__init__(max_radius_arcsec, left_errors, right_errors, k)
         if p_min is not None:
             p = float(p_min)
             if not 0 < p < 1:
@@ -808,21 +832,6 @@ class ErrorAwareMatch(CrossmatchAlgorithm):
         else:
             self.chi2_max = _finite_positive(n_sigma, "n_sigma") ** 2
         self.n_sigma = math.sqrt(self.chi2_max)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise UserbatchError(f"k must be a non-negative integer (0 keeps every pair); got {k!r}")
-        self.k = int(k)
-
-    @property
-    def radius_arcsec(self) -> float:
-        return self.max_radius_arcsec
-
-    @property
-    def required_left_columns(self) -> list[str]:
-        return self.left_errors.columns
-
-    @property
-    def required_right_columns(self) -> list[str]:
-        return self.right_errors.columns
 
     def search_radius_arcsec(self, left: TaskRows, right: TaskRows) -> float:
         """The candidate radius of one task: no pair farther apart can pass the chi2 cut.
@@ -911,7 +920,7 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
-class BayesianMatch(CrossmatchAlgorithm):
+class BayesianMatch(_WithPositionErrors):
     """Budavári & Szalay (2008, ApJ 679, 301) Bayes factor and posterior match probability, circular errors.
 
     Why: a probability says how much to trust a match, weighs astrometric precision against source density, and
@@ -968,13 +977,11 @@ class BayesianMatch(CrossmatchAlgorithm):
                  right_sigma: str | float = "sigma", *, prior: float | None = None,
                  density_left_per_sr: float | None = None, density_right_per_sr: float | None = None,
                  density_common_per_sr: float | None = None, min_p_match: float = 0.0, k: int = 0):
-        self.max_radius_arcsec = _check_radius(max_radius_arcsec, "max_radius_arcsec")
         for s, what in ((left_sigma, "left"), (right_sigma, "right")):
             if isinstance(s, (tuple, list)):
                 raise UserbatchError(f"BayesianMatch takes circular errors: give the {what} sigma as one column or "
                                      "number (ErrorAwareMatch takes ellipses)")
-        self.left_errors = PositionErrors(left_sigma, "left")
-        self.right_errors = PositionErrors(right_sigma, "right")
+        super().__init__(max_radius_arcsec, left_sigma, right_sigma, k)
         densities = (density_left_per_sr, density_right_per_sr)
         if prior is not None and any(d is not None for d in densities):
             raise UserbatchError("give either prior or the densities, not both")
@@ -991,9 +998,6 @@ class BayesianMatch(CrossmatchAlgorithm):
         if not 0 <= p < 1:
             raise UserbatchError(f"min_p_match must lie in [0, 1); got {min_p_match!r}")
         self.min_p_match = p
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise UserbatchError(f"k must be a non-negative integer (0 keeps every pair); got {k!r}")
-        self.k = int(k)
 
     @staticmethod
     def prior_from_densities(density_left_per_sr: float, density_right_per_sr: float,
@@ -1032,18 +1036,6 @@ class BayesianMatch(CrossmatchAlgorithm):
         return BayesianMatch.prior_from_densities(
             _finite_positive(n_left, "n_left") / area, _finite_positive(n_right, "n_right") / area,
             None if n_common is None else _finite_positive(n_common, "n_common") / area)
-
-    @property
-    def radius_arcsec(self) -> float:
-        return self.max_radius_arcsec
-
-    @property
-    def required_left_columns(self) -> list[str]:
-        return self.left_errors.columns
-
-    @property
-    def required_right_columns(self) -> list[str]:
-        return self.right_errors.columns
 
     def search_radius_arcsec(self, left: TaskRows, right: TaskRows) -> float:
         """The candidate radius of one task: no pair farther apart can reach ``min_p_match``.
