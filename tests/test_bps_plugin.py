@@ -290,22 +290,26 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _wait_for_job(submit_dir, wanted, timeout_s: float, why) -> None:
+    """Until some job in the plugin's state file (``userbatch_jobs.json``) is ``wanted``; fail with ``why()``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            jobs = json.loads((submit_dir / "userbatch_jobs.json").read_text())["jobs"]
+        except (OSError, ValueError, KeyError):
+            jobs = {}
+        if any(wanted(j) for j in jobs.values()):
+            return
+        time.sleep(0.5)
+    pytest.fail(why())
+
+
 @pytest.mark.slow
 def test_cancel_stops_running_jobs(bps_env):
     yaml, submit_dir = _workflow(bps_env, "slow", {"sleepSeconds": 600.0})
     run_id = _submit(yaml)
-    state_file = submit_dir / "userbatch_jobs.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            jobs = json.loads(state_file.read_text())["jobs"]
-        except (OSError, ValueError, KeyError):
-            jobs = {}
-        if any(j["label"] == "step1" and j["state"] == "RUNNING" for j in jobs.values()):
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"step1 never started: {bps_env['fac'].logs(run_id, tail=40)}")
+    _wait_for_job(submit_dir, lambda j: j["label"] == "step1" and j["state"] == "RUNNING", 120,
+                  lambda: f"step1 never started: {bps_env['fac'].logs(run_id, tail=40)}")
     assert _report(run_id).job_state_counts[type(_report(run_id).state).RUNNING] == 2
     time.sleep(2)  # the pipetask processes are up
     p = _bps("cancel", "--id", run_id)

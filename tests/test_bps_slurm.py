@@ -16,7 +16,7 @@ import time
 import pytest
 from helpers import module_facility
 from test_bps_plugin import (BIN, CONFIG, SERVICE, TESTS, _bps, _datasets, _processes_mentioning, _report, _states,
-                             _submit, _workflow)
+                             _submit, _wait_for_job, _workflow)
 from test_slurm import _slurm
 
 pytest.importorskip("lsst.ctrl.bps")
@@ -120,17 +120,8 @@ def test_clustered_on_slurm_same_outputs_as_unclustered(slurm_bps):
 def test_bps_cancel_on_slurm_leaves_nothing_in_squeue(slurm_bps):
     yaml, submit_dir = _workflow(slurm_bps, "sslow", {"sleepSeconds": 600.0})
     run_id = _submit(yaml)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            jobs = json.loads((submit_dir / "userbatch_jobs.json").read_text())["jobs"]
-        except (OSError, ValueError, KeyError):
-            jobs = {}
-        if any(j["state"] == "RUNNING" and j["label"] != "pipetaskInit" for j in jobs.values()):
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"no quantum job started: {slurm_bps['fac'].status(run_id)}")
+    _wait_for_job(submit_dir, lambda j: j["state"] == "RUNNING" and j["label"] != "pipetaskInit", 180,
+                  lambda: f"no quantum job started: {slurm_bps['fac'].status(run_id)}")
     time.sleep(2)
     p = _bps("cancel", "--id", run_id)
     assert p.returncode == 0 and "Successfully canceled" in p.stdout, p.stdout + p.stderr[-2000:]
