@@ -57,12 +57,14 @@ from .crossmatch_tasks import (  # noqa: F401 - MarginTooSmall, DIST_COLUMN, RAN
     right_unmatched_local,
     run_task,
 )
-from .xmatch_algorithms import (  # noqa: F401 - AlgorithmContractError re-exported
+from .xmatch_algorithms import (  # noqa: F401 - AlgorithmContractError, Pairs, TaskRows re-exported
     AlgorithmContractError,
     AllWithin,
     CrossmatchAlgorithm,
     KNearest,
     NearestNeighbour,
+    Pairs,
+    TaskRows,
     load_algorithm,
 )
 
