@@ -387,11 +387,14 @@ def jobs_show(template):
 def jobs_run(ctx, template, config, params, show):
     """Run TEMPLATE in this process (the same code spark-submit jobs/TEMPLATE.py runs) and print its summary."""
     from .facility.jobmain import resolve, run_template
+    from .facility.user_code import add_job_dir
 
     _, resolved = resolve(template, config, list(params))
     if show:
         click.echo(json.dumps(resolved, indent=2, default=str))
         return
+    if config:  # a module next to the job file is importable, as one next to a script is
+        add_job_dir(config)
     _spark(ctx)
     click.echo(json.dumps(run_template(template, resolved), indent=2, default=str))
 

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import UserbatchError
 from ..tables.provenance import Provenance
 from .templates import load_template, parse_overrides, read_job_file
+from .user_code import add_job_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def job_main(name: str, argv: list[str] | None = None) -> int:
         if args.show:
             print(json.dumps(params, indent=2, default=str))
             return 0
+        if args.config:  # a module next to the job file is importable, as one next to a script is
+            add_job_dir(args.config)
         print(json.dumps(run_template(name, params, args.run_id), default=str))
         return 0
     except UserbatchError as e:
