@@ -36,6 +36,9 @@ Arrow result, no JVM) and with ``engine="spark"`` (the tasks write their own pai
 ``--large``: userbatch warm at 20,000,000 x 20,000,000 rows (tables built once like the main ones, read from
 disk) over the main size, and the peak RSS of a process running the largest task of that plan alone.
 
+LSDB's write was also timed as ``to_hats(...)``, without ``_metadata``, and on a 2-worker distributed Client
+(2026-12-05, 5M rows): 17-25 s each, none faster than the configuration kept here.
+
 Last line: ``RESULT xmatch_speedup_vs_lsdb=<lsdb warm / ub warm> xmatch_cold_speedup_vs_lsdb=<lsdb cold / ub cold>
 xmatch_fraction_of_floor=<floor / ub warm> write_speedup_vs_lsdb=<lsdb match+write / ub match+write>
 spark_write_speedup_vs_lsdb=<the same, engine="spark"> [large_growth=<ub warm at 20M / ub warm at 5M>] rows=<n>``.
@@ -482,14 +485,24 @@ def crossmatch_engine(names: tuple[str, str], catalog) -> str:
                       catalog=catalog).engine
 
 
+def _vm_kb(field: str) -> int:
+    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def task_rss_worker(args) -> int:
-    """Child process: plan the match at ``--rows``, then run its largest task alone; the peak RSS before and after."""
+    """Child process: plan the match at ``--rows``, then run its largest task alone and report the peak RSS while
+    it ran (``VmHWM`` after resetting it through ``/proc/self/clear_refs``; ``ru_maxrss`` would carry the parent's
+    peak across the exec) and the RSS before it."""
     from userbatch.ops.crossmatch import crossmatch
     from userbatch.ops.crossmatch.plan import task_sizes
     from userbatch.ops.crossmatch.tasks import run_task
     from userbatch.tables.catalog import Catalog
 
-    names = table_names(args.rows, args.rows)
+    names = table_names(args.rows, args.main_rows)
     xm = crossmatch(names[0], names[1], radius_arcsec=RADIUS_ARCSEC, mode="nearest", left_columns=COLUMNS,
                     right_columns=COLUMNS, engine="local", catalog=Catalog())
     sizes = task_sizes(xm.plan.tasks, xm.left, xm.right)
@@ -497,21 +510,22 @@ def task_rss_worker(args) -> int:
     task = xm.plan.tasks[i]
     smallest = min(range(len(sizes)), key=lambda j: sizes[j])
     run_task(xm.plan.tasks[smallest], xm.left, xm.right, xm.options, xm.plan)  # imports and JIT, untimed
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _vm_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from the current RSS
     out = run_task(task, xm.left, xm.right, xm.options, xm.plan)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _vm_kb("VmHWM")
     lrows, rrows = xm.left.part_rows(), xm.right.part_rows()
     args.out.write_text(json.dumps({
         "tasks": len(sizes), "left_rows": int(sum(lrows[j] for j in task.left_parts)),
         "right_rows": int(sum(rrows[j] for j in task.right_parts)), "pairs": out.num_rows,
-        "peak_rss_before_mb": round(before, 1), "peak_rss_after_mb": round(after, 1)}))
+        "rss_before_mb": round(before / 1024, 1), "peak_rss_mb": round(peak / 1024, 1)}))
     return 0
 
 
 def run_task_rss(args, rows: int, env: dict) -> dict:
     out = args.work / f"task-rss-{rows}.json"
     cmd = [sys.executable, __file__, "--task-rss-worker", "--work", str(args.work), "--out", str(out),
-           *common_args(args, rows)]
+           "--main-rows", str(args.rows), *common_args(args, rows)]
     subprocess.run(cmd, check=True, env=env)
     return json.loads(out.read_text())
 
@@ -801,8 +815,8 @@ def report(args, r: dict, ok: bool) -> None:
         print(f"large: userbatch warm {min(lg['warm_s']):.2f} s at {lg['rows']:,} rows ({lg['matches']:,} matches) vs "
               f"{ub_warm:.2f} s at {rows:,}: ratio {large_growth:.2f} for {lg['rows'] / rows:g}x the rows; largest of "
               f"{tk['tasks']} tasks ({tk['left_rows']:,} left + {tk['right_rows']:,} right rows, "
-              f"{tk['pairs']:,} pairs) peak RSS {tk['peak_rss_after_mb']:.0f} MB, of which "
-              f"{tk['peak_rss_after_mb'] - tk['peak_rss_before_mb']:.0f} MB above the process before it")
+              f"{tk['pairs']:,} pairs) run alone: peak RSS {tk['peak_rss_mb']:.0f} MB, "
+              f"{tk['peak_rss_mb'] - tk['rss_before_mb']:.0f} MB above the process before it")
     if args.json:
         args.json.write_text(json.dumps({k: v for k, v in r.items()}, indent=1, default=str))
     print(f"RESULT xmatch_speedup_vs_lsdb={sig3(lsdb_warm / ub_warm)} "
@@ -841,6 +855,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cold-worker", choices=("lsdb", "userbatch"), help=argparse.SUPPRESS)
     ap.add_argument("--build-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--task-rss-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--main-rows", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--build-what", default="userbatch,hats", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
