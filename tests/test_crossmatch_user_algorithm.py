@@ -1,6 +1,6 @@
 """A user's own cross-match algorithm in a file of their own, run by the crossmatch template job (issue 18, item 4):
 ``algorithm: my_match:MyMatch`` found by path, in the working directory or next to the job file, on the local
-engine and on the Spark engine (where the module must reach the executors: ``facility/user_code.ship``), and by
+engine and on the Spark engine (where the module must reach the executors: ``userbatch.user_code.ship``, called by the Spark engine), and by
 ``spark-submit`` with ``--py-files`` or with the module next to the job script. Every result is compared with a
 brute-force numpy oracle of the same rule computed here; a module that is nowhere gives one clear error.
 
@@ -172,6 +172,21 @@ def test_user_module_through_the_template(xu, tmp_path, monkeypatch, capsys, cle
     _assert_oracle(got, xu.oracle)
     shipped = [f for f in xu.spark.sparkContext.listFiles if f.endswith(f"/{name}.py")]
     assert len(shipped) == (1 if engine == "spark" else 0)  # the executors got the file only where they need it
+
+
+@pytest.mark.heavy
+def test_a_library_call_on_spark_ships_the_users_module(xu, tmp_path, clean_path):
+    """Not only the template: ``crossmatch(..., algorithm="my_module:Class", engine="spark")`` from a user's own
+    code, the module on the driver's ``sys.path`` only, reaches the executors (the Spark engine ships it)."""
+    from userbatch.ops.crossmatch import crossmatch
+
+    name = "ub_user_library_spark"
+    (tmp_path / f"{name}.py").write_text(USER_MODULE)
+    sys.path.insert(0, str(tmp_path))  # the driver's path only: the executors' Python workers do not see it
+    xm = crossmatch("xu.left", "xu.right", algorithm=f"{name}:FluxScaledNearest", algorithm_params=PARAMS,
+                    left_columns=["objectId", "coord_ra", "coord_dec"], right_columns=["objectId"], engine="spark")
+    _assert_oracle(xm.to_pandas(), xu.oracle)
+    assert [f for f in xu.spark.sparkContext.listFiles if f.endswith(f"/{name}.py")]
 
 
 def test_a_module_that_is_nowhere_is_named_with_where_it_looked(session_home, tmp_path, monkeypatch, clean_path):

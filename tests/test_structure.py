@@ -128,7 +128,7 @@ def test_no_import_cycles_at_any_depth():
 LAYERS = [
     ("userbatch.errors", "userbatch.config", "userbatch.resources", "userbatch.extras", "userbatch.version"),
     ("userbatch.sky",),
-    ("userbatch.engine",),
+    ("userbatch.engine", "userbatch.user_code"),
     ("userbatch.tables",),
     ("userbatch.ops", "userbatch.sim"),
     ("userbatch.spark", "userbatch.viz"),

@@ -387,7 +387,7 @@ def jobs_show(template):
 def jobs_run(ctx, template, config, params, show):
     """Run TEMPLATE in this process (the same code spark-submit jobs/TEMPLATE.py runs) and print its summary."""
     from .facility.jobmain import resolve, run_template
-    from .facility.user_code import add_job_dir
+    from .user_code import add_job_dir
 
     _, resolved = resolve(template, config, list(params))
     if show:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UserbatchError
 from ..tables.provenance import Provenance
-from .user_code import locate, ship
+from ..user_code import locate
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def crossmatch(params: dict[str, Any], provenance: Provenance) -> dict:
     """Cross-match two catalog tables and write the pairs as a new table (see ``conf/templates/crossmatch.yaml``).
 
     A user's ``algorithm: my_match:MyMatch`` (or ``path/to/my_match.py:MyMatch``) is found on the driver by
-    :func:`~userbatch.facility.user_code.locate` and, when the Spark engine runs it, shipped to the executors by
-    :func:`~userbatch.facility.user_code.ship` before the first task.
+    :func:`~userbatch.user_code.locate` (the job file's directory and the working directory are searched); the
+    Spark engine ships it to the executors itself (:func:`~userbatch.user_code.ship`).
     """
     from ..ops.crossmatch import crossmatch as xmatch
     from ..spark import session
@@ -70,8 +70,6 @@ def crossmatch(params: dict[str, Any], provenance: Provenance) -> dict:
                 left_columns=p["left_columns"], right_columns=p["right_columns"],
                 suffixes=("", p["right_suffix"]), left_version=p["left_version"], right_version=p["right_version"],
                 margin_fallback=p["margin_fallback"], engine=p["engine"], spark=spark)
-    if user is not None and xm.engine == "spark":
-        ship(spark, user)
     log.info("crossmatch: %s", xm.explain())
     result = xm.write(p["output"], mode=p["write_mode"], provenance=provenance,
                       pixel_threshold=p["pixel_threshold"], margin_radius_arcsec=p["margin_radius_arcsec"])

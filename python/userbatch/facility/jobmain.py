@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import UserbatchError
 from ..tables.provenance import Provenance
 from .templates import load_template, parse_overrides, read_job_file
-from .user_code import add_job_dir
+from ..user_code import add_job_dir
 
 log = logging.getLogger(__name__)
 

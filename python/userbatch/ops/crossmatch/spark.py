@@ -30,6 +30,7 @@ from .algorithms import AlgorithmContractError
 from .kernel import dense_keys, one_to_one
 from .plan import LKEY, RANK_COLUMN, RKEYS, output_schema, task_sizes
 from .tasks import run_task
+from ...user_code import ship, user_class
 from ...tables.write import write_from_tasks
 from ...tables.write_arrow import sort_by_index, write_partition_file, write_rows_into
 
@@ -60,6 +61,7 @@ def run_spark(xm, spark=None):
         The result columns (``xm.columns``), lazy.
     """
     spark = spark or get_session()
+    _ship_algorithm(spark, xm.options)
     left, right, opts, plan = xm.left, xm.right, xm.options, xm.plan
     df = partition_tasks.run_spark(spark, plan.tasks, lambda t: run_task(t, left, right, opts, plan),
                                    output_schema(left, right, opts), sizes=task_sizes(plan.tasks, left, right),
@@ -70,6 +72,13 @@ def run_spark(xm, spark=None):
         df = df.localCheckpoint()
         df = df.unionByName(_right_unmatched(spark, df, xm))
     return df.select(*xm.columns)
+
+
+def _ship_algorithm(spark, opts) -> None:
+    """Make the algorithm's class importable on the executors: a user's module file (not installed, not defined
+    in ``__main__``, which travels by value) is added with ``addPyFile``, once per application."""
+    if opts.algorithm is not None:
+        ship(spark, user_class(type(opts.algorithm)))
 
 
 #: What each Spark task of a write reports: the files it wrote (relative to the staging directory) and their rows.
@@ -100,6 +109,7 @@ def write_from_spark_tasks(xm, name: str, mode: str, partitions, ra_column: str,
         ``visibility`` ...).
     """
     spark = xm.spark or get_session()
+    _ship_algorithm(spark, xm.options)
     left, right, opts, plan = xm.left, xm.right, xm.options, xm.plan
     columns = xm.columns
     empty = output_schema(left, right, opts).empty_table().select(columns)

@@ -31,8 +31,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import is_remote
-from ..errors import UserbatchError
+from .engine import is_remote
+from .errors import UserbatchError
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,23 @@ def _zip_package(package_dir: Path) -> Path:
     return out
 
 
-def ship(spark, user: UserClass) -> Path | None:
+def user_class(cls: type) -> UserClass | None:
+    """Where an imported class comes from, for :func:`ship`; None when it needs no shipping because it travels by
+    value (defined in ``__main__``: a script's or a notebook's own class is pickled whole by cloudpickle).
+
+    Parameters
+    ----------
+    cls : type
+        The class (a cross-match algorithm's, say) whose instances Spark tasks will unpickle.
+    """
+    module = getattr(cls, "__module__", "") or ""
+    top = module.split(".")[0]
+    if not top or top == "__main__" or top not in sys.modules:
+        return None
+    return UserClass(f"{module}:{cls.__qualname__}", top, _to_ship(top, _source(_find_spec(top))))
+
+
+def ship(spark, user: UserClass | None) -> Path | None:
     """Make ``user``'s module importable on ``spark``'s executors: ``addPyFile`` its file (a package as a zip).
 
     Nothing is added when the module needs no shipping (:attr:`UserClass.source` is None), when ``--py-files``
@@ -214,15 +230,15 @@ def ship(spark, user: UserClass) -> Path | None:
     ----------
     spark : pyspark.sql.SparkSession
         The session whose executors will run the tasks (classic or Spark Connect).
-    user : UserClass
-        What :func:`locate` found.
+    user : UserClass or None
+        What :func:`locate` or :func:`user_class` found (None: nothing to do).
 
     Returns
     -------
     pathlib.Path or None
         The file added, or None when nothing was.
     """
-    if user.source is None:
+    if user is None or user.source is None:
         return None
     path = _zip_package(user.source) if user.source.is_dir() else user.source
     if is_remote(spark):  # Spark Connect: no SparkContext; the session uploads it as a Python artifact
