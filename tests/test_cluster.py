@@ -163,9 +163,16 @@ def test_cluster_start_status_and_second_start_refused(devcluster):
 
 
 def test_jobs_give_identical_tables_on_local_and_on_the_cluster(devcluster, data, tmp_path):
+    """The same templated job by spark-submit on the two-worker cluster and in this process on local Spark (the
+    test session; a spark-submit on local[2] runs the same code and only costs a JVM start)."""
+    import yaml
+
+    from userbatch.facility.jobmain import run_template
+
     spark, master = data["spark"], devcluster["master_url"]
     for job, params, out in (("crossmatch", XM, "xm"), ("forced_source_stats", FS, "fs")):
-        _run_job(job, {**params, "output": f"u_tester.{out}_local"}, "local[2]", tmp_path / f"{out}_local.log")
+        run_template(job, {**{k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in params.items()},
+                           "output": f"u_tester.{out}_local"})
         _run_job(job, {**params, "output": f"u_tester.{out}_cluster"}, master, tmp_path / f"{out}_cluster.log")
         n = _assert_identical(spark, f"u_tester.{out}_local", f"u_tester.{out}_cluster")
         assert n > 100, (job, n)

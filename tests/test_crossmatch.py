@@ -670,7 +670,7 @@ def _table_rows_and_layout(name: str):
 
 @pytest.mark.heavy
 @pytest.mark.parametrize("how,one_to_one,mode", [("inner", False, "all"), ("left", False, "nearest"),
-                                                 ("outer", True, "nearest"), ("inner", True, "nearest")])
+                                                 ("outer", True, "nearest")])
 def test_write_is_the_same_table_on_both_engines(xm, how, one_to_one, mode):
     """Local (pyarrow, no JVM) and Spark (tasks write their own pairs; global steps by Spark) write the same rows in
     the same layout: the left table's partitions, plus partitions of their own for right-only rows."""

@@ -1,8 +1,9 @@
 """A user's own cross-match algorithm in a file of their own, run by the crossmatch template job (issue 18, item 4):
 ``algorithm: my_match:MyMatch`` found by path, in the working directory or next to the job file, on the local
-engine and on the Spark engine (where the module must reach the executors: ``userbatch.user_code.ship``, called by the Spark engine), and by
-``spark-submit`` with ``--py-files`` or with the module next to the job script. Every result is compared with a
-brute-force numpy oracle of the same rule computed here; a module that is nowhere gives one clear error.
+engine and on the Spark engine (where the module must reach the executors: the Spark engine ships it with
+``userbatch.user_code.ship``), by a direct library call, and by ``spark-submit --py-files``. Every result is
+compared with a brute-force numpy oracle of the same rule computed here; a module that is nowhere gives one clear
+error.
 
 Small on purpose (about 1,500 x 1,300 rows): the engines' pair-by-pair equivalence is in
 test_crossmatch_algorithms.py; the question here is only whether a user's file gets where it must.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,9 +208,10 @@ def test_a_module_that_is_nowhere_is_named_with_where_it_looked(session_home, tm
 
 
 @pytest.mark.slow
-def test_spark_submit_with_py_files_and_with_the_module_next_to_the_job_script(xu, tmp_path):
-    """The two ways a Spark user hands over a module, each in its own JVM: ``--py-files my_match.py`` (run from
-    another directory), and ``my_match.py`` next to their copy of the job script."""
+def test_spark_submit_with_py_files(xu, tmp_path):
+    """The way a Spark user hands over a module, in its own JVM: ``--py-files my_match.py``, run from another
+    directory (a module next to the job file or in the working directory, and one the Spark engine ships itself,
+    are the in-process tests above)."""
     from userbatch.tables.read import read_table
 
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "python")}
@@ -224,13 +225,8 @@ def test_spark_submit_with_py_files_and_with_the_module_next_to_the_job_script(x
     py_files = tmp_path / "mods" / "ub_user_pyfiles.py"
     py_files.parent.mkdir()
     py_files.write_text(USER_MODULE)
-    project = tmp_path / "project"  # the user's copy of the job script, the module beside it
-    project.mkdir()
-    shutil.copy(ROOT / "jobs" / "crossmatch.py", project / "crossmatch.py")
-    (project / "ub_user_beside.py").write_text(USER_MODULE)
     runs = {"u.pyfiles": ["--py-files", str(py_files), str(ROOT / "jobs" / "crossmatch.py"),
-                          "-p", "algorithm=ub_user_pyfiles:FluxScaledNearest"],
-            "u.beside": [str(project / "crossmatch.py"), "-p", "algorithm=ub_user_beside:FluxScaledNearest"]}
+                          "-p", "algorithm=ub_user_pyfiles:FluxScaledNearest"]}
     for output, args in runs.items():
         proc = subprocess.run([str(spark_submit), "--master", "local[2]", "--driver-memory", "1g", *args,
                                *common, "-p", f"output={output}"],

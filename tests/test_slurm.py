@@ -150,13 +150,13 @@ def test_apply_writes_the_quota_file_into_slurm_and_is_idempotent(sl):
 
 def test_a_run_is_a_slurm_job_of_its_owner_charged_what_sacct_says(sl):
     from userbatch.cluster.slurm import sacct_job
-
-    import grp
+    from userbatch.facility.accounts import IdentityConfig, ensure_os_group
 
     alice = sl["facs"]["salice"]
     shared = sl["fx"].base / "steam-only"
     shared.mkdir()
-    os.chown(shared, 0, grp.getgrnam("ubg_steam").gr_gid)
+    # the team's OS group exists before its first run here (the facility makes it at a member's first submit)
+    os.chown(shared, 0, ensure_os_group(IdentityConfig(), "steam"))
     os.chmod(shared, 0o770)
     run = alice.wait(alice.submit(script=("hello.py", HELLO), cores=2, group="steam",
                                   script_args=[str(shared)])["id"], timeout_s=300)
