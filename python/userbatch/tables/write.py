@@ -680,32 +680,44 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
                 max_open_files=_max_open_files(plan))
         else:
             rel, margin_rel, arrow_schema = _write_files(good.limit(0), root, partitioned=False)
+    def rebuild():
+        stored = to_spark(spark, resolve(entry, record=False)).select(*columns)
+        source = good.select(*columns).unionByName(stored)
+        dests = _margin_destinations(spark, plan, keys, m_order)
+        copies = _with_margin_copies(source, dests, m_order, columns, keep_own=False)
+        out = copies.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY, MARGIN_FLAG).sortWithinPartitions(
+            SPATIAL_INDEX_COLUMN)
+        written, _, schema = _write_files(out, margin_root, partitioned=True, max_open_files=_max_open_files(plan))
+        return written, schema
+
+    version, margin_rows, margin_version = _commit_spatial(
+        entry, prov, metadata, mode, rel, arrow_schema, timings, margin_root, m_order, margin_rel, existing,
+        rebuild if rebuild_margin else None)
+    rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
+    return WriteResult(entry.name, version, rows, len(plan), bad if on_bad == "reject" else 0, quarantined,
+                       margin_rows, margin_version)
+
+
+def _commit_spatial(entry: TableEntry, prov: Provenance, metadata: dict, mode: str, rel, schema, timings: dict,
+                    margin_root: Path | None, m_order, margin_rel, existing, rebuild=None):
+    """The end of a spatial write, either writer: the margin's commit (its files written with the rows, or all of
+    it written again by ``rebuild()`` when an append added pixels), then the table's — the one step that makes the
+    rows visible. Returns ``(version, margin rows, margin version)``."""
     margin_rows = margin_version = None
     if margin_root is not None:
         with _stage("margin", timings):
             meta = {**prov.as_dict(), "margin_of": entry.name, "margin_order": m_order,
                     "radius_arcsec": entry.margin_radius_arcsec}
-            if rebuild_margin:
-                stored = to_spark(spark, resolve(entry, record=False)).select(*columns)
-                source = good.select(*columns).unionByName(stored)
-                dests = _margin_destinations(spark, plan, keys, m_order)
-                copies = _with_margin_copies(source, dests, m_order, columns, keep_own=False)
-                out = copies.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY, MARGIN_FLAG).sortWithinPartitions(
-                    SPATIAL_INDEX_COLUMN)
-                margin_rel, _, margin_schema = _write_files(out, margin_root, partitioned=True,
-                                                            max_open_files=_max_open_files(plan))
-                margin_version = _commit(margin_root, margin_rel, margin_schema, "overwrite", meta)
-            else:
-                margin_mode = "append" if existing is not None else "overwrite"
-                margin_version = _commit(margin_root, margin_rel, arrow_schema, margin_mode, meta)
+            margin_mode, margin_schema = ("append" if existing is not None else "overwrite"), schema
+            if rebuild is not None:
+                (margin_rel, margin_schema), margin_mode = rebuild(), "overwrite"
+            margin_version = _commit(margin_root, margin_rel, margin_schema, margin_mode, meta)
             margin_rows = sum(pq.read_metadata(margin_root / p).num_rows for p in margin_rel)
             metadata["margin"] = {"version": margin_version, "radius_arcsec": entry.margin_radius_arcsec,
                                   "rows": margin_rows}
     with _stage("commit", timings):
-        version = _commit(root, rel, arrow_schema, mode, metadata)
-    rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
-    return WriteResult(entry.name, version, rows, len(plan), bad if on_bad == "reject" else 0, quarantined,
-                       margin_rows, margin_version)
+        version = _commit(Path(entry.location), rel, schema, mode, metadata)
+    return version, margin_rows, margin_version
 
 
 def _arrow_or_spark(df):
@@ -798,33 +810,23 @@ def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov
         if not rel:  # no rows: an empty file keeps the schema, as the Spark writer's does
             rel = write_arrow.write_plain(rows.slice(0, 0), root)
         arrow_schema = rows.schema
-    margin_rows = margin_version = None
-    if margin_root is not None:
-        with _stage("margin", timings):
-            meta = {**prov.as_dict(), "margin_of": entry.name, "margin_order": m_order,
-                    "radius_arcsec": entry.margin_radius_arcsec}
-            if rebuild_margin:
-                from .snapshots import to_arrow
+    def rebuild():
+        from .snapshots import to_arrow
 
-                stored = to_arrow(resolve(entry, record=False), rows.schema.names)
-                every = pa.concat_tables([rows, stored.cast(rows.schema)])
-                every_index = every.column(SPATIAL_INDEX_COLUMN).to_numpy()
-                every, every_index = write_arrow.sort_by_index(every.drop_columns([SPATIAL_INDEX_COLUMN]),
-                                                               every_index)
-                take, slices = write_arrow.margin_slices(plan, every_index, m_order)
-                copies = every.take(pa.array(take)) if len(take) else every.slice(0, 0)
-                margin_rel = write_arrow.write_layout(
-                    [(margin_root, write_arrow.partition_path(*plan.partitions[i]), copies.slice(a, b - a))
-                     for i, a, b in slices]).get(margin_root, [])
-                margin_version = _commit(margin_root, margin_rel, arrow_schema, "overwrite", meta)
-            else:
-                margin_mode = "append" if existing is not None else "overwrite"
-                margin_version = _commit(margin_root, margin_rel, arrow_schema, margin_mode, meta)
-            margin_rows = sum(pq.read_metadata(margin_root / p).num_rows for p in margin_rel)
-            metadata["margin"] = {"version": margin_version, "radius_arcsec": entry.margin_radius_arcsec,
-                                  "rows": margin_rows}
-    with _stage("commit", timings):
-        version = _commit(root, rel, arrow_schema, mode, metadata)
+        stored = to_arrow(resolve(entry, record=False), rows.schema.names)
+        every = pa.concat_tables([rows, stored.cast(rows.schema)])
+        every, every_index = write_arrow.sort_by_index(every.drop_columns([SPATIAL_INDEX_COLUMN]),
+                                                       every.column(SPATIAL_INDEX_COLUMN).to_numpy())
+        take, slices = write_arrow.margin_slices(plan, every_index, m_order)
+        copies = every.take(pa.array(take)) if len(take) else every.slice(0, 0)
+        written = write_arrow.write_layout(
+            [(margin_root, write_arrow.partition_path(*plan.partitions[i]), copies.slice(a, b - a))
+             for i, a, b in slices]).get(margin_root, [])
+        return written, arrow_schema
+
+    version, margin_rows, margin_version = _commit_spatial(
+        entry, prov, metadata, mode, rel, arrow_schema, timings, margin_root, m_order, margin_rel, existing,
+        rebuild if rebuild_margin else None)
     return WriteResult(entry.name, version, rows.num_rows, len(plan), bad if on_bad == "reject" else 0,
                        quarantined, margin_rows, margin_version)
 
