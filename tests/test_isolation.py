@@ -293,7 +293,7 @@ def test_a_hostile_script_is_refused_everything(iso):
 def test_cancel_and_time_limit_leave_no_process_of_the_run(iso):
     alice, carol = iso["facs"]["alice"], iso["facs"]["carol"]
     cancelled = alice.submit(script=("sleeper.py", SLEEPER))
-    limited = carol.submit(script=("sleeper.py", SLEEPER), max_hours=1 / 120)  # 30 s
+    limited = carol.submit(script=("sleeper.py", SLEEPER), max_hours=1 / 60)
     deadline = time.monotonic() + 240
     while "SLEEPING" not in alice.logs(cancelled["id"]) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -305,7 +305,7 @@ def test_cancel_and_time_limit_leave_no_process_of_the_run(iso):
     assert _wait_gone(_uid("alice")) == []
     timed = carol.wait(limited["id"], timeout_s=300)
     assert timed["state"] == "failed" and "time limit" in timed["error"]
-    assert timed["charged_core_hours"] >= 1 / 120 - 1e-6
+    assert timed["charged_core_hours"] >= 1 / 60 - 1e-6
     assert _wait_gone(_uid("carol")) == []
 
 
