@@ -732,10 +732,11 @@ def _arrow_or_spark(df):
     return df
 
 
-def _plan_for(entry: TableEntry, mode: str, created: bool, fixed_partitions, pixel_counts) -> PartitionPlan:
+def _plan_for(entry: TableEntry, mode: str, created: bool, fixed_partitions,
+              pixel_counts) -> tuple[PartitionPlan, np.ndarray | None]:
     """The partitions of a spatial write, from a histogram maker ``pixel_counts(order) -> (pixels, counts)``:
     a new table's own (fixed order or adaptive), an append's existing ones plus new ones outside them, or the
-    ``fixed_partitions`` given."""
+    ``fixed_partitions`` given; and the partitions kept as they were (None for a new layout)."""
     existing = partitions_of(resolve(entry, record=False)) if (mode == "append" and not created) else None
     if fixed_partitions is not None and len(fixed_partitions):
         existing = np.asarray(fixed_partitions, dtype=np.int64).reshape(-1, 2)

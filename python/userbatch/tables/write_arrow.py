@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import BadCoordinates
 from ..sky.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, hats_dir, radec_to_index, valid_radec_mask
 from ..sky.margins import margin_pairs
 from .partitioning import PartitionPlan
@@ -229,8 +230,6 @@ def write_rows_into(rows: pa.Table, ra: str, dec: str, partitions: np.ndarray, s
     staging : pathlib.Path
         The write's staging directory (shared storage on a cluster).
     """
-    from ..errors import BadCoordinates
-
     if rows.num_rows == 0:
         return pa.table({"path": pa.array([], pa.string()), "rows": pa.array([], pa.int64())})
     index = spatial_index(*coordinates(rows, ra, dec))
