@@ -237,6 +237,84 @@ def tables_drop(name):
     click.echo(f"dropped {name}")
 
 
+def _vacuum_line(r: dict) -> str:
+    kept = ", ".join(f"v{v}" for v in r["kept_versions"])
+    verb = "would remove" if r["dry_run"] else "removed"
+    extra = f", {r['log_files']} log file(s)" if r.get("log_files") else ""
+    held = (f"; live {_bytes(r['live_bytes'])}, time travel {_bytes(r['time_travel_bytes'])}"
+            if r["kept_versions"] else "")
+    return (f"{r['table']:32s} kept [{kept}] {verb} {len(r['files'])} file(s), {_bytes(r['bytes'])}{extra}{held}")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@tables.command("vacuum")
+@click.argument("name", required=False)
+@click.option("--all", "all_tables", is_flag=True, help="Every table you own (admins: every table), and the "
+              "directories of your dropped tables.")
+@click.option("--retain", "retain_days", type=float, help="Keep every version committed within this many days "
+              "[default: 7].")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--min-age-hours", type=float, help="Never remove a file younger than this: a write may be about "
+              "to commit it [default: 24].")
+@click.option("--json", "as_json", is_flag=True)
+def tables_vacuum(name, all_tables, retain_days, dry_run, min_age_hours, as_json):
+    """Delete files no version worth keeping reads.
+
+    Kept: the latest version, every version within --retain days, and every version a run on record read,
+    wrote or is pinned to (so a rerun after a vacuum gives identical rows). Also removes killed writers' staging
+    files, margins of versions no longer kept and, with --all, dropped tables' directories.
+    """
+    if bool(name) == bool(all_tables):
+        raise UserbatchError("name a table, or give --all (every table you own)")
+    out = _facility().vacuum(name, all_tables=all_tables, retain_days=retain_days, dry_run=dry_run,
+                             min_age_hours=min_age_hours)
+    if as_json:
+        _echo_json(out)
+        return
+    for r in out["tables"]:
+        click.echo(_vacuum_line(r))
+    t = out["total"]
+    click.echo(f"{'would free' if dry_run else 'freed'} {_bytes(t['bytes'])} in {t['files']} file(s) over "
+               f"{t['tables']} table(s)")
+
+
+@tables.command("optimize")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def tables_optimize(name, as_json):
+    """Compact each partition into one file (rows in _healpix_29 order, margin in step) and split partitions that
+    appends pushed past the table's threshold; committed as a new version."""
+    r = _facility().optimize(name)
+    if as_json:
+        _echo_json(r)
+        return
+    if r["version"] is None:
+        click.echo(f"{name}: nothing to do ({r['files_before']} file(s) in {r['partitions_before']} partition(s))")
+        return
+    split = f"; split {len(r['split'])} partition(s)" if r["split"] else ""
+    click.echo(f"{name}: version {r['version']}, {r['files_before']} -> {r['files_after']} file(s), "
+               f"{r['partitions_before']} -> {r['partitions_after']} partition(s), {r['rows']:,} rows{split}")
+
+
+@tables.command("restore")
+@click.argument("target", metavar="TABLE@VERSION")
+def tables_restore(target):
+    """Commit a new version equal to an earlier one (e.g. u_alice.stars@3)."""
+    name, sep, ver = target.partition("@")
+    ver = ver.removeprefix("v")
+    if not sep or not ver.isdigit():
+        raise UserbatchError(f"give the table and version as TABLE@VERSION (e.g. {name or 'u_me.t'}@3); got {target!r}")
+    r = _facility().restore(name, int(ver))
+    click.echo(f"{name}: version {r['version']} restores version {r['restored_version']}")
+
+
 # ------------------------------------------------------------------------------------------------ search
 
 def _run_search(ctx, s, explain_only, limit, output, engine):
@@ -596,6 +674,13 @@ def quota_show(user, as_json):
         click.echo(f"{b['subject_kind'] + ' ' + b['subject']:24s} {b['core_hours']:>10.2f} {b['used']:>10.4f} "
                    f"{b['reserved']:>10.2f} {b['remaining']:>10.2f}  {b['running_cores']}/{b['max_cores']:<8d} "
                    f"{b['storage_used_gb']:.3f}/{b['storage_gb']:.0f}   ({b['period']})")
+    if q.get("storage"):
+        click.echo(f"\n{'namespace':24s} {'tables':>6s} {'live':>10s} {'time travel':>12s} {'reclaimable':>12s}")
+        for n in q["storage"]:
+            click.echo(f"{n['namespace']:24s} {n['tables']:>6d} {_bytes(n['live_bytes']):>10s} "
+                       f"{_bytes(n['time_travel_bytes']):>12s} {_bytes(n['reclaimable_bytes']):>12s}")
+        click.echo("(time travel: held only for older versions kept; reclaimable: what 'userbatch tables vacuum "
+                   "--all' frees now)")
 
 
 @quota.command("set")

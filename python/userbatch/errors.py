@@ -50,3 +50,7 @@ class MissingExtra(UserbatchError, ImportError):
 
     Also an :class:`ImportError`, so code that probes for an optional package with ``except ImportError`` keeps
     working."""
+
+
+class SchemaMismatch(UserbatchError):
+    """Rows whose columns or types do not fit the table they are written to (and cannot be merged into it)."""

@@ -79,6 +79,17 @@ class QuotaBody(_Body):
     storage_gb: float | None = None
 
 
+class VacuumBody(_Body):
+    retain_days: float | None = Field(None, ge=0, le=36600, description="keep every version this recent (default 7)")
+    dry_run: bool = Field(False, description="only report what would be removed")
+    min_age_hours: float | None = Field(None, ge=0, le=87840,
+                                        description="never remove a file younger than this (default 24)")
+
+
+class RestoreBody(_Body):
+    version: int = Field(ge=0, description="the version to bring back as a new version")
+
+
 class WorkflowBody(_Body):
     text: str = Field(description="the workflow YAML")
     group: str | None = None
@@ -278,6 +289,29 @@ def create_app(db_url: str | None = None, config: FacilityConfig | None = None) 
                    fac: Facility = Depends(facility)) -> dict:
         """How a table version came to be: its run, parameters and inputs, walked back."""
         return fac.provenance(name, version, depth=depth)
+
+    @app.post("/tables/{name:path}/vacuum", tags=["tables"])
+    def vacuum_table(name: str, body: VacuumBody | None = None, fac: Facility = Depends(facility)) -> dict:
+        """Remove the files no version worth keeping reads (owners; admins any)."""
+        b = body or VacuumBody()
+        return fac.vacuum(name, retain_days=b.retain_days, dry_run=b.dry_run, min_age_hours=b.min_age_hours)
+
+    @app.post("/vacuum", tags=["tables"])
+    def vacuum_all(body: VacuumBody | None = None, fac: Facility = Depends(facility)) -> dict:
+        """Vacuum every table you own (every table, for admins) and your dropped tables' directories."""
+        b = body or VacuumBody()
+        return fac.vacuum(all_tables=True, retain_days=b.retain_days, dry_run=b.dry_run,
+                          min_age_hours=b.min_age_hours)
+
+    @app.post("/tables/{name:path}/optimize", tags=["tables"])
+    def optimize_table(name: str, fac: Facility = Depends(facility)) -> dict:
+        """Compact a table's partitions into one file each (a new version)."""
+        return fac.optimize(name)
+
+    @app.post("/tables/{name:path}/restore", tags=["tables"])
+    def restore_table(name: str, body: RestoreBody, fac: Facility = Depends(facility)) -> dict:
+        """A new version of the table equal to an earlier one."""
+        return fac.restore(name, body.version)
 
     @app.get("/tables/{name:path}", tags=["tables"])
     def table(name: str, fac: Facility = Depends(facility)) -> dict:

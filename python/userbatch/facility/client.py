@@ -206,6 +206,21 @@ class Client:
     def provenance(self, table: str, version: int | None = None, depth: int = 8) -> dict:
         return self._get(f"/tables/{_seg(table)}/provenance", version=version, depth=depth)
 
+    def vacuum(self, table: str | None = None, all_tables: bool = False, retain_days: float | None = None,
+               dry_run: bool = False, min_age_hours: float | None = None) -> dict:
+        body = {"retain_days": retain_days, "dry_run": dry_run, "min_age_hours": min_age_hours}
+        if all_tables and not table:
+            return self._post("/vacuum", body)
+        if not table or all_tables:
+            raise UserbatchError("name a table, or give --all (every table you own)")
+        return self._post(f"/tables/{_seg(table)}/vacuum", body)
+
+    def optimize(self, table: str) -> dict:
+        return self._post(f"/tables/{_seg(table)}/optimize")
+
+    def restore(self, table: str, version: int) -> dict:
+        return self._post(f"/tables/{_seg(table)}/restore", {"version": version})
+
     # ------------------------------------------------------------------------------------------- quotas
     def quota_show(self, user: str | None = None) -> dict:
         return self._get("/quota", user=user)

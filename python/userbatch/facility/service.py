@@ -31,7 +31,7 @@ from ..config import settings
 from ..errors import AccessDenied, UserbatchError
 from ..tables.db import engine_for, transaction
 from ..tables.names import parse_table_name
-from . import ledger
+from . import ledger, upkeep
 from .config import FacilityConfig, load_config
 from .models import (
     ACTIVE_STATES,
@@ -209,6 +209,48 @@ class Facility:
         entry = self._catalog().update(name, **changes)
         storage.apply_table(self.config, entry)
         return entry
+
+    # ------------------------------------------------------------------------------------------- upkeep
+    def vacuum(self, table: str | None = None, all_tables: bool = False, retain_days: float | None = None,
+               dry_run: bool = False, min_age_hours: float | None = None) -> dict:
+        """Delete what no version worth keeping reads (:mod:`.upkeep`); owners their tables, admins any.
+
+        Parameters
+        ----------
+        table : str, optional
+            One table; or ``all_tables`` for every table the caller owns (all, for an admin) and dropped tables'
+            directories in the caller's namespaces.
+        all_tables : bool
+            See ``table``.
+        retain_days : float, optional
+            Versions committed within this many days stay readable (default 7).
+        dry_run : bool
+            Only report what would go.
+        min_age_hours : float, optional
+            Files no version reads are kept while younger than this (default 24: a write may be in progress).
+
+        Returns
+        -------
+        dict
+            ``{"tables": [report, ...], "total": {"tables", "files", "bytes", "log_files"}}``.
+        """
+        from ..tables.maintenance import DEFAULT_MIN_AGE_HOURS, DEFAULT_RETAIN_DAYS
+
+        self._not_delegated("vacuum tables")
+        return upkeep.vacuum(self, table, all_tables,
+                             DEFAULT_RETAIN_DAYS if retain_days is None else float(retain_days), dry_run,
+                             DEFAULT_MIN_AGE_HOURS if min_age_hours is None else float(min_age_hours))
+
+    def optimize(self, table: str) -> dict:
+        """Compact a table the caller owns (admins: any) into one file per partition, splitting partitions past
+        the threshold; a new version with provenance ``optimize``."""
+        self._not_delegated("optimize tables")
+        return upkeep.optimize(self, table)
+
+    def restore(self, table: str, version: int) -> dict:
+        """Commit a new version of a table the caller owns (admins: any) equal to ``version``."""
+        self._not_delegated("restore tables")
+        return upkeep.restore(self, table, version)
 
     def fsck(self, repair: bool = False) -> list[dict]:
         """Where catalog and file system disagree (owner, group, mode of namespaces and tables); admins."""
@@ -545,6 +587,7 @@ class Facility:
             groups = ledger.groups_of(s, user)
             out = {"user": ledger.balance(s, self.config, "user", user).as_dict(),
                    "groups": [ledger.balance(s, self.config, "group", g).as_dict() for g in groups]}
+        out["storage"] = upkeep.storage_view(self, user, groups)
         return out
 
     def quota_set(self, kind: str, subject: str, core_hours: float | None = None, max_cores: int | None = None,

@@ -21,9 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+from deltalake.transaction import (
+    AddAction,
+    CommitProperties,
+    PostCommitHookProperties,
+    RemoveAction,
+    create_table_with_add_actions,
+)
 
-from ..errors import CommitConflict, UserbatchError, VersionNotFound
+from ..errors import CommitConflict, SchemaMismatch, UserbatchError, VersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,18 @@ log = logging.getLogger(__name__)
 PROVENANCE_KEY = "userbatch"
 #: How often delta-rs re-tries a commit that lost the race against a non-conflicting one (e.g. two appends).
 COMMIT_RETRIES = 25
+#: A checkpoint (the whole file list as Parquet) every this many commits: opening a table then reads one
+#: checkpoint and at most this many JSON commits, however long its history (delta-rs and Spark default to 100).
+CHECKPOINT_INTERVAL = 10
+#: Written into every new table's configuration. Expired-log clean-up is off: Delta engines delete commits older
+#: than ``delta.logRetentionDuration`` (30 days) when they checkpoint, which would lose the history that a
+#: year-old run's provenance names; only ``userbatch tables vacuum`` trims the log, behind every kept version.
+TABLE_CONFIGURATION = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL), "delta.enableExpiredLogCleanup": "false"}
+#: delta-rs's post-commit hook would otherwise checkpoint by the table's own interval and clean expired logs by
+#: its own retention on tables made before :data:`TABLE_CONFIGURATION`; :func:`_checkpoint_if_due` decides here.
+_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+#: Written by a vacuum into the table's directory: which versions it kept (the others' files are gone).
+VACUUM_MARKER = "_userbatch_vacuum.json"
 
 _STAT_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string)
 
@@ -93,39 +111,213 @@ def commit_files(
     mode: str,
     metadata: dict | None = None,
     expected_version: int | None = None,
+    merge_schema: bool = False,
 ) -> int:
     """Commit data files already in place under ``location``; returns the new table version.
 
     ``mode`` is ``create`` (table must not exist), ``append`` or ``overwrite``. ``expected_version`` makes an
     overwrite fail instead of silently replacing rows some other writer committed after we read.
+    ``merge_schema`` lets an append add new nullable columns (:func:`merged_schema`); the columns it added are
+    recorded in the commit's provenance under ``schema_change``.
     """
     root = Path(location)
     actions = [add_action(root, p) for p in rel_paths]
-    props = CommitProperties(
-        custom_metadata={PROVENANCE_KEY: json.dumps(metadata or {}, sort_keys=True, default=str)},
-        max_commit_retries=COMMIT_RETRIES,
-    )
+    metadata = dict(metadata or {})
     try:
         if mode == "create":
             create_table_with_add_actions(str(root), Schema.from_arrow(schema), actions, mode="error",
-                                          commit_properties=props)
+                                          configuration=TABLE_CONFIGURATION,
+                                          commit_properties=_props(metadata), post_commithook_properties=_HOOKS)
             return 0
         table = DeltaTable(str(root))
         if mode == "append":
-            _check_same_schema(table, schema, root)
+            if merge_schema:
+                schema, added = merged_schema(table, schema, root)
+                if added:  # delta-rs keeps the table's schema on append: the columns come first, as a commit
+                    metadata["schema_change"] = {"added": added}
+                    fields = [f for f in Schema.from_arrow(schema).fields if f.name in set(added)]
+                    table.alter.add_columns(fields, commit_properties=_props(
+                        {**metadata, "operation": "add columns"}), post_commithook_properties=_HOOKS)
+                    table = DeltaTable(str(root))
+                    _checkpoint_if_due(root, table.version())
+            else:
+                _check_same_schema(table, schema, root)
         if expected_version is not None and table.version() != expected_version:
             raise CommitConflict(
                 f"table at {root} moved from version {expected_version} to {table.version()} while this write ran; "
                 "re-run it on the new version"
             )
-        table.create_write_transaction(actions, mode=mode, schema=schema, commit_properties=props)
+        table.create_write_transaction(actions, mode=mode, schema=schema, commit_properties=_props(metadata),
+                                       post_commithook_properties=_HOOKS)
     except CommitFailedError as exc:
         raise CommitConflict(f"another writer changed {root} concurrently and the changes conflict: {exc}") from exc
     except DeltaError as exc:
         if "already exists" in str(exc).lower():
             raise CommitConflict(f"table at {root} was created concurrently: {exc}") from exc
         raise
-    return DeltaTable(str(root)).version()
+    version = DeltaTable(str(root)).version()
+    _checkpoint_if_due(root, version)
+    return version
+
+
+def commit_rewrite(
+    location: str | Path,
+    removed: Iterable[str],
+    added: Iterable[str],
+    read_version: int,
+    metadata: dict,
+    data_change: bool = False,
+) -> int:
+    """Replace files of version ``read_version`` by others in one commit (compaction, restore); the new version.
+
+    ``data_change=False`` marks a commit that moves rows between files without changing them (Delta's OPTIMIZE
+    convention: streaming readers skip it). The commit is checked against every commit since ``read_version``:
+    one that removed a file this one removes is a conflict (delta-rs raises it), an append is not.
+    """
+    root = Path(location)
+    now = int(datetime.now(timezone.utc).timestamp() * 1000)
+    actions: list = [RemoveAction(p, data_change, now) for p in removed]
+    for p in added:
+        a = add_action(root, p)
+        actions.append(AddAction(a.path, a.size, {}, a.modification_time, data_change, a.stats))
+    table = DeltaTable(str(root), version=read_version)
+    try:
+        table.create_write_transaction(actions, mode="append", schema=table.schema(),
+                                       commit_properties=_props(metadata), post_commithook_properties=_HOOKS)
+    except CommitFailedError as exc:
+        raise CommitConflict(f"another writer changed {root} while this ran and the changes conflict: {exc}; "
+                             "run it again") from exc
+    version = DeltaTable(str(root)).version()
+    _checkpoint_if_due(root, version)
+    return version
+
+
+def restore(location: str | Path, version: int, metadata: dict) -> int:
+    """Commit a new version of the table whose files and schema are those of ``version``; the new version."""
+    root = Path(location)
+    check_not_vacuumed(root, version)
+    table = open_table(root)
+    if not 0 <= version <= table.version():
+        raise VersionNotFound(f"table at {root} has versions 0..{table.version()}; version {version} does not exist")
+    try:
+        table.restore(version, commit_properties=_props(metadata), post_commithook_properties=_HOOKS)
+    except DeltaError as exc:
+        if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
+            raise VersionNotFound(f"version {version} of the table at {root} cannot be restored: its files are "
+                                  f"gone ({exc})") from exc
+        raise
+    new = DeltaTable(str(root)).version()
+    _checkpoint_if_due(root, new)
+    return new
+
+
+def _props(metadata: dict) -> CommitProperties:
+    return CommitProperties(
+        custom_metadata={PROVENANCE_KEY: json.dumps(metadata or {}, sort_keys=True, default=str)},
+        max_commit_retries=COMMIT_RETRIES,
+    )
+
+
+def _checkpoint_if_due(root: Path, version: int) -> None:
+    """Write a checkpoint at every :data:`CHECKPOINT_INTERVAL`-th version (best effort: a lost race or a failure
+    only costs the next opener a few more JSON commits)."""
+    if version <= 0 or version % CHECKPOINT_INTERVAL:
+        return
+    try:
+        DeltaTable(str(root), version=version).create_checkpoint()
+    except DeltaError as exc:
+        log.warning("checkpoint of %s at version %d failed: %s", root, version, exc)
+
+
+def checkpoint_versions(location: str | Path) -> list[int]:
+    """The versions that have a checkpoint in the table's log, ascending."""
+    log_dir = Path(location) / "_delta_log"
+    found = set()
+    for p in log_dir.glob("*.checkpoint*.parquet"):
+        head = p.name.split(".", 1)[0]
+        if head.isdigit():
+            found.add(int(head))
+    return sorted(found)
+
+
+def remove_log_before(location: str | Path, version: int) -> int:
+    """Delete the log's commits and checkpoints of versions before ``version``, which must have a checkpoint
+    (so every version from it on still opens); returns how many log files went."""
+    log_dir = Path(location) / "_delta_log"
+    if version not in checkpoint_versions(location):
+        raise UserbatchError(f"version {version} of {location} has no checkpoint; the log before it must stay")
+    removed = 0
+    for p in log_dir.iterdir():
+        head = p.name.split(".", 1)[0]
+        if head.isdigit() and len(head) == 20 and int(head) < version and p.is_file():
+            p.unlink()
+            removed += 1
+    return removed
+
+
+def files_of_version(location: str | Path, version: int) -> dict[str, int]:
+    """``{relative path: size}`` of every data file version ``version`` reads."""
+    table = DeltaTable(str(location), version=int(version))
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return dict(zip(actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist()))
+
+
+def read_vacuum_marker(location: str | Path) -> dict | None:
+    """What the last vacuum kept (``{"kept": [...], "latest": V, "at": ISO time}``), or None if never vacuumed."""
+    try:
+        return json.loads((Path(location) / VACUUM_MARKER).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        log.warning("unreadable %s in %s; ignored", VACUUM_MARKER, location)
+        return None
+
+
+def write_vacuum_marker(location: str | Path, kept: list[int], latest: int, previous: dict | None) -> None:
+    """Record the versions a vacuum keeps, before it deletes anything (so a reader asking for a removed version
+    gets a clear answer even if the vacuum dies half way). Versions removed by earlier vacuums stay removed."""
+    removed = set((previous or {}).get("removed", [])) | (set(range(latest + 1)) - set(kept))
+    doc = {"kept": sorted(kept), "latest": latest, "removed": sorted(removed),
+           "at": datetime.now(timezone.utc).isoformat()}
+    tmp = Path(location) / f".{VACUUM_MARKER}.tmp"
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, Path(location) / VACUUM_MARKER)
+
+
+def check_not_vacuumed(location: str | Path, version: int) -> None:
+    """Refuse, clearly, a version whose files a vacuum removed."""
+    marker = read_vacuum_marker(location)
+    if marker and int(version) in set(marker.get("removed", [])):
+        raise VersionNotFound(
+            f"version {version} of the table at {location} was removed by a vacuum on {marker.get('at', '?')[:19]}; "
+            f"versions kept then: {', '.join(map(str, marker.get('kept', []))) or 'none'}, and every later one"
+        )
+
+
+def same_delta_type(a: pa.DataType, b: pa.DataType) -> bool:
+    """Whether two Arrow types are one Delta type (string and large_string are; int32 and int64 are not)."""
+    def delta_type(t):
+        return Schema.from_arrow(pa.schema([pa.field("c", t)])).fields[0].type
+
+    return delta_type(a) == delta_type(b)
+
+
+def merged_schema(table: DeltaTable, schema: pa.Schema, root: Path) -> tuple[pa.Schema, list[str]]:
+    """The table's schema with the rows' new columns added at the end (nullable); and the names added.
+
+    Rows may lack some of the table's columns (they read as null). A column whose type differs is refused: a
+    merge adds columns, it never changes one (older files would no longer read as the new type)."""
+    have = pa.schema(table.schema().to_arrow())
+    have_types = {f.name: f.type for f in have}
+    changed = [f"{f.name} ({have_types[f.name]} in the table, {f.type} in the rows)" for f in schema
+               if f.name in have_types and not same_delta_type(f.type, have_types[f.name])]
+    if changed:
+        raise SchemaMismatch(
+            f"the rows change the type of column(s) {', '.join(changed)} of the table at {root}; merging a schema "
+            "only adds columns — cast the rows to the table's types, or overwrite the table to change them"
+        )
+    added = [f for f in schema if f.name not in have_types]
+    return pa.schema(list(have) + [f.with_nullable(True) for f in added]), [f.name for f in added]
 
 
 def _fields(schema: Schema) -> list[tuple[str, str]]:
@@ -139,9 +331,10 @@ def _check_same_schema(table: DeltaTable, schema: pa.Schema, root: Path) -> None
         missing = [n for n, _ in have if n not in dict(new)]
         extra = [n for n, _ in new if n not in dict(have)]
         changed = [n for n, t in new if n in dict(have) and dict(have)[n] != t]
-        raise UserbatchError(
+        raise SchemaMismatch(
             f"the rows do not match the schema of the table at {root}: missing {missing or 'none'}, "
-            f"unexpected {extra or 'none'}, different types {changed or 'none'}; overwrite to change the schema"
+            f"unexpected {extra or 'none'}, different types {changed or 'none'}; append with merge_schema "
+            "(--merge-schema) to add new columns, or overwrite to change the schema"
         )
 
 
@@ -180,6 +373,7 @@ def snapshot(location: str | Path, version: int | None = None, timestamp: dateti
     if version is not None:
         if not 0 <= int(version) <= latest:
             raise VersionNotFound(f"table at {location} has versions 0..{latest}; version {version} does not exist")
+        check_not_vacuumed(location, version)
         table.load_as_version(int(version))
     elif timestamp is not None:
         when = datetime.fromisoformat(timestamp) if isinstance(timestamp, str) else timestamp
@@ -189,6 +383,7 @@ def snapshot(location: str | Path, version: int | None = None, timestamp: dateti
         if when.timestamp() * 1000 < first:
             raise VersionNotFound(f"table at {location} did not exist yet at {when.isoformat()}")
         table.load_as_version(when)
+        check_not_vacuumed(location, table.version())
     files = pa.table(table.get_add_actions(flatten=True))
     return Snapshot(str(location), table.version(), pa.schema(table.schema().to_arrow()), files)
 
@@ -204,6 +399,7 @@ def history(location: str | Path) -> list[dict]:
                 "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc),
                 "operation": h.get("operation"),
                 "mode": "create" if h.get("operation") == "CREATE TABLE" else
+                (json.loads(prov).get("operation") if prov else None) or
                 (h.get("operationParameters") or {}).get("mode", "").lower() or None,
                 "provenance": json.loads(prov) if prov else {},
             }

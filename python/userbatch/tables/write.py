@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from ..config import settings
 from ..engine import active_session, default_parallelism
-from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, TableExists, UserbatchError
+from ..errors import AccessDenied, BadCoordinates, ColumnNotFound, SchemaMismatch, TableExists, UserbatchError
 from ..sky.healpix import (
     HATS_DIR_STEP,
     SPATIAL_INDEX_COLUMN,
@@ -289,13 +289,14 @@ def _write_files(df, root: Path, partitioned: bool, margin_root: Path | None = N
 before_commit_hooks: list = []
 
 
-def _commit(location: Path, rel_paths, schema, mode, metadata, expected_version=None) -> int:
+def _commit(location: Path, rel_paths, schema, mode, metadata, expected_version=None, merge_schema=False) -> int:
     for hook in before_commit_hooks:
         hook(location)
     exists = delta.is_delta_table(location)
     delta_mode = "create" if not exists else mode
     try:
-        return delta.commit_files(location, rel_paths, schema, delta_mode, metadata, expected_version)
+        return delta.commit_files(location, rel_paths, schema, delta_mode, metadata, expected_version,
+                                  merge_schema=merge_schema and delta_mode == "append")
     except Exception as exc:
         delta.remove_uncommitted(location, rel_paths)
         if "schema" in str(exc).lower() and not isinstance(exc, UserbatchError):
@@ -394,6 +395,7 @@ def write_table(
     provenance: Provenance | None = None,
     source_files: list[str] | None = None,
     partitions: np.ndarray | None = None,
+    merge_schema: bool = False,
 ) -> WriteResult:
     """Write ``df`` as table ``name`` (``create``, ``append`` or ``overwrite``) and commit it atomically.
 
@@ -449,6 +451,10 @@ def write_table(
         Parquet files holding exactly the rows of ``df``, so pixels are counted without a Spark pass.
     partitions : numpy.ndarray, optional
         (order, pixel) pairs, shape (n, 2), to use as partitions whatever their row counts.
+    merge_schema : bool
+        With ``append``: columns the table does not have yet are added (nullable; older rows read them as null),
+        and columns the rows lack read as null; a column whose type differs is refused
+        (:class:`~userbatch.errors.SchemaMismatch`). The columns added are recorded in the commit's provenance.
 
     Returns
     -------
@@ -477,13 +483,16 @@ def write_table(
                 f"{name}: spatial column(s) {', '.join(missing)} not in the data (columns: {', '.join(names)});"
                 " name the right ones with ra_column/dec_column"
             )
+        if mode == "append" and not created:
+            _check_append_columns(entry, df, merge_schema)
     try:
         prov = provenance or Provenance()
         if entry.spatial and isinstance(df, pa.Table):
-            result = _write_spatial_arrow(df, entry, mode, created, prov, on_bad_coords, cat, timings, partitions)
+            result = _write_spatial_arrow(df, entry, mode, created, prov, on_bad_coords, cat, timings, partitions,
+                                          merge_schema=merge_schema)
         elif entry.spatial:
             result = _write_spatial(df, entry, mode, created, prov, on_bad_coords, cat, timings, source_files,
-                                    partitions)
+                                    partitions, merge_schema=merge_schema)
         else:
             with _stage("write", timings):
                 if isinstance(df, pa.Table):
@@ -493,7 +502,8 @@ def write_table(
                     data = df.drop(*[c for c in PARTITION_COLUMNS if c in df.columns])
                     rel, _, schema = _write_files(data, Path(entry.location), partitioned=False)
             with _stage("commit", timings):
-                version = _commit(Path(entry.location), rel, schema, mode, {**prov.as_dict()})
+                version = _commit(Path(entry.location), rel, schema, mode, {**prov.as_dict()},
+                                  merge_schema=merge_schema)
             rows = resolve(entry, record=False).num_rows
             result = WriteResult(entry.name, version, rows)
     except BaseException:
@@ -501,6 +511,49 @@ def write_table(
             cat.drop(name)
         raise
     return _close_write(result, entry, timings)
+
+
+def _check_append_columns(entry: TableEntry, df, merge_schema: bool) -> None:
+    """Refuse, before anything is written, an append whose columns are not the table's — or, with
+    ``merge_schema``, whose shared columns change type (the commit checks again, against the stored schema)."""
+    if not delta.is_delta_table(entry.location):
+        return
+    derived = {SPATIAL_INDEX_COLUMN, *PARTITION_COLUMNS}
+    table_schema = pa.schema(delta.open_table(entry.location).schema().to_arrow())
+    if isinstance(df, pa.Table):
+        rows_schema = df.schema
+    else:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        try:
+            rows_schema = to_arrow_schema(df.schema)
+        except Exception:  # a Spark type Arrow cannot hold: the commit's own check decides
+            rows_schema = pa.schema([pa.field(c, pa.null()) for c in df.columns])
+    have = [f.name for f in table_schema if f.name not in derived]
+    given = [f.name for f in rows_schema if f.name not in derived]
+    missing, extra = [c for c in have if c not in given], [c for c in given if c not in have]
+    if (missing or extra) and not merge_schema:
+        raise SchemaMismatch(
+            f"the rows do not match the columns of {entry.name}: missing {', '.join(missing) or 'none'}, "
+            f"new {', '.join(extra) or 'none'}; append with merge_schema=True (--merge-schema) to add the new "
+            "columns (missing ones read as null), or overwrite the table"
+        )
+    changed = []
+    for f in rows_schema:
+        if f.name in derived or f.name not in table_schema.names or pa.types.is_null(f.type):
+            continue
+        want = table_schema.field(f.name).type
+        try:
+            same = delta.same_delta_type(f.type, want)
+        except Exception:  # no Delta type for it: the commit's own check decides
+            continue
+        if not same:
+            changed.append(f"{f.name} ({want} in the table, {f.type} in the rows)")
+    if changed:
+        raise SchemaMismatch(
+            f"the rows change the type of column(s) {', '.join(changed)} of {entry.name}; cast them to the "
+            "table's types (a schema merge only adds columns), or overwrite the table to change them"
+        )
 
 
 def _open_write(name: str, mode: str, catalog: Catalog | None, options: dict, timings: dict):
@@ -617,7 +670,7 @@ def write_from_tasks(
 
 
 def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings,
-                   source_files=None, fixed_partitions=None) -> WriteResult:
+                   source_files=None, fixed_partitions=None, merge_schema=False) -> WriteResult:
     """The input is read twice: its coordinates alone for the histogram, then whole for the write. A
     non-deterministic input must be cached by the caller (the write fails loudly rather than lose rows)."""
     from pyspark.sql import functions as F
@@ -681,7 +734,10 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
         else:
             rel, margin_rel, arrow_schema = _write_files(good.limit(0), root, partitioned=False)
     def rebuild():
-        stored = to_spark(spark, resolve(entry, record=False)).select(*columns)
+        stored = to_spark(spark, resolve(entry, record=False))
+        for name in [c for c in columns if c not in stored.columns]:  # a column this append adds (merge_schema)
+            stored = stored.withColumn(name, F.lit(None).cast(good.schema[name].dataType))
+        stored = stored.select(*columns)
         source = good.select(*columns).unionByName(stored)
         dests = _margin_destinations(spark, plan, keys, m_order)
         copies = _with_margin_copies(source, dests, m_order, columns, keep_own=False)
@@ -692,14 +748,14 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
 
     version, margin_rows, margin_version = _commit_spatial(
         entry, prov, metadata, mode, rel, arrow_schema, timings, margin_root, m_order, margin_rel, existing,
-        rebuild if rebuild_margin else None)
+        rebuild if rebuild_margin else None, merge_schema=merge_schema)
     rows = sum(pq.read_metadata(root / p).num_rows for p in rel)
     return WriteResult(entry.name, version, rows, len(plan), bad if on_bad == "reject" else 0, quarantined,
                        margin_rows, margin_version)
 
 
 def _commit_spatial(entry: TableEntry, prov: Provenance, metadata: dict, mode: str, rel, schema, timings: dict,
-                    margin_root: Path | None, m_order, margin_rel, existing, rebuild=None):
+                    margin_root: Path | None, m_order, margin_rel, existing, rebuild=None, merge_schema=False):
     """The end of a spatial write, either writer: the margin's commit (its files written with the rows, or all of
     it written again by ``rebuild()`` when an append added pixels), then the table's — the one step that makes the
     rows visible. Returns ``(version, margin rows, margin version)``."""
@@ -711,12 +767,13 @@ def _commit_spatial(entry: TableEntry, prov: Provenance, metadata: dict, mode: s
             margin_mode, margin_schema = ("append" if existing is not None else "overwrite"), schema
             if rebuild is not None:
                 (margin_rel, margin_schema), margin_mode = rebuild(), "overwrite"
-            margin_version = _commit(margin_root, margin_rel, margin_schema, margin_mode, meta)
+            margin_version = _commit(margin_root, margin_rel, margin_schema, margin_mode, meta,
+                                     merge_schema=merge_schema)
             margin_rows = sum(pq.read_metadata(margin_root / p).num_rows for p in margin_rel)
             metadata["margin"] = {"version": margin_version, "radius_arcsec": entry.margin_radius_arcsec,
                                   "rows": margin_rows}
     with _stage("commit", timings):
-        version = _commit(Path(entry.location), rel, schema, mode, metadata)
+        version = _commit(Path(entry.location), rel, schema, mode, metadata, merge_schema=merge_schema)
     return version, margin_rows, margin_version
 
 
@@ -753,7 +810,7 @@ def _plan_for(entry: TableEntry, mode: str, created: bool, fixed_partitions,
 
 
 def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov: Provenance, on_bad, cat, timings,
-                         fixed_partitions=None) -> WriteResult:
+                         fixed_partitions=None, merge_schema=False) -> WriteResult:
     """The Arrow path of a spatial write: the same partitions, margin, quarantine and commit as
     :func:`_write_spatial`, the files written by pyarrow in this process (:mod:`.write_arrow`)."""
     root = Path(entry.location)
@@ -814,8 +871,11 @@ def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov
     def rebuild():
         from .snapshots import to_arrow
 
-        stored = to_arrow(resolve(entry, record=False), rows.schema.names)
-        every = pa.concat_tables([rows, stored.cast(rows.schema)])
+        stored = to_arrow(resolve(entry, record=False))
+        for f in rows.schema:  # a column this append adds (merge_schema): null in the stored rows
+            if f.name not in stored.column_names:
+                stored = stored.append_column(f, pa.nulls(stored.num_rows, f.type))
+        every = pa.concat_tables([rows, stored.select(rows.schema.names).cast(rows.schema)])
         every, every_index = write_arrow.sort_by_index(every.drop_columns([SPATIAL_INDEX_COLUMN]),
                                                        every.column(SPATIAL_INDEX_COLUMN).to_numpy())
         take, slices = write_arrow.margin_slices(plan, every_index, m_order)
@@ -827,7 +887,7 @@ def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov
 
     version, margin_rows, margin_version = _commit_spatial(
         entry, prov, metadata, mode, rel, arrow_schema, timings, margin_root, m_order, margin_rel, existing,
-        rebuild if rebuild_margin else None)
+        rebuild if rebuild_margin else None, merge_schema=merge_schema)
     return WriteResult(entry.name, version, rows.num_rows, len(plan), bad if on_bad == "reject" else 0,
                        quarantined, margin_rows, margin_version)
 
