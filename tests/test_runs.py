@@ -195,6 +195,48 @@ def test_rerun_reproduces_identical_rows_from_pinned_inputs(fac, xmatch_run, spa
     assert {(i["table"], i["version"]) for i in again["result"]["inputs"]} == {("dp1.left", 0), ("dp1.right", 0)}
 
 
+def test_vacuum_keeps_what_runs_read_and_a_rerun_after_it_gives_identical_rows(fac, xmatch_run, spark):
+    """dp1.right gains versions no run reads; a vacuum with no retention window removes exactly their files,
+    keeps version 0 (the run's pinned input) and the latest, and a rerun after it writes the same pairs."""
+    from chispa import assert_df_equality
+    from helpers import FacilityUnder
+
+    from userbatch.errors import AccessDenied, VersionNotFound
+    from userbatch.facility.upkeep import pinned_versions
+    from userbatch.tables import delta
+    from userbatch.tables.catalog import Catalog
+    from userbatch.tables.read import resolve
+    from userbatch.tables.write import write_table
+
+    for seed in (21, 22):  # pandas rows: the Arrow writer
+        extra = fac["left"].sample(40, random_state=seed).assign(objectId=lambda d, s=seed: d.objectId + s * 10_000)
+        write_table(extra, "dp1.right", mode="overwrite" if seed == 21 else "append")
+    entry = Catalog().get("dp1.right")
+    latest = delta.latest_version(entry.location)
+    fx = FacilityUnder(fac["db_url"], fac["base"])
+    pinned = pinned_versions(fx.engine)["dp1.right"]
+    assert 0 in pinned and latest not in pinned
+    with pytest.raises(AccessDenied, match="owner of dp1.right"):
+        fac["ann"].vacuum("dp1.right", retain_days=0, min_age_hours=0)
+    (report,) = fx.fac("tester").vacuum("dp1.right", retain_days=0, min_age_hours=0)["tables"]
+    kept = sorted(pinned | {latest})
+    assert report["kept_versions"] == kept and report["files"]
+    root = Path(entry.location)
+    on_disk = {str(p.relative_to(root)) for p in root.rglob("*.parquet") if p.relative_to(root).parts[0][0] != "_"}
+    assert on_disk == set().union(*(delta.files_of_version(root, v) for v in kept))
+    for v in set(range(latest + 1)) - set(kept):
+        with pytest.raises(VersionNotFound, match="removed by a vacuum"):
+            resolve(entry, version=v, record=False)
+    again = fac["ann"].rerun(xmatch_run["id"], wait=True)
+    assert again["state"] == "succeeded", fac["ann"].logs(again["id"], 60)
+    assert {(i["table"], i["version"]) for i in again["result"]["inputs"]} == {("dp1.left", 0), ("dp1.right", 0)}
+    (out,) = again["result"]["outputs"]
+    first = spark.read.parquet(*_table_files("u_ann.xm")).drop("_healpix_29")
+    second = spark.read.parquet(*_table_files(out["table"])).drop("_healpix_29")
+    assert first.count() > 400
+    assert_df_equality(first, second, ignore_row_order=True, ignore_column_order=True)
+
+
 def test_export_bundle_holds_job_config_inputs_and_command(fac, xmatch_run, tmp_path):
     path = fac["ann"].export(xmatch_run["id"], tmp_path)
     with tarfile.open(path) as tar:
