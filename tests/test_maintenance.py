@@ -7,9 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import facility_under, sky_points
+from helpers import sky_points
 
 from userbatch.errors import AccessDenied, SchemaMismatch, TableNotFound, UserbatchError, VersionNotFound
 from userbatch.tables import delta, maintenance
@@ -265,7 +264,6 @@ def test_append_with_merge_schema_adds_columns_and_refuses_type_changes(ub_env, 
     assert len(rows) == 500 and rows["g_mag"].isna().sum() == 400
     assert (rows.set_index(KEY).loc[extra[KEY], "g_mag"] == 20).all()
     assert "g_mag" in _margin_rows(entry).columns
-    sdf = spark.read.schema(spark.createDataFrame(rows.head(1)).schema)  # noqa: F841 - Spark reads it too:
     from userbatch.tables.snapshots import to_spark
 
     assert to_spark(spark, resolve(entry, record=False)).where("g_mag IS NULL").count() == 400
