@@ -548,3 +548,42 @@ def test_client_from_env_and_unreachable_server(monkeypatch):
     assert isinstance(c, Client) and c.base_url == "http://127.0.0.1:9"
     with pytest.raises(UserbatchError, match="cannot reach the userbatch API at http://127.0.0.1:9"):
         c.runs()
+
+
+def test_table_upkeep_is_for_owners_and_admins_over_http(env):
+    """Vacuum, optimize and restore over the API: another user is refused and nothing on disk changes; the owner
+    and an admin may; a private table of someone else's answers as one that does not exist."""
+    from pathlib import Path
+
+    from helpers import sky_points
+
+    from userbatch.tables.write import write_table
+
+    cat = Catalog(env.db_url, user="a")
+    write_table(sky_points(200, seed=1), "u_a.stars", "create", catalog=cat)
+    write_table(sky_points(20, seed=2, id_start=9000), "u_a.stars", "append", catalog=cat)
+    root = Path(cat.get("u_a.stars").location)
+
+    def listing():
+        return sorted(str(p) for p in root.rglob("*"))
+
+    before = listing()
+    vac = {"retain_days": 0, "min_age_hours": 0}
+    for path, body in (("/tables/u_a.stars/vacuum", vac), ("/tables/u_a.stars/optimize", None),
+                       ("/tables/u_a.stars/restore", {"version": 0})):
+        r = env.tc.post(path, json=body, headers=env.h["b"])
+        assert r.status_code == 403 and r.json()["error"] == "AccessDenied", r.text
+        assert listing() == before
+    r = env.tc.post("/tables/u_a.secret/vacuum", json=vac, headers=env.h["b"])
+    assert r.status_code == 404 and r.json()["error"] == "TableNotFound"
+    r = env.tc.post("/vacuum", json=vac, headers=env.h["b"])
+    assert r.status_code == 200 and r.json()["tables"] == [] and listing() == before
+    r = env.tc.post("/tables/u_a.stars/vacuum", json={"retain_days": -1}, headers=env.h["a"])
+    assert r.status_code == 400 and "retain_days" in r.json()["detail"]  # refused by the API's validation
+    r = env.tc.post("/tables/u_a.stars/optimize", headers=env.h["a"])
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    r = env.tc.post("/tables/u_a.stars/restore", json={"version": 0}, headers=env.h["admin"])
+    assert r.status_code == 200 and r.json()["version"] == 3, r.text
+    r = env.tc.post("/tables/u_a.stars/vacuum", json=vac, headers=env.h["admin"])
+    assert r.status_code == 200 and r.json()["tables"][0]["kept_versions"] == [3], r.text
+    assert listing() != before
