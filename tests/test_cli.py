@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import module_facility, sky_points
@@ -86,3 +87,109 @@ def test_user_errors_are_one_line(shared_table, args, msg):
 def test_simulate(tmp_path):
     out = run("simulate", tmp_path / "sim", "--objects", 300, "--visits", 20).output
     assert "forced_source" in out and (tmp_path / "sim").is_dir()
+
+
+# ---------------------------------------------------------------- ingest: coordinate columns, errors that name flags
+
+def _gaia_like(path, n=800, seed=43, **renames):
+    """A Parquet file like a Gaia extract: positions in ra/dec (or the names given), no coord_ra/coord_dec."""
+    pdf = sky_points(n, seed=seed).rename(columns={"coord_ra": "ra", "coord_dec": "dec"}).rename(columns=renames)
+    pdf.to_parquet(path)
+    return pdf
+
+
+def test_ingest_finds_ra_dec_without_flags(spark, ub_env):
+    from userbatch.tables.catalog import Catalog
+    from userbatch.tables.read import read_table
+
+    pdf = _gaia_like(ub_env / "gaia.parquet")
+    out = run("ingest", ub_env / "gaia.parquet", "--table", "ref.gaia", "--threshold", 200).output
+    assert "ref.gaia: version 0, 800 rows" in out
+    assert "using columns ra/dec for positions (give --ra-column/--dec-column to choose)" in out
+    entry = Catalog().get("ref.gaia")
+    assert (entry.ra_column, entry.dec_column) == ("ra", "dec")
+    got = read_table("ref.gaia").toPandas().set_index("objectId").loc[pdf.objectId]
+    np.testing.assert_array_equal(got.ra.to_numpy(), pdf.ra.to_numpy())
+    np.testing.assert_array_equal(got.dec.to_numpy(), pdf.dec.to_numpy())
+    assert list(got.band) == list(pdf.band)
+    # the order-29 index is that of the input's ra/dec, as hats computes it (an independent oracle)
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    want = compute_spatial_index(pdf.ra.to_numpy(), pdf.dec.to_numpy())
+    np.testing.assert_array_equal(got["_healpix_29"].to_numpy(), want)
+    # an append keeps the table's columns and says nothing about choosing them
+    out = run("ingest", ub_env / "gaia.parquet", "--table", "ref.gaia", "--mode", "append").output
+    assert "version 1, 800 rows" in out and "using columns" not in out
+    # ... and refuses rows without them, or other columns named
+    sky_points(10).to_parquet(ub_env / "rubin.parquet")
+    out = run("ingest", ub_env / "rubin.parquet", "--table", "ref.gaia", "--mode", "append", ok=False).output
+    assert "ref.gaia keeps its positions in ra/dec, but the rows have no ra, dec" in out
+    out = run("ingest", ub_env / "rubin.parquet", "--table", "ref.gaia", "--mode", "append", "--ra-column",
+              "coord_ra", ok=False).output
+    assert "an append cannot change them (--ra-column='coord_ra'); leave --ra-column out" in out
+    assert Catalog().get("ref.gaia").ra_column == "ra"
+
+
+@pytest.mark.parametrize("renames,args,msg", [
+    ({}, ["--ra-column", "nosuch"], "spatial column(s) nosuch not in the data"),
+    ({}, ["--dec-column", "nosuch"], "spatial column(s) nosuch not in the data"),
+    ({"objectId": "coord_ra", "r_psfFlux": "coord_dec"}, [], "several pairs of coordinate columns (coord_ra/coord_dec,"
+                                                              " ra/dec); choose one with --ra-column/--dec-column"),
+    ({"ra": "x", "dec": "y"}, [], "found no coordinate columns"),
+    ({}, ["--order", 30], "--order must be a HEALPix order in 0..20; got 30"),
+    ({}, ["--highest-order", -1], "--highest-order must be a HEALPix order"),
+    ({}, ["--threshold", 0], "--threshold must be at least 1 row"),
+    ({}, ["--margin", -2], "--margin must be a finite number of arcsec, 0 or more"),
+    ({}, ["--no-spatial", "--ra-column", "ra"], "leave out --ra-column/--dec-column"),
+])
+def test_ingest_errors_name_flags(spark, ub_env, renames, args, msg):
+    from userbatch.tables.catalog import Catalog
+
+    path = ub_env / "in.parquet"
+    _gaia_like(path, n=50, **renames)
+    result = run("ingest", path, "--table", "ref.bad", *args, ok=False)
+    assert result.exit_code == 2, result.output
+    assert msg in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    for param in ("ra_column", "dec_column", "partition_order", "pixel_threshold", "highest_order",
+                  "margin_radius_arcsec", "on_bad_coords"):
+        assert param not in result.output
+    assert not Catalog().exists("ref.bad")
+
+
+def test_ingest_no_coordinate_columns_suggests_flags(spark, ub_env):
+    path = ub_env / "in.parquet"
+    _gaia_like(path, n=20, ra="x", dec="y")
+    out = run("ingest", path, "--table", "ref.bad", ok=False).output
+    assert "columns: objectId, x, y, r_psfFlux, band)" in out
+    assert "name them with --ra-column/--dec-column, or write a table without positions with --no-spatial" in out
+    run("ingest", path, "--table", "ref.plain", "--no-spatial")  # which works
+
+
+def test_bad_coordinates_error_names_the_flag(spark, ub_env):
+    pdf = sky_points(60, seed=44)
+    pdf.loc[3, "coord_dec"] = 95.0
+    pdf.to_parquet(ub_env / "bad.parquet")
+    out = run("ingest", ub_env / "bad.parquet", "--table", "ref.bad", "--bad-coords", "error", ok=False).output
+    assert "1 row(s) have NaN or out-of-range coord_ra/coord_dec; fix them, or write with " \
+           "--bad-coords='reject' or 'quarantine'" in out
+
+
+def test_user_errors_are_renamed_by_one_mapping():
+    from userbatch.cli import EXPORT_HATS_FLAGS, INGEST_FLAGS
+    from userbatch.errors import BadCoordinates, UserbatchError
+
+    exc = BadCoordinates("order_column and partition_order: set partition_order=3", params=("partition_order",))
+    renamed = exc.renamed(INGEST_FLAGS)
+    assert type(renamed) is BadCoordinates and renamed.params == ("--order",)
+    assert str(renamed) == "order_column and --order: set --order=3"  # whole names only
+    plain = UserbatchError("mode ra_column", params=())
+    assert plain.renamed(INGEST_FLAGS) is plain  # only the names the error lists
+    assert str(UserbatchError("catalog_name 'x'", params=("catalog_name",)).renamed(EXPORT_HATS_FLAGS)) == "--name 'x'"
+    # every flag named exists on its command
+    from userbatch.cli import main as cli
+
+    for command, flags in ((cli.commands["ingest"], INGEST_FLAGS),
+                           (cli.commands["tables"].commands["export-hats"], EXPORT_HATS_FLAGS)):
+        options = {o for p in command.params for o in p.opts}
+        assert set(flags.values()) <= options, set(flags.values()) - options

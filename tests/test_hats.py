@@ -7,11 +7,16 @@ orders.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import astropy.units as u
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord, search_around_sky
+from click.testing import CliRunner
+from helpers import module_facility
+from userbatch.cli import main as cli_main
 from userbatch.errors import TableNotFound, UserbatchError
 from userbatch.tables.catalog import Catalog
 from userbatch.tables.hats_io import (
@@ -327,3 +332,117 @@ def test_bad_inputs_raise_clear_errors(spark, ub_env):
     np.testing.assert_array_equal(got.set_index("objectId").u16.loc[rows.objectId].to_numpy(), rows.u16.to_numpy())
     with pytest.raises(UserbatchError, match="already exists"):
         register_hats(empty, "bad.tab")
+
+
+# ---------------------------------------------------------------- the command line
+
+def cli(*args, ok: bool = True):
+    result = CliRunner().invoke(cli_main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def cli_error(*args) -> str:
+    """The one-line error a command gives (exit code 2)."""
+    result = cli(*args, ok=False)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def cli_export(spark, session_home, tmp_path_factory):
+    """dp.hx ingested from Parquet and exported as HATS with the command line, once for the module's CLI tests."""
+    with module_facility(tmp_path_factory, "hats_cli") as fx:
+        rows = make_rows(1500, seed=11)
+        rows.to_parquet(fx.base / "rows.parquet")
+        cli("ingest", fx.base / "rows.parquet", "--table", "dp.hx", "--threshold", 250, "--margin", MARGIN_ARCSEC)
+        out = fx.base / "export"
+        text = cli("tables", "export-hats", "dp.hx", out).output
+        yield SimpleNamespace(base=fx.base, rows=rows, out=out, text=text, table=read_table("dp.hx").toPandas())
+
+
+def test_cli_export_hats_opens_in_lsdb_with_the_same_rows(cli_export):
+    import lsdb
+
+    partitions = len({p.split("/part-")[0] for p in
+                      resolve(Catalog().get("dp.hx")).files.column("path").to_pylist()})
+    assert f"dp.hx@v0 -> {cli_export.out}: 1,500 rows in {partitions} partition(s), margin dp_hx_10arcs" \
+        in cli_export.text
+    assert f"lsdb.open_catalog('{cli_export.out}')" in cli_export.text
+    cat = lsdb.open_catalog(cli_export.out)
+    assert_same_rows(cat.compute(), cli_export.table)
+    rows = cli_export.rows  # and the table holds the input's rows
+    pd.testing.assert_frame_equal(sorted_frame(cli_export.table, rows.columns), sorted_frame(rows, rows.columns),
+                                  check_dtype=False)
+    assert cat.margin is not None and cat.margin.hc_structure.catalog_info.margin_threshold == MARGIN_ARCSEC
+
+
+def test_cli_export_hats_version_name_and_no_margin(cli_export, tmp_path):
+    import lsdb
+
+    out = cli("tables", "export-hats", "dp.hx", tmp_path / "v0", "--version", 0, "--name", "hx0", "--no-margin")
+    assert f"dp.hx@v0 -> {tmp_path / 'v0'}: 1,500 rows" in out.output and "margin" not in out.output
+    cat = lsdb.open_catalog(tmp_path / "v0")
+    assert cat.name == "hx0" and cat.margin is None
+    assert_same_rows(cat.compute(), cli_export.table)
+
+
+def test_cli_register_hats_reads_the_same_rows(cli_export, tmp_path):
+    out = cli("tables", "register-hats", cli_export.out, "--table", "ext.hx", "--description", "exported").output
+    assert out.startswith("registered ext.hx: HATS catalog dp_hx at ") and "1,500 rows" in out
+    assert "positions coord_ra/coord_dec" in out
+    entry = Catalog().get("ext.hx")
+    assert entry.format == "hats" and entry.description == "exported"
+    assert_same_rows(read_table("ext.hx").toPandas(), cli_export.table)
+    # and it searches like the original: a cone over the pole, against astropy
+    rows = cli_export.rows
+    want = set(rows.objectId[brute_cone(rows.coord_ra.to_numpy(), rows.coord_dec.to_numpy(), 0.1, 89.9, 2000)])
+    cli("search", "cone", "ext.hx", 0.1, 89.9, 2000, "--output", tmp_path / "cone.parquet")
+    assert want and set(pd.read_parquet(tmp_path / "cone.parquet").objectId) == want
+
+
+def test_cli_ingest_hats_copies_it_into_delta(cli_export):
+    out = cli("ingest", "--hats", cli_export.out, "--table", "imp.hx", "--threshold", 400).output
+    assert "imp.hx: version 0, 1,500 rows" in out
+    assert "using the HATS catalog's columns coord_ra/coord_dec for positions" in out
+    entry = Catalog().get("imp.hx")
+    assert entry.format == "delta" and entry.pixel_threshold == 400
+    got = read_table("imp.hx").toPandas()
+    assert not {"Norder", "Dir", "Npix"} & set(got.columns)
+    expected = cli_export.table
+    pd.testing.assert_frame_equal(sorted_frame(got, expected.columns), sorted_frame(expected, expected.columns))
+    from userbatch.tables.delta import history
+
+    assert history(entry.location)[0]["provenance"]["inputs"][0]["format"] == "hats"
+
+
+def test_cli_hats_errors(cli_export, tmp_path):
+    not_hats = tmp_path / "not_hats"
+    not_hats.mkdir()
+    (not_hats / "data.parquet").write_bytes(b"PAR1")
+    assert "is not a HATS catalog" in cli_error("tables", "register-hats", not_hats, "--table", "bad.one")
+    assert "is not a directory" in cli_error("tables", "register-hats", tmp_path / "missing", "--table", "bad.one")
+    assert "HATS margin catalog" in cli_error("tables", "register-hats", cli_export.out / "dp_hx_10arcs",
+                                              "--table", "bad.one")
+    assert "is not a HATS catalog" in cli_error("ingest", "--hats", not_hats, "--table", "bad.two")
+    assert not Catalog().exists("bad.one") and not Catalog().exists("bad.two")
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    assert "the directory is not empty" in cli_error("tables", "export-hats", "dp.hx", busy)
+    assert "version 7 does not exist" in cli_error("tables", "export-hats", "dp.hx", tmp_path / "v7", "--version", 7)
+    msg = cli_error("tables", "export-hats", "dp.hx", tmp_path / "evil", "--name", "../evil")
+    assert "--name '../evil' must be letters" in msg and "catalog_name" not in msg
+    assert "no table named nope.nothing" in cli_error("tables", "export-hats", "nope.nothing", tmp_path / "n")
+    assert not {"v7", "evil", "n"} & {p.name for p in tmp_path.iterdir()}
+
+    assert "one or the other" in cli_error("ingest", cli_export.base / "rows.parquet", "--hats", cli_export.out,
+                                           "--table", "bad.three")
+    assert "one or the other" in cli_error("ingest", "--table", "bad.three")
+    assert "do not apply to --hats" in cli_error("ingest", "--hats", cli_export.out, "--table", "bad.three",
+                                                 "--format", "parquet")
+    for cmd in (["tables", "export-hats"], ["tables", "register-hats"]):
+        assert "Usage" in cli(*cmd, "--help").output

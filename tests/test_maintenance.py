@@ -376,7 +376,7 @@ def test_vacuum_all_reclaims_dropped_tables_in_your_own_namespaces_only(facility
     write_table(sky_points(10, seed=4), "u_alice.gone", "create", catalog=Catalog(user="alice", groups=()))
 
 
-def test_cli_vacuum_optimize_restore_and_quota_storage(ub_env):
+def test_cli_vacuum_optimize_restore_and_quota_storage(ub_env, spark):
     from click.testing import CliRunner
 
     from userbatch.cli import main
@@ -403,3 +403,11 @@ def test_cli_vacuum_optimize_restore_and_quota_storage(ub_env):
     assert "u_tester" in out and "time travel" in out
     hist = run("tables", "history", "u_tester.cli")
     assert "restore" in hist and "optimize" in hist
+    # ingest --merge-schema: a new column is refused without it, added with it
+    new = ub_env / "tonight.parquet"
+    sky_points(25, seed=7, id_start=70_000).assign(g_mag=21.5).to_parquet(new)
+    assert "--merge-schema" in run("ingest", str(new), "--table", "u_tester.cli", "--mode", "append", code=2)
+    assert "--mode append" in run("ingest", str(new), "--table", "u_tester.cli", "--merge-schema", code=2)
+    run("ingest", str(new), "--table", "u_tester.cli", "--mode", "append", "--merge-schema")
+    rows = _rows(Catalog().get("u_tester.cli"))
+    assert len(rows) == 325 and rows["g_mag"].notna().sum() == 25

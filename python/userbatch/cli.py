@@ -6,6 +6,7 @@ never a traceback. Long operations log their stages as they finish.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import logging
@@ -56,6 +57,36 @@ class _Group(click.Group):
             raise
 
 
+#: The library's parameters as the ingest command spells them, so its errors name flags
+#: (:meth:`~userbatch.errors.UserbatchError.renamed`). A whole setting (``ra_column=None, dec_column=None``) is
+#: one entry.
+INGEST_FLAGS = {
+    "ra_column": "--ra-column", "dec_column": "--dec-column", "ra_column=None, dec_column=None": "--no-spatial",
+    "partition_order": "--order", "pixel_threshold": "--threshold", "highest_order": "--highest-order",
+    "margin_radius_arcsec": "--margin", "on_bad_coords": "--bad-coords", "fmt": "--format", "mode": "--mode",
+    "visibility": "--visibility", "group": "--group", "description": "--description",
+}
+#: The same for ``tables export-hats``.
+EXPORT_HATS_FLAGS = {"catalog_name": "--name", "version": "--version", "include_margin": "--no-margin"}
+
+
+def _flag_names(names: dict[str, str]):
+    """Decorator of a command: a user error it raises names the command's flags where the library's message names
+    Python parameters (``--ra-column`` for ``ra_column``)."""
+    def wrap(f):
+        @functools.wraps(f)
+        def command(*args, **kwargs):
+            try:
+                return f(*args, **kwargs)
+            except UserbatchError as exc:
+                renamed = exc.renamed(names)
+                if renamed is exc:
+                    raise
+                raise renamed from exc
+        return command
+    return wrap
+
+
 def _print_table(pdf, limit: int | None = None) -> None:
     import pandas as pd
 
@@ -92,13 +123,18 @@ def main(ctx, master, verbose):
 # ------------------------------------------------------------------------------------------------ ingest
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--table", "-t", required=True, help="Target table, namespace.name.")
+@click.option("--hats", "hats_path", type=click.Path(),
+              help="Copy this HATS catalog (or collection) into the table instead of reading files.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "fits"]),
               help="Input format (default: from the file name).")
 @click.option("--mode", type=click.Choice(["create", "append", "overwrite"]), default="create", show_default=True)
-@click.option("--ra-column", default="coord_ra", show_default=True)
-@click.option("--dec-column", default="coord_dec", show_default=True)
+@click.option("--merge-schema", is_flag=True, help="With --mode append: add the input's new columns to the table "
+              "(older rows read them as null); columns it lacks read as null; a changed type is still refused.")
+@click.option("--ra-column", help="RA column (deg) of a new table (default: the input's one pair of common "
+              "coordinate names, e.g. coord_ra/coord_dec, ra/dec, RAJ2000/DEJ2000; with --hats, the catalog's).")
+@click.option("--dec-column", help="Dec column (deg) of a new table (default: found with the RA column).")
 @click.option("--no-spatial", is_flag=True, help="A table without sky positions (no HEALPix partitioning).")
 @click.option("--order", type=int, help="Fixed partition order (default: adaptive).")
 @click.option("--threshold", type=int, help="Adaptive partitioning: at most this many rows per pixel.")
@@ -115,11 +151,30 @@ def main(ctx, master, verbose):
 @click.option("--visits", help="With --parent: a Visit table whose time column is joined on 'visit' once, at ingest.")
 @click.option("--time-column", default="expMidptMJD", show_default=True, help="With --visits: the time column.")
 @click.pass_context
-def ingest(ctx, paths, table, fmt, mode, ra_column, dec_column, no_spatial, order, threshold, highest_order,
-           margin_arcsec, bad_coords, visibility, group, description, parent, key, visits, time_column):
-    """Ingest Parquet, CSV or FITS files into a HEALPix-partitioned Delta table."""
-    from .tables.ingest import ingest as do_ingest
+@_flag_names(INGEST_FLAGS)
+def ingest(ctx, paths, table, hats_path, fmt, mode, merge_schema, ra_column, dec_column, no_spatial, order,
+           threshold, highest_order, margin_arcsec, bad_coords, visibility, group, description, parent, key, visits,
+           time_column):
+    """Ingest Parquet, CSV or FITS files (or a HATS catalog, --hats) into a HEALPix-partitioned Delta table.
 
+    Without --ra-column/--dec-column a new table's positions are the one pair of common coordinate column names
+    in the input (coord_ra/coord_dec, ra/dec, RA/DEC, RAJ2000/DEJ2000, ra_deg/dec_deg, RA_ICRS/DE_ICRS ...,
+    in any case); none or several is an error that says what to give. With --hats they are the catalog's own
+    (hats_col_ra/hats_col_dec). An append keeps the columns its table declares.
+    """
+    from .tables.catalog import Catalog
+
+    if bool(paths) == bool(hats_path):
+        raise UserbatchError("give the files to ingest, or --hats PATH for a HATS catalog (one or the other)")
+    if hats_path and (parent or fmt or no_spatial):
+        raise UserbatchError("--format, --parent and --no-spatial do not apply to --hats (a HATS catalog has "
+                             "positions and one format)")
+    if merge_schema and mode != "append":
+        raise UserbatchError("--merge-schema applies to --mode append (create and overwrite take the input's columns)")
+    if no_spatial and (ra_column or dec_column):
+        raise UserbatchError("--no-spatial makes a table without positions; leave out --ra-column/--dec-column")
+    coords = {"ra_column": None, "dec_column": None} if no_spatial else {
+        k: v for k, v in (("ra_column", ra_column), ("dec_column", dec_column)) if v is not None}
     spark = _spark(ctx)
     if parent:
         from .tables.director import VisitTimes, write_child_table
@@ -133,12 +188,26 @@ def ingest(ctx, paths, table, fmt, mode, ra_column, dec_column, no_spatial, orde
                    f"{parent}" + (f"; refused {res.rejected:,} row(s) without a parent or visit" if res.rejected
                                   else ""))
         return
-    res = do_ingest(list(paths), table, fmt=fmt, mode=mode, spark=spark,
-                    ra_column=None if no_spatial else ra_column, dec_column=None if no_spatial else dec_column,
-                    partition_order=order, pixel_threshold=threshold, highest_order=highest_order,
-                    margin_radius_arcsec=margin_arcsec, on_bad_coords=bad_coords, visibility=visibility,
-                    group=group, description=description)
+    found_columns = not coords and not Catalog().exists(table)  # a new table whose positions ingest chooses
+    options = dict(mode=mode, spark=spark, partition_order=order, pixel_threshold=threshold,
+                   highest_order=highest_order, margin_radius_arcsec=margin_arcsec, on_bad_coords=bad_coords,
+                   visibility=visibility, group=group, description=description, **coords)
+    if merge_schema:
+        options["merge_schema"] = True
+    if hats_path:
+        from .tables.hats_io import import_hats
+
+        res = import_hats(hats_path, table, **options)
+    else:
+        from .tables.ingest import ingest as do_ingest
+
+        res = do_ingest(list(paths), table, fmt=fmt, **options)
     click.echo(f"{res.table}: version {res.version}, {res.rows:,} rows in {res.partitions} partition(s)")
+    if found_columns:
+        entry = Catalog().get(res.table)
+        source = "the HATS catalog's columns" if hats_path else "columns"
+        click.echo(f"  using {source} {entry.ra_column}/{entry.dec_column} for positions (give "
+                   "--ra-column/--dec-column to choose)")
     if res.rejected:
         click.echo(f"  rejected {res.rejected:,} row(s) with NaN or out-of-range coordinates")
     if res.quarantined:
@@ -151,7 +220,7 @@ def ingest(ctx, paths, table, fmt, mode, ra_column, dec_column, no_spatial, orde
 
 @main.group()
 def tables():
-    """List and inspect tables."""
+    """List and inspect tables; move them in and out as HATS."""
 
 
 @tables.command("list")
@@ -313,6 +382,48 @@ def tables_restore(target):
         raise UserbatchError(f"give the table and version as TABLE@VERSION (e.g. {name or 'u_me.t'}@3); got {target!r}")
     r = _facility().restore(name, int(ver))
     click.echo(f"{name}: version {r['version']} restores version {r['restored_version']}")
+
+
+@tables.command("export-hats")
+@click.argument("name")
+@click.argument("out", type=click.Path())
+@click.option("--version", type=int, help="Export this Delta version (default: the latest).")
+@click.option("--name", "catalog_name", help="HATS catalog name (default: the table name with '.' as '_').")
+@click.option("--no-margin", is_flag=True, help="Leave the table's margin cache out.")
+@_flag_names(EXPORT_HATS_FLAGS)
+def tables_export_hats(name, out, version, catalog_name, no_margin):
+    """Write table NAME as a HATS collection at OUT (new or empty), for lsdb.open_catalog and hats tools."""
+    from .tables.hats_io import export_hats, open_hats
+
+    path = export_hats(name, out, version=version, catalog_name=catalog_name, include_margin=not no_margin)
+    hc, collection = open_hats(path)
+    info = hc.catalog_info
+    exported = info.extra_dict().get("userbatch_version")
+    line = (f"{name}@v{exported} -> {path}: {info.total_rows:,} rows in {len(hc.get_healpix_pixels())} "
+            f"partition(s)")
+    if collection is not None and collection.default_margin:
+        line += f", margin {collection.default_margin}"
+    click.echo(line)
+    click.echo(f"  open it with lsdb.open_catalog({str(path)!r})")
+
+
+@tables.command("register-hats")
+@click.argument("path", type=click.Path())
+@click.option("--table", "-t", "name", required=True, help="Table name to register it as, namespace.name.")
+@click.option("--visibility", type=click.Choice(["public", "group", "private"]), default="public", show_default=True)
+@click.option("--group", help="Owning group (for --visibility group).")
+@click.option("--description", default="")
+def tables_register_hats(path, name, visibility, group, description):
+    """Register the HATS catalog (or collection) at PATH as a table, read in place: nothing is copied.
+
+    It keeps no history (no versions); 'userbatch ingest --hats PATH' copies it into a Delta table instead."""
+    from .tables.hats_io import register_hats
+
+    entry = register_hats(path, name, visibility=visibility, group=group, description=description)
+    meta = entry.properties["hats"]
+    click.echo(f"registered {entry.name}: HATS catalog {meta['catalog_name']} at {entry.location}, "
+               f"{meta['total_rows'] or 0:,} rows in {meta['partitions']} partition(s), positions "
+               f"{entry.ra_column}/{entry.dec_column}")
 
 
 # ------------------------------------------------------------------------------------------------ search

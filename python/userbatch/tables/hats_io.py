@@ -360,8 +360,8 @@ def export_hats(
     catalog_name = catalog_name or entry.name.replace(".", "_")
     if not _CATALOG_NAME.match(catalog_name):
         raise UserbatchError(
-            f"catalog_name {catalog_name!r} must be letters, digits, '_', '.', '-' (it names a directory)"
-        )
+            f"catalog_name {catalog_name!r} must be letters, digits, '_', '.', '-' (it names a directory)",
+            params=("catalog_name",))
     out = _check_out_dir(out_dir, entry)
     snap = resolve(entry, version=version)
     margin = None

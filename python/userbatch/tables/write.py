@@ -47,6 +47,7 @@ from .info import partitions_of
 from .partitioning import (
     DEFAULT_HIGHEST_ORDER,
     DEFAULT_THRESHOLD,
+    MAX_PARTITION_ORDER,
     PartitionPlan,
     pack_tasks,
     plan_from_histogram,
@@ -465,7 +466,9 @@ def write_table(
     timings: dict = {}
     df = _arrow_or_spark(df)
     if on_bad_coords not in BAD_COORD_POLICIES:
-        raise UserbatchError(f"on_bad_coords must be one of {', '.join(BAD_COORD_POLICIES)}")
+        raise UserbatchError(f"on_bad_coords must be one of {', '.join(BAD_COORD_POLICIES)}",
+                             params=("on_bad_coords",))
+    _check_layout_options(partition_order, highest_order, pixel_threshold, margin_radius_arcsec)
     options = dict(
         ra_column=ra_column, dec_column=dec_column, partition_order=partition_order,
         pixel_threshold=pixel_threshold, highest_order=highest_order,
@@ -476,12 +479,16 @@ def write_table(
     with _stage("validate", timings):
         names = df.column_names if isinstance(df, pa.Table) else df.columns
         missing = [c for c in (entry.ra_column, entry.dec_column) if c and c not in names]
+        if missing and not created:
+            raise ColumnNotFound(
+                f"{name} keeps its positions in {entry.ra_column}/{entry.dec_column}, but the rows have no "
+                f"{', '.join(missing)} (columns: {', '.join(names)}); give the rows those column names"
+            )
         if missing:
-            if created:
-                cat.drop(name)
+            cat.drop(name)
             raise ColumnNotFound(
                 f"{name}: spatial column(s) {', '.join(missing)} not in the data (columns: {', '.join(names)});"
-                " name the right ones with ra_column/dec_column"
+                " name the right ones with ra_column/dec_column", params=("ra_column", "dec_column")
             )
         if mode == "append" and not created:
             _check_append_columns(entry, df, merge_schema)
@@ -554,6 +561,21 @@ def _check_append_columns(entry: TableEntry, df, merge_schema: bool) -> None:
             f"the rows change the type of column(s) {', '.join(changed)} of {entry.name}; cast them to the "
             "table's types (a schema merge only adds columns), or overwrite the table to change them"
         )
+
+
+def _check_layout_options(partition_order, highest_order, pixel_threshold, margin_radius_arcsec) -> None:
+    """Refuse partitioning and margin options that cannot work, before anything is read or registered; each
+    message names its parameter."""
+    for param, value in (("partition_order", partition_order), ("highest_order", highest_order)):
+        if value is not None and not 0 <= value <= MAX_PARTITION_ORDER:
+            raise UserbatchError(f"{param} must be a HEALPix order in 0..{MAX_PARTITION_ORDER}; got {value}",
+                                 params=(param,))
+    if pixel_threshold is not None and pixel_threshold < 1:
+        raise UserbatchError(f"pixel_threshold must be at least 1 row per partition; got {pixel_threshold}",
+                             params=("pixel_threshold",))
+    if margin_radius_arcsec is not None and not (np.isfinite(margin_radius_arcsec) and margin_radius_arcsec >= 0):
+        raise BadCoordinates(f"margin_radius_arcsec must be a finite number of arcsec, 0 or more (0: no margin); "
+                             f"got {margin_radius_arcsec}", params=("margin_radius_arcsec",))
 
 
 def _open_write(name: str, mode: str, catalog: Catalog | None, options: dict, timings: dict):
@@ -695,7 +717,8 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
         bad = bad_rows_seen[0]
         if bad and on_bad == "error":
             raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {ra}/{dec}; "
-                                 "fix them, or write with on_bad_coords='reject' or 'quarantine'")
+                                 "fix them, or write with on_bad_coords='reject' or 'quarantine'",
+                                 params=("on_bad_coords",))
         task_of_part, n_tasks = _tasks(plan, default_parallelism(spark))
         keys = task_keys(n_tasks)[task_of_part] if len(plan) else np.zeros(0, np.int32)
     quarantined = 0
@@ -823,7 +846,8 @@ def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov
         bad = int((~good_mask).sum())
         if bad and on_bad == "error":
             raise BadCoordinates(f"{bad} row(s) have NaN or out-of-range {ra}/{dec}; "
-                                 "fix them, or write with on_bad_coords='reject' or 'quarantine'")
+                                 "fix them, or write with on_bad_coords='reject' or 'quarantine'",
+                                 params=("on_bad_coords",))
         if bad:
             good, index = src.filter(pa.array(good_mask)), index[good_mask]
         else:
