@@ -4,11 +4,12 @@
 Three measurements, each on tables built in this run:
 
 * **open**: a table appended to 1,000 times (one small append a "night", through ``write_table`` with the Arrow
-  writer, as a scheduled job would) against the same table after 10 appends. Opening = resolving the latest
-  snapshot to its file list (``delta.snapshot``: what every read, search and cross-match does first), median of
-  repeated cold opens. With userbatch's checkpoint every 10 commits the 1,000-commit table reads one checkpoint and
-  at most 9 JSON commits. For context the same log is also opened with its checkpoints hidden (what a Delta table
-  without checkpoints costs: every JSON commit replayed).
+  writer, as a scheduled job would) against a table holding the very same files committed in 10 commits (hard
+  links: the same files and statistics, so the ratio measures the log, not the file count). Opening = resolving
+  the latest snapshot to its file list (``delta.snapshot``: what every read, search and cross-match does first),
+  median of repeated opens. With userbatch's checkpoint every 10 commits the 1,000-commit table reads one
+  checkpoint and at most 9 JSON commits. For context: the same log with its checkpoints hidden (every JSON commit
+  replayed), and the nightly table after ``optimize`` (one file, a long log).
 * **optimize**: a table created with ``--rows`` rows then appended to ``--appends`` times (many small files per
   partition) is compacted by ``maintenance.optimize`` (one file per HEALPix partition, ``_healpix_29`` order, margin
   compacted in step, one commit). Peer: delta-rs ``optimize.compact()`` on a copy of the same table (bin-packing
@@ -73,28 +74,53 @@ def _grow(name: str, commits: int, rows_per_append: int) -> str:
     return Catalog().get(name).location
 
 
-def bench_open(commits: int, repeats: int) -> dict:
+def _same_files_in(location: str, dest: Path, commits: int) -> str:
+    """The files of ``location``'s latest version committed again, hard-linked, in ``commits`` commits: the same
+    files and statistics, a shorter log — so an open-time ratio measures the log, not the file count."""
+    import pyarrow.parquet as pq
+
     from userbatch.tables import delta
 
+    rel = sorted(delta.snapshot(location).files.column("path").to_pylist())
+    for r in rel:
+        (dest / r).parent.mkdir(parents=True, exist_ok=True)
+        os.link(Path(location) / r, dest / r)
+    schema = pq.read_schema(dest / rel[0])
+    step = -(-len(rel) // commits)
+    for i in range(commits):
+        delta.commit_files(dest, rel[i * step:(i + 1) * step], schema, "create" if i == 0 else "append", {})
+    return str(dest)
+
+
+def bench_open(commits: int, repeats: int) -> dict:
+    from userbatch.tables import delta, maintenance
+    from userbatch.tables.catalog import Catalog
+
     t0 = time.perf_counter()
-    big = _grow("bench.nightly_big", commits, 20)
+    big = _grow("bench.nightly", commits, 20)
     grow_s = time.perf_counter() - t0
-    small = _grow("bench.nightly_small", 10, 20)
     assert delta.latest_version(big) == commits - 1
+    scratch = Path(tempfile.mkdtemp(prefix="open-"))
+    small = _same_files_in(big, scratch / "ten", 10)
+    assert delta.latest_version(small) == 9 and delta.snapshot(small).num_rows == delta.snapshot(big).num_rows
     open_big, open_small = _open_s(big, repeats), _open_s(small, repeats)
     # the same 1,000-commit log with its checkpoints hidden: every JSON commit replayed
-    bare = Path(tempfile.mkdtemp(prefix="nockpt-"))
-    shutil.copytree(big, bare / "t")
-    for p in (bare / "t" / "_delta_log").iterdir():
+    shutil.copytree(big, scratch / "t")
+    for p in (scratch / "t" / "_delta_log").iterdir():
         if "checkpoint" in p.name:
             p.unlink()
-    open_bare = _open_s(str(bare / "t"), max(3, repeats // 4))
-    shutil.rmtree(bare)
-    log.info("%d appends in %.1f s (%.1f ms each); open: %d commits %.2f ms, 10 commits %.2f ms, %d commits without "
-             "checkpoints %.1f ms", commits, grow_s, 1000 * grow_s / commits, commits, 1000 * open_big,
-             1000 * open_small, commits, 1000 * open_bare)
+    open_bare = _open_s(str(scratch / "t"), max(3, repeats // 4))
+    # what a nightly table looks like after an optimize: one file, a long log
+    maintenance.optimize(Catalog().get("bench.nightly"))
+    open_optimized = _open_s(big, repeats)
+    shutil.rmtree(scratch)
+    n_files = delta.snapshot(small).files.num_rows if Path(small).exists() else commits
+    log.info("%d appends in %.1f s (%.1f ms each); open with the same %d files: %d commits %.2f ms, 10 commits "
+             "%.2f ms, %d commits without checkpoints %.1f ms; after optimize (1 file) %.2f ms", commits, grow_s,
+             1000 * grow_s / commits, n_files, commits, 1000 * open_big, 1000 * open_small, commits,
+             1000 * open_bare, 1000 * open_optimized)
     return {"open_big_ms": 1000 * open_big, "open_small_ms": 1000 * open_small, "open_bare_ms": 1000 * open_bare,
-            "append_ms": 1000 * grow_s / commits}
+            "open_optimized_ms": 1000 * open_optimized, "append_ms": 1000 * grow_s / commits}
 
 
 def bench_compaction(rows: int, appends: int, append_rows: int) -> dict:
@@ -158,7 +184,8 @@ def main() -> int:
         c = bench_compaction(args.rows, args.appends, args.append_rows)
     print(C.fmt_table([
         ["open (latest snapshot)", f"{o['open_big_ms']:.2f} ms @ {args.commits} commits",
-         f"{o['open_small_ms']:.2f} ms @ 10 commits", f"{o['open_bare_ms']:.1f} ms without checkpoints"],
+         f"{o['open_small_ms']:.2f} ms @ 10 commits, same files", f"{o['open_bare_ms']:.1f} ms without checkpoints; "
+         f"{o['open_optimized_ms']:.2f} ms after optimize"],
         ["optimize", f"{c['optimize_rows_per_s']:,.0f} rows/s", f"delta-rs compact {c['peer_optimize_rows_per_s']:,.0f}"
          " rows/s", f"{c['files_before']} -> {c['files_after']} files"],
         ["vacuum", f"{c['vacuum_files_per_s']:,.0f} files/s", f"delta-rs {c['peer_vacuum_files_per_s']:,.0f} files/s",
@@ -166,6 +193,7 @@ def main() -> int:
     ], ["", "userbatch", "peer / reference", ""]))
     print(f"RESULT open_1000_commits_vs_10_ratio={o['open_big_ms'] / o['open_small_ms']:.2f} "
           f"open_without_checkpoints_vs_10_ratio={o['open_bare_ms'] / o['open_small_ms']:.1f} "
+          f"open_after_optimize_ms={o['open_optimized_ms']:.2f} "
           f"optimize_rows_per_s={c['optimize_rows_per_s']:.0f} "
           f"optimize_vs_deltars={c['optimize_rows_per_s'] / c['peer_optimize_rows_per_s']:.2f} "
           f"vacuum_files_per_s={c['vacuum_files_per_s']:.0f} "

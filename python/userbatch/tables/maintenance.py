@@ -149,16 +149,19 @@ def _referenced(location: Path, versions) -> tuple[dict[str, int], dict[int, dic
 
 def _candidates(root: Path, referenced: dict[str, int], skip_top: tuple[str, ...], min_age_s: float,
                 now_s: float) -> list[tuple[str, int]]:
-    """Data files under ``root`` that no kept version reads and that are old enough to be no one's new write."""
+    """Data files under ``root`` that no kept version reads and that are old enough to be no one's new write.
+    (Plain strings, not pathlib: a table holds many thousands of files.)"""
     out = []
-    for dirpath, dirs, files in os.walk(root, followlinks=False):
-        rel_dir = Path(dirpath).relative_to(root)
-        if rel_dir == Path("."):
+    root_s = str(root)
+    for dirpath, dirs, files in os.walk(root_s, followlinks=False):
+        top = dirpath == root_s
+        if top:
             dirs[:] = [d for d in dirs if d not in skip_top and not d.startswith(".")]
+        prefix = "" if top else os.path.relpath(dirpath, root_s) + "/"
         for name in files:
-            rel = str(rel_dir / name) if rel_dir != Path(".") else name
-            if rel_dir == Path(".") and (name.startswith((".", "_"))):
+            if top and name.startswith((".", "_")):
                 continue  # the vacuum marker, temporary files: state, not data
+            rel = prefix + name
             if rel in referenced:
                 continue
             try:
@@ -185,9 +188,10 @@ def _stale_staging(root: Path, min_age_s: float, now_s: float) -> list[tuple[str
 
 
 def _remove(root: Path, rel_paths: list[str]) -> None:
+    root_s = str(root)
     for rel in rel_paths:
         try:
-            os.remove(root / rel)
+            os.remove(os.path.join(root_s, rel))
         except FileNotFoundError:
             pass
     _remove_empty_dirs(root)
@@ -195,12 +199,13 @@ def _remove(root: Path, rel_paths: list[str]) -> None:
 
 def _remove_empty_dirs(root: Path) -> None:
     """Partition and staging directories left empty (bottom up; the log and the table directory stay)."""
-    for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda t: -len(t[0])):
-        p = Path(dirpath)
-        if p == root or p.name == "_delta_log" or p == root / "_margin":
+    root_s = str(root)
+    keep = {root_s, os.path.join(root_s, "_margin")}
+    for dirpath, _dirs, files in os.walk(root_s, topdown=False):
+        if files or dirpath in keep or os.path.basename(dirpath) == "_delta_log":
             continue
         try:
-            p.rmdir()
+            os.rmdir(dirpath)
         except OSError:
             pass
 
