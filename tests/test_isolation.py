@@ -354,6 +354,21 @@ def test_visibility_changes_follow_to_the_file_system_and_fsck_repairs(iso):
         bob.update_table("u_bob.secret", {"location": "/tmp"})
 
 
+def test_upkeep_by_the_facility_leaves_the_owners_files_the_owners(iso):
+    """A vacuum runs as the facility (root here), yet what it writes inside bob's table (its marker) becomes bob's:
+    a user must be able to manage, and be charged for, every file of their table."""
+    from userbatch.tables.catalog import Catalog
+
+    bob, alice = iso["facs"]["bob"], iso["facs"]["alice"]
+    loc = Path(Catalog(user="bob").get("u_bob.secret").location)
+    with pytest.raises(Exception, match="TableNotFound|no table named"):  # private: alice cannot even name it
+        alice.vacuum("u_bob.secret", retain_days=0, min_age_hours=0)
+    bob.vacuum("u_bob.secret", retain_days=0, min_age_hours=0)
+    owner = loc.stat().st_uid
+    assert owner != 0 and (loc / "_userbatch_vacuum.json").exists()
+    assert {p.lstat().st_uid for p in loc.rglob("*")} == {owner}
+
+
 def test_writing_past_the_storage_quota_stops_the_next_run(iso):
     from userbatch.facility.ledger import QuotaExceeded
 

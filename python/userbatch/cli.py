@@ -299,7 +299,7 @@ def tables_history(name, as_json):
 @click.argument("name")
 @click.confirmation_option(prompt="Unregister this table?")
 def tables_drop(name):
-    """Unregister a table you own (its files stay until vacuumed)."""
+    """Unregister a table you own (its files stay until 'userbatch tables vacuum --all' reclaims them)."""
     from .tables.catalog import Catalog
 
     Catalog().drop(name)

@@ -155,6 +155,27 @@ def apply_table(config: FacilityConfig, entry: TableEntry) -> None:
     _set(loc, *table_expectation(config, entry))
 
 
+def hand_back(config: FacilityConfig, entry: TableEntry) -> None:
+    """Give the files the facility itself wrote inside a table (an optimize's data files, a restore's commit) to the
+    table directory's owner and group, as if the owner had written them: upkeep must not leave a user's table
+    holding files the user cannot manage or that storage accounting would miss."""
+    if not multi_user(config):
+        return
+    loc = Path(entry.location)
+    st = loc.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return
+    for dirpath, dirs, files in os.walk(loc, followlinks=False):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISLNK(info.st_mode) and (info.st_uid, info.st_gid) != (st.st_uid, st.st_gid):
+                os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
 @dataclass(frozen=True)
 class Finding:
     path: str
@@ -208,5 +229,5 @@ def fsck(config: FacilityConfig, warehouse: Path, entries: list[TableEntry], rep
     return [f.as_dict() for f in findings]
 
 
-__all__ = ["RUN_DIR_MODE", "apply_table", "ensure_namespace", "fsck", "multi_user",
+__all__ = ["RUN_DIR_MODE", "apply_table", "ensure_namespace", "fsck", "hand_back", "multi_user",
            "namespace_owner", "secure_facility_state", "unreachable_ancestor"]

@@ -25,6 +25,7 @@ from ..tables import maintenance
 from ..tables.catalog import TableEntry, _TableRow, _to_entry
 from ..tables.db import transaction
 from .models import RunRow
+from .storage import hand_back
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ def vacuum(fac, table: str | None, all_tables: bool, retain_days: float, dry_run
             continue
         reports.append(maintenance.vacuum(e, pinned=pins.get(e.name, ()), retain_days=retain_days,
                                           dry_run=dry_run, min_age_hours=min_age_hours))
+        if not dry_run:
+            hand_back(fac.config, e)  # the vacuum marker, a trimmed log's last checkpoint
     if all_tables:
         dropped = dropped_directories(fac._catalog().warehouse, entries, owned_namespaces(fac))
         reports += maintenance.reclaim_directories(dropped, dry_run=dry_run, min_age_hours=min_age_hours)
@@ -131,14 +134,20 @@ def optimize(fac, table: str) -> dict:
     from ..tables.provenance import Provenance
 
     entry = _entry_to_change(fac, table, "optimize")
-    return maintenance.optimize(entry, provenance=Provenance(job="optimize", user=fac.user)).as_dict()
+    try:
+        return maintenance.optimize(entry, provenance=Provenance(job="optimize", user=fac.user)).as_dict()
+    finally:
+        hand_back(fac.config, entry)
 
 
 def restore(fac, table: str, version: int) -> dict:
     from ..tables.provenance import Provenance
 
     entry = _entry_to_change(fac, table, "restore")
-    new = maintenance.restore(entry, int(version), provenance=Provenance(job="restore", user=fac.user))
+    try:
+        new = maintenance.restore(entry, int(version), provenance=Provenance(job="restore", user=fac.user))
+    finally:
+        hand_back(fac.config, entry)
     return {"table": table, "version": new, "restored_version": int(version)}
 
 
