@@ -10,10 +10,13 @@ import io
 import json
 import tarfile
 import warnings
+from html.parser import HTMLParser
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select, text
+from swagger_ui_bundle import swagger_ui_path
 from userbatch.errors import AccessDenied, TableNotFound, UserbatchError
 from userbatch.facility.api import create_app
 from userbatch.facility.client import Client, client_from_env
@@ -459,6 +462,51 @@ def test_openapi_lists_the_main_paths(env):
         assert path in spec["paths"], path
     assert "bearer" in json.dumps(spec["components"]["securitySchemes"]).lower()
     assert env.tc.get("/docs").status_code == 200
+
+
+class _Assets(HTMLParser):
+    """The ``<script src>`` and ``<link href>`` of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script" and a.get("src"):
+            self.urls.append(("script", a["src"]))
+        if tag == "link" and a.get("href"):
+            self.urls.append(("stylesheet" if "stylesheet" in (a.get("rel") or "") else "icon", a["href"]))
+
+
+def test_the_docs_page_loads_nothing_from_outside(env):
+    """/docs works on a network with no internet: every script, stylesheet and icon comes from the API itself."""
+    r = env.tc.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = _Assets()
+    page.feed(r.text)
+    kinds = sorted(kind for kind, _ in page.urls)
+    assert kinds == ["icon", "script", "stylesheet"], page.urls
+    assert "http://" not in r.text and "https://" not in r.text  # no absolute URL anywhere, inline script included
+    expected = {"script": ("text/javascript", "application/javascript"), "stylesheet": ("text/css",),
+                "icon": ("image/png",)}
+    for kind, url in page.urls:
+        assert urlsplit(url).scheme == "" and urlsplit(url).netloc == "" and url.startswith("/"), url
+        asset = env.tc.get(url)
+        assert asset.status_code == 200, url
+        assert asset.headers["content-type"].split(";")[0] in expected[kind], (url, asset.headers["content-type"])
+        assert len(asset.content) > 500, url
+    # the page's Swagger UI renders the spec the API writes: OpenAPI 3.1 needs Swagger UI 5 or later
+    spec = env.tc.get("/openapi.json").json()
+    bundle = env.tc.get(next(url for kind, url in page.urls if kind == "script")).text
+    served = swagger_ui_path.name.removeprefix("swagger-ui-")  # e.g. 5.31.0
+    assert f'"{served}"' in bundle  # the file served is that release's bundle
+    if spec["openapi"].startswith("3.1"):
+        assert int(served.split(".")[0]) >= 5, served
+    # the OAuth2 redirect page Swagger UI links to is served too; ReDoc (CDN only) is gone, not half-there
+    assert env.tc.get("/docs/oauth2-redirect").status_code == 200
+    assert env.tc.get("/redoc").status_code == 404
+    assert env.tc.get("/static/swagger/nope.js").status_code == 404
 
 
 # ------------------------------------------------------------------------------------------------ the client

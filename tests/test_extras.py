@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: the top-level modules of each extra's packages (what a base install lacks)
 HIDDEN = {
-    "facility": ["fastapi", "starlette", "uvicorn", "httpx", "croniter", "sqlglot"],
+    "facility": ["fastapi", "starlette", "uvicorn", "httpx", "croniter", "sqlglot", "swagger_ui_bundle"],
     "images": ["lsst.daf", "lsst.pipe", "lsst.ctrl", "lsst.pex", "lsst.resources"],
     "ml": ["mlflow", "sklearn", "skops"],
     "notebooks": ["nbformat", "nbclient", "ipykernel"],

@@ -23,7 +23,7 @@ from .errors import MissingExtra
 #: extra -> what it adds (for messages and the docs); keep in step with [project.optional-dependencies]
 EXTRAS = {
     "facility": "the facility's REST API, its client and scheduled workflows (FastAPI, uvicorn, httpx, croniter, "
-                "sqlglot)",
+                "sqlglot, Swagger UI's files)",
     "images": "image processing through BPS (the Rubin middleware: daf_butler, pipe_base, ctrl_mpexec, ctrl_bps)",
     "ml": "classifiers tracked in MLflow (mlflow, scikit-learn)",
     "notebooks": "running the notebooks (nbformat, nbclient, ipykernel)",

@@ -7,7 +7,9 @@ adds no rules, so the CLI in-process and the CLI through :mod:`.client` behave t
 
 Errors are JSON ``{"detail": "<message>", "error": "<exception class>"}`` with the status saying what kind:
 401 no usable token, 403 not allowed, 404 no such run or table, 409 over quota, 400 any other input the caller
-can fix (request-body validation included). OpenAPI docs are at ``/docs``.
+can fix (request-body validation included). OpenAPI docs are at ``/docs``: Swagger UI served from the facility
+itself (its files come from the ``swagger-ui-bundle-v2`` package, under :data:`DOCS_STATIC`), so the page works on a
+network with no internet; FastAPI's default page loads them from a CDN and is blank there.
 
 :func:`serve` runs the API under uvicorn, and beside it the facility worker (the API never starts one per
 request), in a thread that stops when the server does.
@@ -26,10 +28,13 @@ from ..extras import missing, require
 try:
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
     from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field
+    from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from swagger_ui_bundle import swagger_ui_path
 except ModuleNotFoundError as exc:
     raise missing("facility", exc) from exc
 
@@ -141,6 +146,29 @@ def _table_dict(e) -> dict:
             "description": e.description}
 
 
+#: where the API serves Swagger UI's own files (JavaScript, CSS, favicon) for ``/docs``
+DOCS_STATIC = "/static/swagger"
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) with every asset served by ``app`` under :data:`DOCS_STATIC`, and the OAuth2 redirect
+    page Swagger UI expects beside it. FastAPI's own page (``docs_url``) would load them from a CDN."""
+    app.mount(DOCS_STATIC, StaticFiles(directory=Path(str(swagger_ui_path))), name="swagger")
+    redirect = app.swagger_ui_oauth2_redirect_url
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                                   oauth2_redirect_url=redirect,
+                                   swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_STATIC}/favicon-32x32.png")
+
+    @app.get(redirect, include_in_schema=False)
+    def docs_oauth2_redirect():
+        return get_swagger_ui_oauth2_redirect_html()
+
+
 def create_app(db_url: str | None = None, config: FacilityConfig | None = None) -> FastAPI:
     """The API for the facility database at ``db_url`` (default: the settings'), under ``config`` (default: the
     facility config file). Requests never start a worker: the serving process runs one (:func:`serve`)."""
@@ -149,8 +177,10 @@ def create_app(db_url: str | None = None, config: FacilityConfig | None = None) 
     engine = engine_for(db_url)
     bearer = HTTPBearer(auto_error=False, description="an API token: 'userbatch admin token create USER'")
 
-    app = FastAPI(title="userbatch", version=_version(), docs_url="/docs", openapi_url="/openapi.json",
+    # docs_url=None: FastAPI's page loads Swagger UI from a CDN; _add_docs serves it from here. No ReDoc (CDN only).
+    app = FastAPI(title="userbatch", version=_version(), docs_url=None, redoc_url=None, openapi_url="/openapi.json",
                   description="The Rubin User Batch facility: Spark runs over catalog tables under quotas.")
+    _add_docs(app)
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next):
