@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ def _mollweide_xy(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, 
 
 def plot_sky(table, out: str | Path | None = None, *, order: int = 7, version: int | None = None, spark=None,
              catalog=None) -> Path:
-    """Draw one catalog table's sky: row density, its partitions by HEALPix order, and a zoom on the densest part.
+    """Draw one catalog table's sky: row density, its partitions by HEALPix order, and a zoom on the densest part
+    (binned by :func:`zoom_grid`, whose bins hold several rows each, so a footprint is drawn filled).
 
     Parameters
     ----------
@@ -109,7 +111,7 @@ def plot_density(pixel_counts: dict[int, int], density_order: int, partitions: n
     ax2.grid(True, alpha=0.3)
     ax2.set_xticklabels([])
     if len(pix):
-        _zoom_panel(fig.add_subplot(1, 3, 3), pix, cnt / area_deg2, density_order)
+        _zoom_panel(fig.add_subplot(1, 3, 3), zoom_grid(pixel_counts, density_order))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -117,32 +119,113 @@ def plot_density(pixel_counts: dict[int, int], density_order: int, partitions: n
     return out
 
 
-def _zoom_panel(ax, pix: np.ndarray, density: np.ndarray, order: int, half_width_deg: float = 6.0) -> None:
-    """A flat RA/Dec view around the densest pixel, where a whole-sky map shows a survey footprint as a speck."""
+#: rows a typical bin of the zoom panel should hold: fewer and the panel is mostly noise and empty bins
+ZOOM_ROWS_PER_BIN = 8.0
+
+
+@dataclass(frozen=True)
+class ZoomGrid:
+    """The zoom panel's picture: row density on a flat grid around ``(ra0_deg, dec0_deg)``.
+
+    ``density_per_deg2[i, j]`` is the density in Dec bin ``i`` and ΔRA·cos(Dec0) bin ``j`` (NaN where the bin holds
+    no rows: sky outside the data). ``bin_deg`` is the bin's side, chosen from the data (:func:`zoom_grid`).
+    """
+
+    density_per_deg2: np.ndarray
+    x_edges_deg: np.ndarray
+    dec_edges_deg: np.ndarray
+    ra0_deg: float
+    dec0_deg: float
+    bin_deg: float
+    rows_in_window: float
+
+
+def zoom_grid(pixel_counts: dict[int, int], order: int, *, half_width_deg: float = 6.0,
+              rows_per_bin: float = ZOOM_ROWS_PER_BIN, min_bins: int = 6, max_bins: int = 120) -> ZoomGrid:
+    """Bin the rows around the densest pixel on a flat RA/Dec grid whose resolution follows the data.
+
+    A grid finer than the data shows empty bins between rows (the white dashes of a 2-D histogram binned below
+    the data's spacing) and HEALPix pixels drawn as squares do not tile the plane. So the bin side is chosen so that
+    a typical bin (at the median density of the window's non-empty pixels) holds about ``rows_per_bin`` rows, and
+    never below the pixels' own size; each pixel's rows are spread evenly over its sub-pixels before binning, so
+    every bin inside the data's footprint receives rows.
+
+    Parameters
+    ----------
+    pixel_counts : dict of int to int
+        Rows per nested HEALPix pixel at ``order`` (what :func:`userbatch.tables.info.pixel_counts` returns).
+    order : int
+        The HEALPix order of ``pixel_counts``.
+    half_width_deg : float
+        Half the side of the square window, in degrees.
+    rows_per_bin : float
+        Rows a typical bin should hold.
+    min_bins, max_bins : int
+        Bounds on the number of bins along a side.
+
+    Returns
+    -------
+    ZoomGrid
+        The density grid (rows per square degree, NaN where empty), its edges and the bin side.
+    """
     import astropy.units as u
     import cdshealpix
 
+    if not pixel_counts:
+        raise ValueError("no rows to draw: pixel_counts is empty")
+    if not (half_width_deg > 0 and rows_per_bin > 0 and 1 <= min_bins <= max_bins):
+        raise ValueError("need half_width_deg > 0, rows_per_bin > 0 and 1 <= min_bins <= max_bins")
+    pix = np.fromiter(pixel_counts.keys(), dtype=np.uint64, count=len(pixel_counts))
+    cnt = np.fromiter(pixel_counts.values(), dtype=np.float64, count=len(pixel_counts))
+    area_deg2 = 4 * np.pi * (180 / np.pi) ** 2 / (12 * 4**order)
+    size_deg = float(np.sqrt(area_deg2))
     lon, lat = cdshealpix.nested.healpix_to_lonlat(pix, order)
     ra, dec = lon.to_value(u.deg), lat.to_value(u.deg)
-    peak = int(np.argmax(density))
-    ra0, dec0 = ra[peak], float(np.clip(dec[peak], -90 + half_width_deg, 90 - half_width_deg))
-    dra = (ra - ra0 + 180.0) % 360.0 - 180.0  # RA offsets that stay continuous through RA = 0
+    peak = int(np.argmax(cnt))
+    ra0, dec0 = float(ra[peak]), float(np.clip(dec[peak], -90 + half_width_deg, 90 - half_width_deg))
     cos0 = max(np.cos(np.radians(dec0)), 0.05)
-    x = dra * cos0
-    sel = (np.abs(x) <= half_width_deg * 1.2) & (np.abs(dec - dec0) <= half_width_deg * 1.2)
-    ax.set_xlim(half_width_deg, -half_width_deg)  # east to the left
-    ax.set_ylim(dec0 - half_width_deg, dec0 + half_width_deg)
-    ax.set_aspect("equal")
+
+    def flat(ra_deg, dec_deg):
+        return ((ra_deg - ra0 + 180.0) % 360.0 - 180.0) * cos0, dec_deg  # RA offsets continuous through RA = 0
+
+    x, _ = flat(ra, dec)
+    reach = half_width_deg + 2 * size_deg  # pixels whose rows may fall inside the window
+    near = (np.abs(x) <= reach) & (np.abs(dec - dec0) <= reach)
+    inside = near & (np.abs(x) <= half_width_deg) & (np.abs(dec - dec0) <= half_width_deg)
+    typical = float(np.median(cnt[inside if inside.any() else near])) / area_deg2  # rows / deg² of the bulk
+    side = 2 * half_width_deg
+    bin_deg = max(np.sqrt(rows_per_bin / typical), size_deg, side / max_bins)
+    n_bins = int(np.clip(np.floor(side / bin_deg), min_bins, max_bins))
+    bin_deg = side / n_bins
+    # spread each pixel's rows over sub-pixels at most a quarter of a bin across, so pixel centres do not alias
+    depth = int(np.clip(np.ceil(np.log2(4 * size_deg / bin_deg)), 0, 6))
+    children = 4**depth
+    sub = (pix[near][:, None] * np.uint64(children) + np.arange(children, dtype=np.uint64)).ravel()
+    lon, lat = cdshealpix.nested.healpix_to_lonlat(sub, order + depth)
+    sx, sdec = flat(lon.to_value(u.deg), lat.to_value(u.deg))
+    weights = np.repeat(cnt[near] / children, children)
+    x_edges = np.linspace(-half_width_deg, half_width_deg, n_bins + 1)
+    dec_edges = np.linspace(dec0 - half_width_deg, dec0 + half_width_deg, n_bins + 1)
+    rows, _, _ = np.histogram2d(sdec, sx, bins=[dec_edges, x_edges], weights=weights)
+    # true sky area of each bin: an RA range of bin_deg / cos0 between two declinations
+    band = np.degrees(np.diff(np.sin(np.radians(dec_edges))))
+    bin_area_deg2 = (bin_deg / cos0) * band[:, None] * np.ones((1, n_bins))
+    density = np.where(rows > 0, rows / bin_area_deg2, np.nan)
+    return ZoomGrid(density, x_edges, dec_edges, ra0, dec0, float(bin_deg), float(rows.sum()))
+
+
+def _zoom_panel(ax, grid: ZoomGrid) -> None:
+    """A flat RA/Dec view around the densest pixel, where a whole-sky map shows a survey footprint as a speck."""
     fig = ax.figure
-    fig.canvas.draw()
-    pts_per_deg = ax.get_window_extent().width * 72.0 / fig.dpi / (2 * half_width_deg)
-    size_deg = float(np.degrees(np.sqrt(4 * np.pi / (12 * 4**order))))
-    sc = ax.scatter(x[sel], dec[sel], c=np.log10(density[sel]), marker="s", linewidths=0,
-                    s=(size_deg * pts_per_deg) ** 2, cmap="viridis")
-    fig.colorbar(sc, ax=ax, orientation="horizontal", pad=0.12, label="log10 rows / deg²")
-    ax.set_xlabel(f"ΔRA·cos(Dec) from {ra0:.2f}° (deg)")
+    mesh = ax.pcolormesh(grid.x_edges_deg, grid.dec_edges_deg, np.ma.masked_invalid(np.log10(grid.density_per_deg2)),
+                         cmap="viridis", shading="flat")
+    ax.set_xlim(grid.x_edges_deg[-1], grid.x_edges_deg[0])  # east to the left
+    ax.set_ylim(grid.dec_edges_deg[0], grid.dec_edges_deg[-1])
+    ax.set_aspect("equal")
+    fig.colorbar(mesh, ax=ax, orientation="horizontal", pad=0.12, label="log10 rows / deg²")
+    ax.set_xlabel(f"ΔRA·cos(Dec) from {grid.ra0_deg:.2f}° (deg)")
     ax.set_ylabel("Dec (deg)")
-    ax.set_title(f"around the densest pixel ({ra0:.2f}, {dec[peak]:.2f})")
+    ax.set_title(f"around ({grid.ra0_deg:.2f}, {grid.dec0_deg:.2f}), {grid.bin_deg * 60:.0f}' bins")
 
 
 BAND_COLORS = {"u": "#56b4e9", "g": "#009e73", "r": "#f0e442", "i": "#e69f00", "z": "#d55e00", "y": "#cc79a7"}
