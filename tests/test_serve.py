@@ -40,7 +40,8 @@ def server_env(fx):
 
 
 def _start(env, port, log):
-    proc = subprocess.Popen([sys.executable, "-m", "userbatch.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "userbatch.cli", "serve", "--port", str(port),
+                             "--no-history-server"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -875,12 +875,17 @@ def workflow_list():
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8765, show_default=True)
 @click.option("--no-worker", is_flag=True, help="Only the API (another process runs the worker).")
-def serve(host, port, no_worker):
-    """Start the REST API (OpenAPI docs at /docs) and the worker that launches queued runs."""
+@click.option("--no-history-server", is_flag=True, help="Do not start the Spark History Server.")
+@click.option("--history-port", type=int, help="The Spark History Server's port (default: the facility config's "
+              "history.port, 18080).")
+def serve(host, port, no_worker, no_history_server, history_port):
+    """Start the REST API (OpenAPI docs at /docs), the worker that launches queued runs and the Spark History
+    Server over the runs' event logs (on 127.0.0.1)."""
     from .facility.api import serve as run_server
 
     logging.getLogger("userbatch").setLevel(logging.INFO)  # the worker's run lines are the server's log
-    run_server(host=host, port=port, with_worker=not no_worker)
+    run_server(host=host, port=port, with_worker=not no_worker, history_port=history_port,
+               with_history=not no_history_server)
 
 
 @main.command()

@@ -17,6 +17,7 @@ request), in a thread that stops when the server does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -462,25 +463,69 @@ def _worker_loop(db_url: str, config: FacilityConfig, stop: threading.Event, ret
             worker.release()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, db_url: str | None = None, with_worker: bool = True) -> None:
-    """Run the API (uvicorn) until interrupted and, ``with_worker``, the facility worker in a daemon thread that
-    is stopped when the server shuts down."""
+def serve(host: str = "127.0.0.1", port: int = 8765, db_url: str | None = None, with_worker: bool = True,
+          history_port: int | None = None, with_history: bool = True) -> None:
+    """Run the API (uvicorn) until interrupted; beside it, ``with_worker``, the facility worker in a daemon thread,
+    and ``with_history``, the Spark History Server over the runs' event logs (loopback only, on ``history_port``,
+    default the config's ``history.port``), both stopped when the server shuts down.
+
+    Parameters
+    ----------
+    host, port : str, int
+        Where the API listens.
+    db_url : str, optional
+        The facility database (default: the settings').
+    with_worker : bool
+        Run the worker in this process.
+    history_port : int, optional
+        The History Server's port (default: the facility config's).
+    with_history : bool
+        Start the History Server.
+    """
+    from . import history_server
+
     uvicorn = require("uvicorn", "facility")
 
     if not logging.getLogger().handlers:  # the worker's and the facility's log lines go beside uvicorn's
         logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s")
     db_url = db_url or settings().db_url
     config = load_config()
+    if history_port is not None:
+        config = dataclasses.replace(config, history_port=history_port)
     app = create_app(db_url, config)
     stop = threading.Event()
-    thread = None
+    threads = []
     if with_worker:
-        thread = threading.Thread(target=_worker_loop, args=(db_url, config, stop), daemon=True,
-                                  name="userbatch-worker")
-        thread.start()
+        threads.append(threading.Thread(target=_worker_loop, args=(db_url, config, stop), daemon=True,
+                                        name="userbatch-worker"))
+    history = None
+    if with_history:
+        runs_root, history_dir = settings().home / "runs", settings().home / "history"
+        history_server.link_event_logs(runs_root, history_dir)
+        try:
+            history = history_server.start(history_dir, config.history_port)
+        except UserbatchError as e:  # no Java, port taken: the API and the worker still serve; say why
+            log.error("the Spark History Server did not start (%s); serving without it", e)
+        threads.append(threading.Thread(target=_link_loop, args=(runs_root, history_dir, stop), daemon=True,
+                                        name="userbatch-history-links"))
+    for t in threads:
+        t.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         stop.set()
-        if thread is not None:
-            thread.join(timeout=30)
+        for t in threads:
+            t.join(timeout=30)
+        if history is not None:
+            history_server.stop(history)
+
+
+def _link_loop(runs_root: Path, history_dir: Path, stop: threading.Event, every_s: float = 10.0) -> None:
+    """Link new runs' event logs for the History Server until ``stop``."""
+    from .history_server import link_event_logs
+
+    while not stop.wait(every_s):
+        try:
+            link_event_logs(runs_root, history_dir)
+        except OSError:  # a run directory removed or changed under us: try again next time
+            log.exception("linking event logs for the History Server failed; trying again in %.0f s", every_s)

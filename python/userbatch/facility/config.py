@@ -89,6 +89,7 @@ class FacilityConfig:
     identity: IdentityConfig = IdentityConfig()  # OS accounts runs execute as (facility.accounts)
     max_queued_runs: int = 20  # per user: a user cannot flood the queue
     token_days: float = 90.0  # default lifetime of an API token
+    history_port: int = 18080  # the Spark History Server 'userbatch serve' starts (facility.history_server)
     path: str | None = None
 
     @property
@@ -142,7 +143,7 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{where} must be a mapping")
     known = {"capacity", "period", "defaults", "admins", "users", "groups", "namespaces", "runner", "runs", "mlflow",
-             "scheduler", "identity", "tokens"}
+             "scheduler", "identity", "tokens", "history"}
     extra = sorted(set(doc) - known)
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
@@ -176,6 +177,11 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
     tokens = doc.get("tokens") or {}
     if not isinstance(tokens, dict) or set(tokens) - {"default_days"}:
         raise ConfigError(f"{where}: tokens takes default_days; got {tokens!r}")
+    history = doc.get("history") or {}
+    port = history.get("port", 18080) if isinstance(history, dict) else None
+    if not isinstance(history, dict) or set(history) - {"port"} or isinstance(port, bool) \
+            or not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise ConfigError(f"{where}: history takes port, an integer in 1024..65535; got {history!r}")
     try:
         cfg = FacilityConfig(
             total_cores=int(cap.get("cores", 64)),
@@ -199,6 +205,7 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
             identity=identity,
             max_queued_runs=int(runs.get("max_queued", 20)),
             token_days=float(tokens.get("default_days", 90)),
+            history_port=port,
             path=path,
         )
     except (TypeError, ValueError) as e:

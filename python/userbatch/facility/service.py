@@ -33,6 +33,7 @@ from ..tables.db import engine_for, transaction
 from ..tables.names import parse_table_name
 from . import ledger, upkeep
 from .config import FacilityConfig, load_config
+from .history_server import history_url
 from .models import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -393,8 +394,13 @@ class Facility:
 
     # ------------------------------------------------------------------------------------------- runs
     def status(self, run_id: str) -> dict:
+        """One run of the caller's (an admin: anyone's): its state, progress, spec, result and, once it has a Spark
+        application id, ``history_url``, its page in the Spark History Server that ``userbatch serve`` runs."""
         with transaction(self.engine) as s:
-            return _run_dict(self._own_run(s, run_id))
+            d = _run_dict(self._own_run(s, run_id))
+        if d.get("app_id"):
+            d["history_url"] = history_url(d["app_id"], self.config.history_port)
+        return d
 
     def runs(self, user: str | None = None, state: str | None = None, all_users: bool = False,
              limit: int = 100) -> list[dict]:
