@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -510,6 +511,10 @@ def serve(host: str = "127.0.0.1", port: int = 8765, db_url: str | None = None, 
                                         name="userbatch-history-links"))
     for t in threads:
         t.start()
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that would end the
+    # process before the cleanup below (and leave the History Server running), so SIGTERM becomes SystemExit
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
@@ -518,6 +523,10 @@ def serve(host: str = "127.0.0.1", port: int = 8765, db_url: str | None = None, 
             t.join(timeout=30)
         if history is not None:
             history_server.stop(history)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _link_loop(runs_root: Path, history_dir: Path, stop: threading.Event, every_s: float = 10.0) -> None:

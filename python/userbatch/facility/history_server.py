@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -145,8 +144,6 @@ def start(log_dir: Path, port: int = DEFAULT_PORT, *, output: Path | None = None
         raise UserbatchError(f"no event-log directory {log_dir}")
     if _answers(port):
         raise UserbatchError(f"port {port} is in use: pick another History Server port (--history-port)")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        raise UserbatchError("the History Server needs Java: install a JRE or set JAVA_HOME")
     output = output or log_dir.parent / "history-server.log"
     exe = spark_class()
     opts = [f"-Dspark.history.fs.logDirectory={log_dir.as_uri()}", f"-Dspark.history.ui.port={port}",
@@ -161,7 +158,8 @@ def start(log_dir: Path, port: int = DEFAULT_PORT, *, output: Path | None = None
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise UserbatchError(f"the History Server exited with status {proc.returncode}; see {output}")
+            raise UserbatchError(f"the History Server exited with status {proc.returncode} (it needs Java); "
+                                 f"see {output}")
         if _answers(port):
             log.info("Spark History Server at %s over %s (pid %d)", server.url, log_dir, proc.pid)
             return server
