@@ -2,7 +2,8 @@
 graph), submitting a templated job, quotas, tables (schema, history, a cone search) and, for admins, users, groups,
 quotas and capacity.
 
-Every page acts through a :class:`~..service.Facility` for the signed-in identity (:mod:`.sessions`), so it shows
+Every page acts through a :class:`~userbatch.facility.service.Facility` for the signed-in identity
+(:mod:`userbatch.facility.web.sessions`), so it shows
 what the API would show that caller and nothing else; a facility refusal is an HTML page with the API's status
 (403, 404, 409, 400). Every POST carries the session's CSRF token and is refused (403) without it, before
 anything is done. Pages are readable without JavaScript; htmx (served from ``static/``, never a CDN) refreshes the
@@ -35,7 +36,7 @@ except ModuleNotFoundError as exc:
 from ...errors import UserbatchError
 from ...tables.db import engine_for
 from ..config import FacilityConfig
-from ..models import ACTIVE_STATES, FINAL_STATES, STATES
+from ..models import ACTIVE_STATES, STATES
 from ..service import AuthError, Facility
 from ..status import status_for
 from .sessions import DEFAULT_SESSION_HOURS, WebSession, close_session, open_session, resume_session
@@ -140,7 +141,7 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
     db_url : str
         The facility database.
     config : FacilityConfig
-        The facility config every page's :class:`Facility` runs under.
+        The facility config every page's :class:`~userbatch.facility.service.Facility` runs under.
     session_hours : float
         How long a sign-in lasts.
     secure_cookies : bool, optional
@@ -299,7 +300,7 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
     @router.get("/runs/{run_id}/live")
     @page
     def run_live(run_id: str, *, fac: Facility, ws: WebSession) -> HTMLResponse:
-        return _html("run_live.html", **run_live_ctx(fac, run_id))
+        return _html("run_live.html", csrf=ws.csrf, **run_live_ctx(fac, run_id))
 
     @router.get("/runs/{run_id}/log")
     @page
@@ -331,8 +332,7 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
                 notes.append(f"{out['table']}: {e}")
         return _html("run.html", **base(ws, **live, inputs=result.get("inputs", []),
                                         outputs=result.get("outputs", []), graph=provenance_svg(trees),
-                                        graph_notes=notes, params_json=json.dumps(run.get("params"), indent=2),
-                                        final=run["state"] in FINAL_STATES))
+                                        graph_notes=notes, params_json=json.dumps(run.get("params"), indent=2)))
 
     @router.post("/runs/{run_id}/cancel")
     async def run_cancel(run_id: str, request: Request, ws: WebSession = Depends(session)) -> Response:

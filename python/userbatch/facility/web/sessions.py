@@ -1,7 +1,7 @@
 """Web UI sessions, kept server-side: signing in with an API token opens one, the browser holds only a random
 secret (an ``HttpOnly``, ``SameSite=Strict`` cookie), and every request turns it back into the
-:class:`~..service.Identity` the token stands for — checked exactly as the API checks a bearer token, every time,
-so a revoked token, a disabled user or an expired session ends the sign-in at once.
+:class:`~userbatch.facility.service.Identity` the token stands for — checked exactly as the API checks a bearer
+token, every time, so a revoked token, a disabled user or an expired session ends the sign-in at once.
 
 Each session has its own CSRF token; every form carries it and every POST is refused (403) without it.
 """
@@ -44,7 +44,8 @@ def _digest(secret: str) -> str:
 
 
 def open_session(engine: Engine, token: str, hours: float = DEFAULT_SESSION_HOURS) -> tuple[str, WebSession]:
-    """Sign in with an API token: the browser's secret and the session, or :class:`AuthError` for a token the API
+    """Sign in with an API token: the browser's secret and the session, or
+    :class:`~userbatch.facility.service.AuthError` for a token the API
     would refuse. A run's delegated token cannot sign in."""
     identity = Identity.from_token(token, engine)  # the API's own check, message included
     if identity.run_id:
@@ -62,7 +63,8 @@ def open_session(engine: Engine, token: str, hours: float = DEFAULT_SESSION_HOUR
 
 
 def resume_session(engine: Engine, secret: str | None) -> WebSession:
-    """The session a browser's cookie names, or :class:`AuthError` when there is none any more."""
+    """The session a browser's cookie names, or :class:`~userbatch.facility.service.AuthError` when there is none
+    any more."""
     if not secret or not isinstance(secret, str) or len(secret) > 256:
         raise AuthError("not signed in")
     digest, now = _digest(secret), ledger.now()

@@ -16,7 +16,8 @@ def _short(text: str, n: int = 26) -> str:
 
 
 def provenance_graph(trees: list[dict]) -> tuple[dict, list]:
-    """Nodes and edges of the graph the provenance ``trees`` describe (each as :meth:`Facility.provenance` gives
+    """Nodes and edges of the graph the provenance ``trees`` describe (each as
+    :meth:`~userbatch.facility.service.Facility.provenance` gives
     it). Nodes are keyed ``t:<table>@<version>``, ``r:<run id>`` or ``i:<other input>``, each with its kind,
     label, link and level (0 for the outputs, growing towards the oldest inputs); edges go from input to output.
 
