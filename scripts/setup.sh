@@ -76,6 +76,17 @@ PY
     as_root su postgres -c "psql -qc 'SELECT 1' test" >/dev/null 2>&1 || as_root su postgres -c "createdb test" || true
   fi
 fi
+# --- a real browser for the web UI's tests (tests/test_web_browser.py: Selenium drives headless Chromium) -------------
+# Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver), installed when missing; without
+# them that test skips and says why.
+if [ "$want_services" = 1 ]; then
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    say "chromium and chromedriver already installed"
+  else
+    say "installing Debian's chromium and chromium-driver for the browser tests"
+    apt_install chromium chromium-driver || say "cannot install chromium (need root and apt): the browser tests will skip"
+  fi
+fi
 # --- a local Slurm with accounting for the Slurm tests (tests/test_slurm.py, the BPS-on-Slurm tests) ---------------
 # Debian's slurm-wlm, slurmdbd, munge and mariadb-server, installed when missing; the daemons' config, state and
 # logs under .services/slurm (userbatch.cluster.slurm_local). When they cannot start here, the Slurm tests skip and

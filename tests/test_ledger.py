@@ -66,7 +66,7 @@ def test_migrations_match_the_models(fac_env):
     diff = [d for d in diff if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")]
     assert diff == []
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_a_database_from_before_migrations_is_upgraded(tmp_path):

@@ -266,3 +266,11 @@ def test_crossmatch_is_one_package_whose_modules_point_one_way():
     stale = [f"{m}: {old}" for m, f in MODULES.items() for old in OLD_CROSSMATCH_MODULES
              if f"ops.{old}" in f.read_text() or f"from .{old} " in f.read_text()]
     assert not stale, stale
+
+
+def test_the_web_ui_is_imported_by_the_api_alone():
+    """The web UI's package sits on top of the facility: it reads the facility, and only the API mounts it."""
+    web = "userbatch.facility.web"
+    importers = {m for m, edges in GRAPH.items() if not m.startswith(web) and any(
+        e == web or e.startswith(web + ".") for e in edges)}
+    assert importers == {"userbatch.facility.api"}, sorted(importers)

@@ -217,6 +217,11 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
                   for p in (ROOT / "python" / "userbatch" / "migrations").rglob("*")
                   if p.suffix in (".py", ".mako") and "__pycache__" not in p.parts}
     assert any("/versions/" in m for m in migrations) and migrations <= files, sorted(migrations - files)
+    web = {f"userbatch/{p.relative_to(ROOT / 'python' / 'userbatch').as_posix()}"
+           for p in (ROOT / "python" / "userbatch" / "facility" / "web").rglob("*")
+           if p.is_file() and p.parent.name in ("templates", "static")}
+    assert {"userbatch/facility/web/static/htmx.min.js", "userbatch/facility/web/templates/base.html"} <= web
+    assert web <= files, f"the wheel lacks the web UI's {sorted(web - files)}"
     assert "[userbatch.run_kinds]" in eps and "bps = userbatch.images.run_kind:BpsKind" in eps
     assert "userbatch = userbatch.cli:main" in eps
     assert not any(f.startswith(("tests/", "conf/", "bench/")) for f in files)

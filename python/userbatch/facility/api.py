@@ -31,7 +31,7 @@ try:
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field
     from fastapi.staticfiles import StaticFiles
@@ -47,6 +47,7 @@ from .catalog_api import catalog_router
 from .config import FacilityConfig, load_config
 from .service import Facility, Identity
 from .status import status_for
+from .web import web_router
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +423,11 @@ def create_app(db_url: str | None = None, config: FacilityConfig | None = None) 
         return fac.fsck(repair=repair)
 
     app.include_router(catalog_router(facility))
+    app.include_router(web_router(db_url, config), prefix="/ui")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/runs", status_code=303)
 
     @app.delete("/tokens/{token_id:path}", tags=["admin"])
     def revoke_token(token_id: str, fac: Facility = Depends(facility)) -> dict:

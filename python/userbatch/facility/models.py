@@ -156,3 +156,17 @@ class WorkflowRow(Base):
     next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_run_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebSessionRow(Base):
+    """A web UI sign-in: the browser holds a random secret in an HttpOnly cookie, the facility its SHA-256 digest.
+    It acts with the token it was opened with, so revoking that token (or disabling the user) ends it too."""
+
+    __tablename__ = "ub_web_sessions"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), ForeignKey("ub_users.name", ondelete="CASCADE"))
+    token_id: Mapped[str] = mapped_column(String(16), ForeignKey("ub_tokens.id", ondelete="CASCADE"))
+    #: the session's CSRF token: every form carries it, every POST is checked against it
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

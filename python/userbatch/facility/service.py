@@ -103,27 +103,34 @@ class Identity:
         # concurrent first requests would then fail with "database is locked" instead of queueing
         with transaction(engine) as s:
             row = s.scalars(select(TokenRow).where(TokenRow.digest == digest)).first()
-            if row is None or row.revoked:
-                raise AuthError("unknown or revoked token")
-            if row.expires_at is not None and ledger.aware(row.expires_at) <= now:
-                raise AuthError(f"token {row.id} expired at {ledger.aware(row.expires_at).isoformat()}; "
-                                "create a new one")
-            if row.run_id:
-                run = s.get(RunRow, row.run_id)
-                if run is None or run.state not in ("starting", "running"):
-                    raise AuthError(f"the token of run {row.run_id} ended with its run")
-            user = s.get(UserRow, row.user)
-            if user is None or not user.active:
-                raise AuthError(f"user {row.user} is disabled")
+            identity = cls.from_token_row(s, row, now)
             token_id, last = row.id, row.last_used_at
-            identity = cls(user.name, tuple(ledger.groups_of(s, user.name)),
-                           bool(user.is_admin) and not row.run_id, row.run_id)
         if last is None or (now - ledger.aware(last)).total_seconds() > 60:
             with transaction(engine, lock=True) as s:  # at most a write a minute per token, not one per request
                 row = s.get(TokenRow, token_id)
                 if row is not None:
                     row.last_used_at = now
         return identity
+
+    @classmethod
+    def from_token_row(cls, s, row: TokenRow | None, now) -> "Identity":
+        """Who a stored token (read in session ``s``) stands for at ``now``, or :class:`AuthError` when it no
+        longer stands for anyone: revoked, expired, its run ended, or its user disabled. The API's bearer tokens
+        and the web UI's sessions (which act with the token they signed in with) both pass here."""
+        if row is None or row.revoked:
+            raise AuthError("unknown or revoked token")
+        if row.expires_at is not None and ledger.aware(row.expires_at) <= now:
+            raise AuthError(f"token {row.id} expired at {ledger.aware(row.expires_at).isoformat()}; "
+                            "create a new one")
+        if row.run_id:
+            run = s.get(RunRow, row.run_id)
+            if run is None or run.state not in ("starting", "running"):
+                raise AuthError(f"the token of run {row.run_id} ended with its run")
+        user = s.get(UserRow, row.user)
+        if user is None or not user.active:
+            raise AuthError(f"user {row.user} is disabled")
+        return cls(user.name, tuple(ledger.groups_of(s, user.name)), bool(user.is_admin) and not row.run_id,
+                   row.run_id)
 
 
 class Facility:
@@ -607,6 +614,13 @@ class Facility:
                 ledger.ensure_group(s, self.config, subject)
             return ledger.set_quota(s, self.user, kind, subject, core_hours=core_hours, max_cores=max_cores,
                                     storage_gb=storage_gb)
+
+    def quotas(self) -> list[dict]:
+        """Every allocation's balance this period, users first (admins)."""
+        self._require_admin("list quotas")
+        with transaction(self.engine) as s:
+            rows = list(s.scalars(select(QuotaRow).order_by(QuotaRow.subject_kind.desc(), QuotaRow.subject)))
+            return [ledger.balance(s, self.config, q.subject_kind, q.subject).as_dict() for q in rows]
 
     def audit_log(self, limit: int = 50) -> list[dict]:
         self._require_admin("read the audit log")

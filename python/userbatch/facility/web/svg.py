@@ -1,0 +1,164 @@
+"""Pictures drawn on the server as SVG text, so a page shows them without JavaScript: a run's provenance graph
+(input tables → run → output tables, walked back through the runs that wrote the inputs) and bars of use against
+an allocation. Pure functions: dicts in, markup out; every label is escaped.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import quote
+
+NODE_W, NODE_H, COL_W, ROW_H = 180, 34, 230, 52
+
+
+def _short(text: str, n: int = 26) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def provenance_graph(trees: list[dict]) -> tuple[dict, list]:
+    """Nodes and edges of the graph the provenance ``trees`` describe (each as
+    :meth:`~userbatch.facility.service.Facility.provenance` gives
+    it). Nodes are keyed ``t:<table>@<version>``, ``r:<run id>`` or ``i:<other input>``, each with its kind,
+    label, link and level (0 for the outputs, growing towards the oldest inputs); edges go from input to output.
+
+    Parameters
+    ----------
+    trees : list of dict
+        Provenance trees, one per output table of a run.
+
+    Returns
+    -------
+    tuple of (dict, list)
+        ``nodes`` (key → dict) and ``edges`` (list of ``(from_key, to_key)``), each edge once.
+    """
+    nodes: dict[str, dict] = {}
+    edges: list[tuple[str, str]] = []
+
+    def add(key: str, level: int, **attrs) -> str:
+        node = nodes.setdefault(key, {"key": key, "level": level, **attrs})
+        node["level"] = max(node["level"], level)
+        return key
+
+    def edge(a: str, b: str) -> None:
+        if (a, b) not in edges:
+            edges.append((a, b))
+
+    def walk(node: dict, level: int) -> str:
+        name, ver = node["table"], node.get("version")
+        label = f"{name}@v{ver}" if ver is not None else name
+        tkey = add(f"t:{name}@{ver}", level, kind="table", label=label, href=f"/ui/tables/{quote(name)}",
+                   title=node.get("note") or label)
+        run_id = node.get("run_id")
+        if not run_id:
+            return tkey
+        rkey = add(f"r:{run_id}", level + 1, kind="run", label=f"run {run_id}",
+                   href=f"/ui/runs/{quote(run_id)}", title=f"run {run_id}: {node.get('job') or ''} "
+                   f"by {node.get('user') or '?'}")
+        edge(rkey, tkey)
+        for inp in node.get("inputs") or []:
+            if inp.get("table"):
+                edge(walk(inp, level + 2), rkey)
+            else:
+                text = ", ".join(f"{k}={v}" for k, v in sorted(inp.items()))
+                edge(add(f"i:{text}", level + 2, kind="input", label=text, href=None, title=text), rkey)
+        return tkey
+
+    for tree in trees:
+        walk(tree, 0)
+    return nodes, edges
+
+
+def provenance_svg(trees: list[dict]) -> str:
+    """The provenance graph of :func:`provenance_graph` as an SVG element: oldest inputs left, outputs right;
+    each table and run is a link to its page.
+
+    Parameters
+    ----------
+    trees : list of dict
+        Provenance trees, one per output table of a run.
+
+    Returns
+    -------
+    str
+        ``<svg>`` markup, or an empty string when there is nothing to draw.
+    """
+    nodes, edges = provenance_graph(trees)
+    if not nodes:
+        return ""
+    top = max(n["level"] for n in nodes.values())
+    columns: dict[int, list[dict]] = {}
+    for n in nodes.values():
+        columns.setdefault(n["level"], []).append(n)
+    pos = {}
+    for level, col in columns.items():
+        for i, n in enumerate(sorted(col, key=lambda n: n["key"])):
+            pos[n["key"]] = (10 + (top - level) * COL_W, 10 + i * ROW_H)
+    width = 20 + top * COL_W + NODE_W
+    height = 20 + max(len(c) for c in columns.values()) * ROW_H
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="provenance" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="provenance graph">',
+           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+           'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>']
+    for a, b in edges:
+        (x1, y1), (x2, y2) = pos[a], pos[b]
+        out.append(f'<line x1="{x1 + NODE_W}" y1="{y1 + NODE_H / 2}" x2="{x2}" y2="{y2 + NODE_H / 2}" '
+                   'stroke="#555" stroke-width="1.2" marker-end="url(#arrow)"/>')
+    fills = {"table": "#e8f0fe", "run": "#fff4d6", "input": "#eeeeee"}
+    for key, n in nodes.items():
+        x, y = pos[key]
+        shape = (f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="{12 if n["kind"] == "run" else 3}" '
+                 f'fill="{fills[n["kind"]]}" stroke="#446"/>'
+                 f'<text x="{x + NODE_W / 2}" y="{y + NODE_H / 2 + 4}" text-anchor="middle" font-size="12">'
+                 f'{escape(_short(n["label"]))}</text><title>{escape(n["title"])}</title>')
+        cls = f'node {n["kind"]}'
+        if n["href"]:
+            out.append(f'<a class="{cls}" href="{escape(n["href"])}" data-key="{escape(key)}">{shape}</a>')
+        else:
+            out.append(f'<g class="{cls}" data-key="{escape(key)}">{shape}</g>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def usage_bars_svg(rows: list[dict], unit: str) -> str:
+    """Horizontal bars of use against an allocation, one per row: used (solid), reserved (light, after it) and
+    the allocation as a red line.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Each ``{"label": str, "used": float, "reserved": float, "limit": float}``.
+    unit : str
+        What the numbers count, for the legend (``"core-hours"``, ``"GB"``).
+
+    Returns
+    -------
+    str
+        ``<svg>`` markup, or an empty string for no rows.
+    """
+    if not rows:
+        return ""
+    label_w, bar_w, row_h = 170, 420, 30
+    top = max(max(r["limit"], r["used"] + r.get("reserved", 0.0)) for r in rows) or 1.0
+    scale = bar_w / (top * 1.08)
+    width, height = label_w + bar_w + 180, 16 + row_h * len(rows) + 22
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="usage" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="use against allocation ({escape(unit)})">']
+    for i, r in enumerate(rows):
+        y = 10 + i * row_h
+        used_w, res_w, lim_x = r["used"] * scale, r.get("reserved", 0.0) * scale, label_w + r["limit"] * scale
+        out.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(_short(r["label"], 24))}</text>'
+                   f'<rect x="{label_w}" y="{y}" width="{bar_w}" height="20" fill="#f4f4f4"/>'
+                   f'<rect class="used" x="{label_w}" y="{y}" width="{used_w:.1f}" height="20" fill="#3a7bd5"/>'
+                   f'<rect class="reserved" x="{label_w + used_w:.1f}" y="{y}" width="{res_w:.1f}" height="20" '
+                   f'fill="#9cc3f5"/>'
+                   f'<line class="allocation" x1="{lim_x:.1f}" x2="{lim_x:.1f}" y1="{y - 3}" y2="{y + 23}" '
+                   f'stroke="#c00" stroke-width="2"/>'
+                   f'<text x="{label_w + bar_w + 8}" y="{y + 15}" font-size="12">'
+                   f'{r["used"]:,.2f} + {r.get("reserved", 0.0):,.2f} of {r["limit"]:,.2f}</text>')
+    y = 10 + len(rows) * row_h + 6
+    out.append(f'<text x="{label_w}" y="{y + 10}" font-size="11" fill="#555">{escape(unit)}: used (dark), '
+               'reserved by queued and running runs (light), allocation (red line)</text></svg>')
+    return "".join(out)
+
+
+__all__ = ["provenance_graph", "provenance_svg", "usage_bars_svg"]
