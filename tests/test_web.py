@@ -277,6 +277,14 @@ def test_run_page_shows_parameters_progress_log_and_actions(web, tmp_path):
     assert "u_a.xm" in page and "dp1.obj" in page  # outputs and inputs from the result
     live = web.a.tc.get(f"/ui/runs/{web.run}/live").text
     assert "succeeded" in live and "hx-trigger" not in live  # a finished run stops polling
+    assert 'id="history"' not in live  # no Spark application recorded: no History Server link
+    from userbatch.facility.models import RunRow
+    from userbatch.tables.db import transaction
+
+    with transaction(web.engine) as s:
+        s.get(RunRow, web.run).app_id = "local-4242"
+    live = web.a.tc.get(f"/ui/runs/{web.run}/live").text
+    assert re.search(r'id="history"', live) and "/history/local-4242/jobs/" in live
 
 
 def test_run_page_draws_provenance_back_two_runs(web):
