@@ -16,7 +16,7 @@ from helpers import sky_points
 from sqlalchemy import func, select
 from test_api import CONFIG, XMATCH, _finish, _snapshot
 from userbatch.facility.api import create_app
-from userbatch.facility.models import WebSessionRow
+from userbatch.facility.models import ChargeRow, WebSessionRow
 from userbatch.facility.web.svg import provenance_graph, provenance_svg, usage_bars_svg
 from userbatch.tables.catalog import Catalog, TableEntry
 from userbatch.tables.provenance import Provenance
@@ -370,5 +370,19 @@ def test_quota_page_plots_use_against_the_allocation(web):
     page = web.a.tc.get("/ui/quota").text
     assert 'class="usage"' in page and "user a" in page and "group team" in page and 'class="allocation"' in page
     assert 'id="storage"' in page
+    assert "nothing charged yet" in page  # no run has finished: no line over time
+    done = [web.fx.fac("a").submit(template="crossmatch", params={**XMATCH, "output": f"u_a.t{i}"})["id"]
+            for i in range(2)]
+    for run_id in done:
+        _finish(web, run_id)  # each charges 0.01 core-hours
+    q = web.fx.fac("a").quota_show()
+    (mine,) = [u for u in q["usage"] if u["subject_kind"] == "user"]
+    with web.engine.connect() as conn:  # oracle: the charges themselves
+        charged = conn.execute(select(func.sum(ChargeRow.core_hours)).where(ChargeRow.user == "a")).scalar()
+    assert len(mine["points"]) == 2 and mine["points"][-1][1] == pytest.approx(charged) == q["user"]["used"]
+    assert [p[1] for p in mine["points"]] == sorted(p[1] for p in mine["points"])  # cumulative
+    page = web.a.tc.get("/ui/quota").text
+    line = re.search(r'<polyline class="used-over-time" data-subject="user a" points="([^"]+)"', page)
+    assert line and len(line.group(1).split()) == 2 * 2 + 1  # a step per charge, then on to the end
     page = web.b.tc.get("/ui/quota").text
-    assert "user b" in page and "team" not in page
+    assert "user b" in page and "team" not in page and "user a" not in page

@@ -137,6 +137,18 @@ def _subject_filter(model, kind: str, subject: str):
     return (model.user == subject) if kind == "user" else (model.group == subject)
 
 
+def usage_series(session: Session, kind: str, subject: str, period: str) -> list[tuple[str, float]]:
+    """Core-hours charged to a user or group in ``period`` as it grew: ``(ISO time, cumulative)`` after each charge,
+    in time order (the same charges whose sum is a balance's ``used``)."""
+    rows = session.execute(select(ChargeRow.at, ChargeRow.core_hours).where(
+        _subject_filter(ChargeRow, kind, subject), ChargeRow.period == period).order_by(ChargeRow.at, ChargeRow.id))
+    total, out = 0.0, []
+    for at, hours in rows:
+        total += float(hours or 0.0)
+        out.append((at.isoformat(), total))
+    return out
+
+
 def balance(session: Session, cfg: FacilityConfig, kind: str, subject: str, period: str | None = None,
             exclude_run: str | None = None, storage: bool = True) -> Balance:
     """``storage=False`` skips walking the subject's table directories (the worker's concurrency check)."""

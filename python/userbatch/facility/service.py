@@ -600,6 +600,10 @@ class Facility:
             groups = ledger.groups_of(s, user)
             out = {"user": ledger.balance(s, self.config, "user", user).as_dict(),
                    "groups": [ledger.balance(s, self.config, "group", g).as_dict() for g in groups]}
+            out["usage"] = [{"subject_kind": b["subject_kind"], "subject": b["subject"], "period": b["period"],
+                             "allocation": b["core_hours"],
+                             "points": ledger.usage_series(s, b["subject_kind"], b["subject"], b["period"])}
+                            for b in [out["user"], *out["groups"]]]
         out["storage"] = upkeep.storage_view(self, user, groups)
         return out
 

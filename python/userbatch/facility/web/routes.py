@@ -40,7 +40,7 @@ from ..models import ACTIVE_STATES, STATES
 from ..service import AuthError, Facility
 from ..status import status_for
 from .sessions import DEFAULT_SESSION_HOURS, WebSession, close_session, open_session, resume_session
-from .svg import provenance_svg, usage_bars_svg
+from .svg import provenance_svg, usage_bars_svg, usage_over_time_svg
 
 HERE = Path(__file__).resolve().parent
 #: The files ``/ui/static/<name>`` serves: these and nothing else.
@@ -408,7 +408,7 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
                                    "reserved": s["time_travel_bytes"] / 1e9, "limit": limits.get(s["namespace"], 0.0)}
                                   for s in q.get("storage", [])], "GB: live (dark), kept for time travel (light)")
         return _html("quota.html", **base(ws, balances=balances, storage=q.get("storage", []), hours_svg=hours,
-                                          storage_svg=storage))
+                                          storage_svg=storage, over_time_svg=usage_over_time_svg(q.get("usage", []))))
 
     # ------------------------------------------------------------------------------------------ tables
     def catalog(fac: Facility):

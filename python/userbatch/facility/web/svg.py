@@ -161,4 +161,63 @@ def usage_bars_svg(rows: list[dict], unit: str) -> str:
     return "".join(out)
 
 
-__all__ = ["provenance_graph", "provenance_svg", "usage_bars_svg"]
+def usage_over_time_svg(series: list[dict]) -> str:
+    """Cumulative core-hours over the period, one step line per user or group, each with its allocation as a
+    dashed line of the same colour.
+
+    Parameters
+    ----------
+    series : list of dict
+        Each ``{"subject_kind", "subject", "allocation": float, "points": [[ISO time, cumulative], ...]}``.
+
+    Returns
+    -------
+    str
+        ``<svg>`` markup, or an empty string when nothing was charged yet.
+    """
+    from datetime import datetime
+
+    drawn = [s for s in series if s.get("points")]
+    if not drawn:
+        return ""
+    times = [datetime.fromisoformat(t).timestamp() for s in drawn for t, _ in s["points"]]
+    t0, t1 = min(times), max(times)
+    span = (t1 - t0) or 1.0
+    top = max(max(s["allocation"], s["points"][-1][1]) for s in drawn) * 1.08 or 1.0
+    left, w, h, pad = 60, 560, 200, 20
+    width, height = left + w + 190, h + 2 * pad + 16 * len(drawn)
+    colours = ["#3a7bd5", "#d5803a", "#3ad57b", "#a03ad5", "#d53a6a"]
+
+    def xy(t, v):
+        return left + (t - t0) / span * w, pad + h - v / top * h
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="usage-over-time" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="core-hours used over time">',
+           f'<line x1="{left}" y1="{pad + h}" x2="{left + w}" y2="{pad + h}" stroke="#888"/>',
+           f'<line x1="{left}" y1="{pad}" x2="{left}" y2="{pad + h}" stroke="#888"/>',
+           f'<text x="{left - 6}" y="{pad + 4}" font-size="11" text-anchor="end">{top / 1.08:,.2f}</text>',
+           f'<text x="{left - 6}" y="{pad + h}" font-size="11" text-anchor="end">0</text>']
+    for i, s in enumerate(drawn):
+        c = colours[i % len(colours)]
+        pts, last = [], 0.0
+        for t, v in s["points"]:
+            x, y = xy(datetime.fromisoformat(t).timestamp(), v)
+            pts += [f"{x:.1f},{xy(0, last)[1]:.1f}", f"{x:.1f},{y:.1f}"]  # a step: charges arrive at once
+            last = v
+        pts.append(f"{left + w:.1f},{xy(0, last)[1]:.1f}")
+        ay = xy(0, s["allocation"])[1]
+        label = f'{s["subject_kind"]} {s["subject"]}'
+        out.append(f'<polyline class="used-over-time" data-subject="{escape(label)}" points="{" ".join(pts)}" '
+                   f'fill="none" stroke="{c}" stroke-width="2"/>'
+                   f'<line class="allocation" x1="{left}" x2="{left + w}" y1="{ay:.1f}" y2="{ay:.1f}" stroke="{c}" '
+                   f'stroke-dasharray="6 4"/>'
+                   f'<text x="{left + w + 8}" y="{pad + 12 + 16 * i}" font-size="12" fill="{c}">'
+                   f'{escape(_short(label, 20))}: {last:,.3f} of {s["allocation"]:,.2f}</text>')
+    out.append(f'<text x="{left}" y="{pad + h + 16}" font-size="11" fill="#555">'
+               f'{escape(datetime.fromtimestamp(t0).strftime("%Y-%m-%d %H:%M"))} .. '
+               f'{escape(datetime.fromtimestamp(t1).strftime("%Y-%m-%d %H:%M"))}: core-hours charged (solid), '
+               'allocation (dashed)</text></svg>')
+    return "".join(out)
+
+
+__all__ = ["provenance_graph", "provenance_svg", "usage_bars_svg", "usage_over_time_svg"]
