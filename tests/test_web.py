@@ -318,6 +318,19 @@ def test_run_page_draws_provenance_back_two_runs(web):
     # the table page: schema, history with the run that wrote it, and a cone search with a row limit
     t = web.a.tc.get("/ui/tables/u_a.t1").text
     assert "coord_ra" in t and f'href="/ui/runs/{r1}"' in t
+    # the partition map: one polygon per partition (two if it straddles RA = 0), rows adding up to the table's,
+    # each drawn where its pixel is (oracle: cdshealpix's own pixel of each point)
+    import cdshealpix.nested as chn
+    from astropy.coordinates import Latitude, Longitude
+
+    polys = re.findall(r'<polygon class="partition" data-order="(\d+)" data-pixel="(\d+)" data-rows="(\d+)"', t)
+    parts = {(int(o), int(p)): int(n) for o, p, n in polys}
+    assert sum(parts.values()) == 300 and len(polys) >= len(parts) > 1
+    pts = sky_points(300, seed=3)
+    for (order, pixel), n in parts.items():
+        pix = chn.lonlat_to_healpix(Longitude(pts.coord_ra.values, "deg"), Latitude(pts.coord_dec.values, "deg"),
+                                    order)
+        assert int((pix == pixel).sum()) == n
     hit = sky_points(300, seed=3).iloc[0]
     t = web.a.tc.get("/ui/tables/u_a.t1", params={"ra": hit.coord_ra, "dec": hit.coord_dec,
                                                  "radius_arcsec": 1}).text

@@ -40,7 +40,7 @@ from ..models import ACTIVE_STATES, STATES
 from ..service import AuthError, Facility
 from ..status import status_for
 from .sessions import DEFAULT_SESSION_HOURS, WebSession, close_session, open_session, resume_session
-from .svg import provenance_svg, usage_bars_svg, usage_over_time_svg
+from .svg import partition_map_svg, provenance_svg, usage_bars_svg, usage_over_time_svg
 
 HERE = Path(__file__).resolve().parent
 #: The files ``/ui/static/<name>`` serves: these and nothing else.
@@ -429,9 +429,12 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
 
         cat = catalog(fac)
         entry = cat.get(name)  # a table the caller cannot read answers as one that does not exist (404)
-        schema, history = [], []
+        schema, history, sky = [], [], ""
         if entry.format == "delta" and Path(entry.location).is_dir():
-            schema = [(f.name, str(f.type)) for f in delta.snapshot(entry.location).schema]
+            snap = delta.snapshot(entry.location)
+            schema = [(f.name, str(f.type)) for f in snap.schema]
+            if entry.spatial:
+                sky = partition_map_svg(_partitions_of(snap))
             history = [{"version": h["version"], "timestamp": h["timestamp"].isoformat(timespec="seconds"),
                         "operation": h["mode"] or h["operation"], "user": h["provenance"].get("user"),
                         "run_id": h["provenance"].get("run_id")} for h in delta.history(entry.location)[:50]]
@@ -444,7 +447,18 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
             except UserbatchError as e:
                 search["message"] = str(e)
         return _html("table.html", **base(ws, t=entry, schema=schema, history=history, search=search,
-                                          limit=CONE_ROW_LIMIT))
+                                          limit=CONE_ROW_LIMIT, sky=sky))
+
+    def _partitions_of(snap) -> list[tuple[int, int, int]]:
+        """(order, pixel, rows) of each partition of a snapshot, from its files' paths and row counts."""
+        from ...tables.snapshots import path_pixel
+
+        rows: dict = {}
+        for path, n in zip(snap.files.column("path").to_pylist(), snap.files.column("num_records").to_pylist()):
+            pix = path_pixel(path)
+            if pix is not None:
+                rows[pix] = rows.get(pix, 0) + int(n or 0)
+        return [(o, p, n) for (o, p), n in sorted(rows.items())]
 
     def cone(entry, cat, ra, dec, radius) -> dict:
         from ...ops.search import cone_search

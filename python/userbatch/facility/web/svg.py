@@ -220,4 +220,78 @@ def usage_over_time_svg(series: list[dict]) -> str:
     return "".join(out)
 
 
-__all__ = ["provenance_graph", "provenance_svg", "usage_bars_svg", "usage_over_time_svg"]
+#: Colour stops for density, low to high (viridis' ends and middle).
+_DENSITY_STOPS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
+
+
+def _density_colour(f: float) -> str:
+    f = min(max(f, 0.0), 1.0) * (len(_DENSITY_STOPS) - 1)
+    i = min(int(f), len(_DENSITY_STOPS) - 2)
+    a, b, t = _DENSITY_STOPS[i], _DENSITY_STOPS[i + 1], f - i
+    return "#%02x%02x%02x" % tuple(round(a[k] + (b[k] - a[k]) * t) for k in range(3))
+
+
+def partition_map_svg(partitions: list[tuple[int, int, int]]) -> str:
+    """A table's partitions on the sky (plate carrée, RA increasing to the left as on the sky), each HEALPix pixel
+    drawn as its true quadrilateral and coloured by rows per square degree (log scale); hovering names the pixel.
+
+    Parameters
+    ----------
+    partitions : list of (int, int, int)
+        ``(order, pixel, rows)`` of each partition.
+
+    Returns
+    -------
+    str
+        ``<svg>`` markup, or an empty string for a table without partitions.
+    """
+    import math
+
+    import numpy as np
+    from cdshealpix.nested import vertices
+
+    if not partitions:
+        return ""
+    w, h, left, top = 720, 360, 40, 10
+    dens = [rows / (41252.96 / (12 * 4 ** order)) for order, _, rows in partitions]
+    lo, hi = math.log10(max(min(dens), 1e-9)), math.log10(max(max(dens), 1e-9))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="partition-map" width="{w + left + 10}" '
+           f'height="{h + top + 40}" viewBox="0 0 {w + left + 10} {h + top + 40}" role="img" '
+           f'aria-label="partitions on the sky, coloured by density">',
+           f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="#f4f4f4" stroke="#888"/>',
+           f'<clipPath id="sky"><rect x="{left}" y="{top}" width="{w}" height="{h}"/></clipPath>',
+           '<g clip-path="url(#sky)">']
+    for (order, pixel, rows), d in zip(partitions, dens):
+        # edges sampled (HEALPix edges are curves), a pole vertex widened to the pole's line in this projection
+        lon, lat = vertices(np.array([pixel], dtype=np.uint64), order, step=max(1, 2 ** max(0, 5 - order)))
+        ra, dec = np.degrees(lon.to_value("rad")[0]), np.degrees(lat.to_value("rad")[0])
+        ra = np.unwrap(ra, period=360.0)  # continuous across RA = 0
+        at_pole = np.abs(dec) > 89.999
+        if at_pole.any():
+            k = int(np.flatnonzero(at_pole)[0])
+            before, after = ra[k - 1], ra[(k + 1) % len(ra)]
+            ra = np.concatenate([ra[:k], [before, after], ra[k + 1:]])
+            dec = np.concatenate([dec[:k], [dec[k], dec[k]], dec[k + 1:]])
+        colour = _density_colour((math.log10(max(d, 1e-9)) - lo) / ((hi - lo) or 1.0))
+        for shift in (0.0, 360.0, -360.0):  # a pixel across RA = 0 is drawn on both edges
+            xs = left + (360.0 - (ra + shift)) / 360.0 * w
+            if xs.max() < left or xs.min() > left + w:
+                continue
+            ys = top + (90.0 - dec) / 180.0 * h
+            pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+            out.append(f'<polygon class="partition" data-order="{order}" data-pixel="{pixel}" data-rows="{rows}" '
+                       f'points="{pts}" fill="{colour}" stroke="#333" stroke-width="0.3">'
+                       f'<title>Norder={order} Npix={pixel}: {rows:,} rows, {d:,.1f} per deg²</title></polygon>')
+    out.append("</g>")
+    for ra_tick in (0, 90, 180, 270, 360):
+        x = left + (360 - ra_tick) / 360 * w
+        out.append(f'<text x="{x:.0f}" y="{top + h + 14}" font-size="11" text-anchor="middle">{ra_tick}°</text>')
+    for dec_tick in (-90, 0, 90):
+        y = top + (90 - dec_tick) / 180 * h
+        out.append(f'<text x="{left - 4}" y="{y + 4:.0f}" font-size="11" text-anchor="end">{dec_tick}°</text>')
+    out.append(f'<text x="{left}" y="{top + h + 30}" font-size="11" fill="#555">RA (left: 360°) and Dec; colour: rows '
+               f'per square degree, {10 ** lo:,.1f} (dark) to {10 ** hi:,.1f} (yellow), log scale</text></svg>')
+    return "".join(out)
+
+
+__all__ = ["partition_map_svg", "provenance_graph", "provenance_svg", "usage_bars_svg", "usage_over_time_svg"]
