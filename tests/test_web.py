@@ -399,3 +399,25 @@ def test_quota_page_plots_use_against_the_allocation(web):
     assert line and len(line.group(1).split()) == 2 * 2 + 1  # a step per charge, then on to the end
     page = web.b.tc.get("/ui/quota").text
     assert "user b" in page and "team" not in page and "user a" not in page
+
+
+def test_classifier_runs_link_to_mlflow_when_its_ui_is_configured(web):
+    from userbatch.facility.config import parse_config
+    from userbatch.facility.web.routes import mlflow_links
+
+    train = {"mlflow": {"run_id": "abc123", "experiment_id": "7", "registered_model": "varclass",
+                        "model_version": 3}}
+    ui = parse_config({"mlflow": {"ui_url": "http://127.0.0.1:5000/"}}).mlflow_ui_url()
+    assert ui == "http://127.0.0.1:5000"
+    assert mlflow_links(train, ui) == [("MLflow run abc123", "http://127.0.0.1:5000/#/experiments/7/runs/abc123"),
+                                      ("model varclass v3", "http://127.0.0.1:5000/#/models/varclass/versions/3")]
+    classify = {"model": {"name": "var class", "version": 2}}
+    assert mlflow_links(classify, ui) == [("model var class v2",
+                                           "http://127.0.0.1:5000/#/models/var%20class/versions/2")]
+    assert mlflow_links(train, None) == [] and mlflow_links({}, ui) == []
+    from userbatch.facility.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ui_url must be an http"):
+        parse_config({"mlflow": {"ui_url": "javascript:alert(1)"}})
+    page = web.a.tc.get(f"/ui/runs/{web.run}").text  # this facility names no MLflow UI: no links
+    assert 'id="mlflow"' not in page

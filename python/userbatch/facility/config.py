@@ -117,6 +117,12 @@ class FacilityConfig:
         s = settings()
         return str(s.mlflow_artifacts or self.mlflow.get("artifact_root") or (s.home / "mlartifacts"))
 
+    def mlflow_ui_url(self) -> str | None:
+        """Where people open MLflow's UI (``mlflow.ui_url``; ``userbatch mlflow ui`` serves it over the facility's
+        store): the web UI links a classifier run to its MLflow run and model version there. None: no links."""
+        url = self.mlflow.get("ui_url")
+        return str(url).rstrip("/") if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
     @property
     def mlflow_remote(self) -> bool:
         """A shared tracking server (runs talk to it) rather than the facility's own store (closed to runs)."""
@@ -162,8 +168,11 @@ def parse_config(doc: Any, path: str | None = None) -> FacilityConfig:
                      "description": str(spec.get("description", ""))}
     runs = doc.get("runs") or {}
     mlflow = doc.get("mlflow") or {}
-    if not isinstance(mlflow, dict) or set(mlflow) - {"tracking_uri", "artifact_root"}:
-        raise ConfigError(f"{where}: mlflow takes tracking_uri and artifact_root; got {mlflow!r}")
+    if not isinstance(mlflow, dict) or set(mlflow) - {"tracking_uri", "artifact_root", "ui_url"}:
+        raise ConfigError(f"{where}: mlflow takes tracking_uri, artifact_root and ui_url; got {mlflow!r}")
+    if "ui_url" in mlflow and not (isinstance(mlflow["ui_url"], str)
+                                   and mlflow["ui_url"].startswith(("http://", "https://"))):
+        raise ConfigError(f"{where}: mlflow.ui_url must be an http(s) URL; got {mlflow['ui_url']!r}")
     sched = doc.get("scheduler") or {}
     if not isinstance(sched, dict) or set(sched) - {"memory_per_core_gb"}:
         raise ConfigError(f"{where}: scheduler takes memory_per_core_gb; got {sched!r}")

@@ -132,6 +132,23 @@ def _number(form: dict, name: str, kind: Callable = float) -> Any:
         raise UserbatchError(f"{name} must be a number, not {value!r}") from None
 
 
+def mlflow_links(result: dict, ui: str | None) -> list[tuple[str, str]]:
+    """(label, URL) of a classifier run's MLflow run and model version in MLflow's UI (none without a UI)."""
+    if not ui:
+        return []
+    links = []
+    m = result.get("mlflow") or {}
+    if m.get("run_id") and m.get("experiment_id") is not None:
+        links.append((f"MLflow run {m['run_id']}", f"{ui}/#/experiments/{quote(str(m['experiment_id']))}/runs/"
+                                                    f"{quote(str(m['run_id']))}"))
+    for name, version in ((m.get("registered_model"), m.get("model_version")),
+                          ((result.get("model") or {}).get("name"), (result.get("model") or {}).get("version"))):
+        if name and version is not None:
+            links.append((f"model {name} v{version}", f"{ui}/#/models/{quote(str(name))}/versions/"
+                                                      f"{quote(str(version))}"))
+    return links
+
+
 def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DEFAULT_SESSION_HOURS,
                secure_cookies: bool | None = None) -> APIRouter:
     """The UI's routes for the facility at ``db_url``, to include under ``/ui``.
@@ -332,7 +349,8 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
                 notes.append(f"{out['table']}: {e}")
         return _html("run.html", **base(ws, **live, inputs=result.get("inputs", []),
                                         outputs=result.get("outputs", []), graph=provenance_svg(trees),
-                                        graph_notes=notes, params_json=json.dumps(run.get("params"), indent=2)))
+                                        graph_notes=notes, params_json=json.dumps(run.get("params"), indent=2),
+                                        mlflow=mlflow_links(result, fac.config.mlflow_ui_url())))
 
     @router.post("/runs/{run_id}/cancel")
     async def run_cancel(run_id: str, request: Request, ws: WebSession = Depends(session)) -> Response:
