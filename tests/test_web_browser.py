@@ -208,6 +208,7 @@ def test_the_facility_in_a_browser(site, browsers, shots):
     graph = a.find_element(By.CSS_SELECTOR, "#provenance svg")
     links = {e.get_dom_attribute("href") for e in graph.find_elements(By.CSS_SELECTOR, "a")}  # SVG: not a property
     assert {f"/ui/runs/{second}", f"/ui/runs/{first}", "/ui/tables/u_a.t1", "/ui/tables/dp1.left"} <= links, links
+    a.execute_script("arguments[0].scrollIntoView()", graph)  # the graph is below the fold
     a.save_screenshot(str(shots / "07-provenance.png"))
     a.find_element(By.CSS_SELECTOR, f'#provenance a[href="/ui/runs/{first}"]').click()
     _until(lambda: a.current_url.endswith(f"/ui/runs/{first}"), 30, "the first run's page")

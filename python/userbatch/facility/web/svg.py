@@ -119,7 +119,7 @@ def provenance_svg(trees: list[dict]) -> str:
     return "".join(out)
 
 
-def usage_bars_svg(rows: list[dict], unit: str) -> str:
+def usage_bars_svg(rows: list[dict], unit: str, legend: str | None = None) -> str:
     """Horizontal bars of use against an allocation, one per row: used (solid), reserved (light, after it) and
     the allocation as a red line.
 
@@ -129,6 +129,8 @@ def usage_bars_svg(rows: list[dict], unit: str) -> str:
         Each ``{"label": str, "used": float, "reserved": float, "limit": float}``.
     unit : str
         What the numbers count, for the legend (``"core-hours"``, ``"GB"``).
+    legend : str, optional
+        What the dark and light parts mean; by default used and reserved by queued and running runs.
 
     Returns
     -------
@@ -156,8 +158,9 @@ def usage_bars_svg(rows: list[dict], unit: str) -> str:
                    f'<text x="{label_w + bar_w + 8}" y="{y + 15}" font-size="12">'
                    f'{r["used"]:,.2f} + {r.get("reserved", 0.0):,.2f} of {r["limit"]:,.2f}</text>')
     y = 10 + len(rows) * row_h + 6
-    out.append(f'<text x="{label_w}" y="{y + 10}" font-size="11" fill="#555">{escape(unit)}: used (dark), '
-               'reserved by queued and running runs (light), allocation (red line)</text></svg>')
+    legend = legend or "used (dark), reserved by queued and running runs (light)"
+    out.append(f'<text x="{label_w}" y="{y + 10}" font-size="11" fill="#555">{escape(unit)}: {escape(legend)}, '
+               'allocation (red line)</text></svg>')
     return "".join(out)
 
 
