@@ -424,7 +424,7 @@ def web_router(db_url: str, config: FacilityConfig, *, session_hours: float = DE
                   **{f"g_{g['subject']}": g["storage_gb"] for g in q["groups"]}}
         storage = usage_bars_svg([{"label": s["namespace"], "used": s["live_bytes"] / 1e9,
                                    "reserved": s["time_travel_bytes"] / 1e9, "limit": limits.get(s["namespace"], 0.0)}
-                                  for s in q.get("storage", [])], "GB", "live (dark), kept only for time travel (light)")
+                                  for s in q.get("storage", [])], "GB", "live (dark), kept for time travel (light)")
         return _html("quota.html", **base(ws, balances=balances, storage=q.get("storage", []), hours_svg=hours,
                                           storage_svg=storage, over_time_svg=usage_over_time_svg(q.get("usage", []))))
 
