@@ -5,8 +5,7 @@ shared by every notebook: each kernel gets its home through USERBATCH_HOME / USE
 so its ``open_demo()`` finds the tables instead of building them. Every ``notebooks/*.ipynb`` is picked up, new
 ones included. A failing cell fails its test with the cell's number, source and error. Notebooks are stored without
 outputs, so their diffs stay readable; a test checks that too. With USERBATCH_NOTEBOOK_OUT=<dir> the executed
-notebooks, outputs and all, are written there. A notebook's cell tagged "parameters" holds its sizes (papermill's
-convention); :data:`PARAMETERS` sets smaller ones in a cell inserted after it.
+notebooks, outputs and all, are written there.
 """
 
 from __future__ import annotations
@@ -24,10 +23,6 @@ ENV_KEYS = ("USERBATCH_HOME", "USERBATCH_DB_URL", "USERBATCH_WAREHOUSE")
 #: objects in the shared demo catalog: enough for every notebook's plots and scores, small enough for 2 cores
 N_OBJECTS = 3000
 CELL_TIMEOUT_S = 600
-#: papermill-style parameters: per notebook, values set in a cell inserted right after its cell tagged
-#: "parameters" — smaller models than a reader's run (the same steps, cells and checks, in less time on 2 cores)
-PARAMETERS = {"04_classifier": {"rf_hyperparameters": {"numTrees": 15, "maxDepth": 6},
-                                "hgb_hyperparameters": {"max_iter": 30}}}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -58,21 +53,6 @@ def notebook_env(spark, tmp_path_factory):
     return env
 
 
-def _inject_parameters(nb, values: dict) -> None:
-    """Insert ``name = value`` for each of ``values`` after the cell tagged "parameters", which must assign every
-    one of them (a renamed or removed parameter fails here instead of silently running the notebook's own size)."""
-    import ast
-
-    import nbformat
-
-    (i,) = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assigned = {t.id for node in ast.parse(nb.cells[i].source).body if isinstance(node, ast.Assign)
-                for t in node.targets if isinstance(t, ast.Name)}
-    assert set(values) <= assigned, f"the parameters cell assigns {sorted(assigned)}, not {sorted(values)}"
-    source = "# injected by tests/test_notebooks.py\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
-    nb.cells.insert(i + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
-
-
 def _failed_cell(nb) -> str:
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
@@ -89,8 +69,6 @@ def test_notebook_runs(path, notebook_env):
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = nbformat.read(path, as_version=4)
-    if path.stem in PARAMETERS:
-        _inject_parameters(nb, PARAMETERS[path.stem])
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     try:
