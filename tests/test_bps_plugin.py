@@ -136,15 +136,44 @@ def test_plan_command_resolution():
     assert cmd == "${CTRL_MPEXEC_DIR}/bin/pipetask run-qbb /repo /s/x.qg --qgraph-node-id abc"
 
 
+DIMENSION_CLUSTERING = "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
+
+
+@pytest.fixture(scope="module")
+def workflows(bps_env):
+    """The module's three finished workflows, submitted together so that they run side by side (two at a time:
+    the user's max_cores is 4, each asks for 2) and each test waits only for its own: ``ok`` one quantum per
+    job; ``clus`` the plugin's clustering (a cluster per detector chain); ``clusfail`` ctrl_bps' dimension
+    clustering of step1 only, with detector 1 failing while a marker file exists (for the restart)."""
+    marker = bps_env["base"] / "fail_marker"
+    marker.write_text("fail while I exist")
+    made = {
+        "ok": _workflow(bps_env, "ok"),
+        "clus": _workflow(bps_env, "clus",
+                          extra="clusterAlgorithm: userbatch.images.bps_service.userbatch_clustering\n"),
+        "clusfail": _workflow(bps_env, "clusfail", {"failDetectors": [1], "failIfExists": str(marker)}, extra=f"""
+numberOfRetries: 1
+retryUnlessExit: 2
+clusterAlgorithm: {DIMENSION_CLUSTERING}
+cluster:
+  first:
+    pipetasks: step1
+    dimensions: detector
+"""),
+    }
+    runs = {name: {"id": _submit(yaml), "dir": submit_dir} for name, (yaml, submit_dir) in made.items()}
+    return {**runs, "marker": marker}
+
+
 @pytest.mark.slow
-def test_submit_report_outputs_and_charge(bps_env):
-    yaml, submit_dir = _workflow(bps_env, "ok")
-    run_id = _submit(yaml)
+def test_submit_report_outputs_and_charge(bps_env, workflows):
+    run_id, submit_dir = workflows["ok"]["id"], workflows["ok"]["dir"]
     plan = json.loads((submit_dir / "userbatch_plan.json").read_text())
     assert {j["label"] for j in plan["jobs"]} == {"pipetaskInit", "step1", "step2"}
+    assert len(plan["jobs"]) == 5  # unclustered: pipetaskInit + 2 x 2 quanta
     assert plan["final"]["when_run"] == "ALWAYS" and "final_job.bash" in plan["final"]["command"]
     assert all("<FILE:" not in j["command"] and "{" not in j["command"] for j in plan["jobs"])
-    run = bps_env["fac"].wait(run_id, timeout_s=240)
+    run = bps_env["fac"].wait(run_id, timeout_s=400)
     assert run["state"] == "succeeded", (run["error"], bps_env["fac"].logs(run_id, tail=60))
     assert run["kind"] == "bps" and run["cores"] == 2
     assert run["charged_core_hours"] > 0
@@ -176,32 +205,64 @@ def test_submit_report_outputs_and_charge(bps_env):
 
 
 @pytest.mark.slow
-def test_failure_retries_prunes_and_restart(bps_env):
-    marker = bps_env["base"] / "fail_marker"
-    marker.write_text("fail while I exist")
-    yaml, submit_dir = _workflow(bps_env, "fail", {"failDetectors": [1], "failIfExists": str(marker)},
-                                 extra="numberOfRetries: 1\nretryUnlessExit: 2\n")
-    run_id = _submit(yaml)
-    run = bps_env["fac"].wait(run_id, timeout_s=240)
+def test_clustering_same_outputs_as_one_quantum_per_job(bps_env, workflows):
+    """The plugin's default clustering (a cluster per detector chain: one run-qbb for step1 + step2) writes the
+    same datasets and values as the unclustered ``ok`` workflow on the same inputs."""
+    from lsst.ctrl.bps import WmsStates
+
+    run_id, clus_dir = workflows["clus"]["id"], workflows["clus"]["dir"]
+    run = bps_env["fac"].wait(run_id, timeout_s=400)
+    assert run["state"] == "succeeded", (run["error"], bps_env["fac"].logs(run_id, tail=60))
+    assert bps_env["fac"].wait(workflows["ok"]["id"], timeout_s=400)["state"] == "succeeded"
+
+    # the default: one job per detector chain (both tasks in one run-qbb), pipetaskInit and the final job
+    plan = json.loads((clus_dir / "userbatch_plan.json").read_text())
+    quantum_jobs = [j for j in plan["jobs"] if j["label"] != "pipetaskInit"]
+    assert plan["clustered"] and len(quantum_jobs) == 2 and plan["quanta"]["step1"] == plan["quanta"]["step2"] == 2
+    assert all(j["quanta"] == {"step1": 1, "step2": 1} and j["label"] == "quanta" for j in quantum_jobs)
+    assert all(j["command"].split("--qgraph-node-id ")[1].split()[0].count(",") == 1 for j in quantum_jobs)
+    assert all(j["parents"] == ["pipetaskInit"] for j in quantum_jobs)
+    report = _report(run_id)
+    assert report.total_number_jobs == 4 and report.job_summary["quanta"][WmsStates.SUCCEEDED] == 2
+    assert "step1:2" in report.run_summary and "step2:2" in report.run_summary
+    # ... writing the same datasets, with the same values, as one quantum per job
+    for dataset_type in ("bt_in1", "bt_in2"):
+        assert (_datasets(bps_env["repo"], dataset_type, "u/tester/clus/run")
+                == _datasets(bps_env["repo"], dataset_type, "u/tester/ok/run"))
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/clus/run") == {0: 2, 1: 12}
+
+
+@pytest.mark.slow
+def test_failed_cluster_retries_prunes_and_restart(bps_env, workflows):
+    """A failing cluster (ctrl_bps' dimension clustering of step1): retried (numberOfRetries: 1), then its
+    descendant (step2 of detector 1) pruned while the final job still runs (whenRun: ALWAYS); ``bps report``
+    shows it; ``bps restart`` after the cause is gone runs only the failed and pruned jobs and the final job."""
+    from lsst.ctrl.bps import WmsStates
+
+    run_id, submit_dir = workflows["clusfail"]["id"], workflows["clusfail"]["dir"]
+    run = bps_env["fac"].wait(run_id, timeout_s=400)
     assert run["state"] == "failed"
     assert "1 BPS job(s) failed" in run["error"] and "1 pruned" in run["error"]
+    plan = json.loads((submit_dir / "userbatch_plan.json").read_text())
+    assert {j["label"] for j in plan["jobs"]} == {"pipetaskInit", "first", "step2"}
     report = _report(run_id)
-    states = _states(report)
     assert report.state.name == "FAILED"
-    by_label = {(n.split("_")[-2] if "_step" in n else n, n.split("_")[-1]): s for n, s in states.items()}
-    assert by_label[("step1", "1")] == "FAILED" and by_label[("step2", "1")] == "PRUNED"
-    assert by_label[("step1", "0")] == by_label[("step2", "0")] == "SUCCEEDED"
-    assert states["pipetaskInit"] == "SUCCEEDED" and states["finalJob"] == "SUCCEEDED"  # whenRun: ALWAYS
+    states = _states(report)
     jobs = json.loads((submit_dir / "userbatch_jobs.json").read_text())["jobs"]
+    by = {(jobs[n]["label"], n.split("_")[-1]): s for n, s in states.items() if n in jobs}
+    assert by[("first", "1")] == "FAILED" and by[("step2", "1")] == "PRUNED"
+    assert by[("first", "0")] == by[("step2", "0")] == "SUCCEEDED"
+    assert states["pipetaskInit"] == "SUCCEEDED" and states["finalJob"] == "SUCCEEDED"  # whenRun: ALWAYS
     failed = next(n for n, s in states.items() if s == "FAILED")
     assert jobs[failed]["attempts"] == 2 and jobs[failed]["exit_codes"] == [1, 1]  # 1 + numberOfRetries
-    assert "configured to fail" in (submit_dir / "jobs" / "step1" / f"{failed}.2.err").read_text()
-    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/fail/run") == {0: 2}
+    assert "configured to fail" in (submit_dir / "jobs" / "first" / f"{failed}.2.err").read_text()
+    assert report.job_summary["first"][WmsStates.FAILED] == 1 and report.job_summary["step2"][WmsStates.PRUNED] == 1
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/clusfail/run") == {0: 2}
     p = _bps("report", "--id", run_id)
     assert "FAILED" in p.stdout and "PRUNED" in p.stdout
 
     # restart after the cause is gone: only the failed and pruned jobs (and the final job) run again
-    marker.unlink()
+    workflows["marker"].unlink()
     p = _bps("restart", "--id", submit_dir)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     new_id = re.search(r"Run Id: (\S+)", p.stdout).group(1)
@@ -212,70 +273,8 @@ def test_failure_retries_prunes_and_restart(bps_env):
     jobs = json.loads((submit_dir / "userbatch_jobs.json").read_text())["jobs"]
     rerun = {n for n, j in jobs.items() if j["run_id"] == new_id}
     assert rerun == {n for n, s in states.items() if s in ("FAILED", "PRUNED")} | {"finalJob"}
-    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/fail/run") == {0: 2, 1: 12}
+    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/clusfail/run") == {0: 2, 1: 12}
     assert _states(_report(run_id)) == states  # the first run's report is still its own
-
-
-DIMENSION_CLUSTERING = "lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering"
-
-
-@pytest.mark.slow
-def test_clustering_same_outputs_and_failed_cluster_retries_and_prunes(bps_env):
-    """Three workflows on the same inputs, run side by side: one quantum per job; the plugin's default clustering
-    (a cluster per detector chain: one run-qbb for step1 + step2); ctrl_bps' dimension clustering of step1 only,
-    with detector 1 failing. Clustered jobs write the same datasets and values as unclustered ones; a failed
-    cluster is retried, then its descendants are pruned and the final job still runs."""
-    from lsst.ctrl.bps import WmsStates
-
-    plain_yaml, plain_dir = _workflow(bps_env, "plain")
-    clus_yaml, clus_dir = _workflow(bps_env, "clus",
-                                    extra="clusterAlgorithm: userbatch.images.bps_service.userbatch_clustering\n")
-    bad_yaml, bad_dir = _workflow(bps_env, "clusfail", {"failDetectors": [1]}, extra=f"""
-numberOfRetries: 1
-retryUnlessExit: 2
-clusterAlgorithm: {DIMENSION_CLUSTERING}
-cluster:
-  first:
-    pipetasks: step1
-    dimensions: detector
-""")
-    ids = {name: _submit(y) for name, y in (("plain", plain_yaml), ("clus", clus_yaml), ("clusfail", bad_yaml))}
-    runs = {name: bps_env["fac"].wait(i, timeout_s=300) for name, i in ids.items()}
-    assert runs["plain"]["state"] == runs["clus"]["state"] == "succeeded", (
-        runs["clus"]["error"], bps_env["fac"].logs(ids["clus"], tail=60))
-
-    # the default: one job per detector chain (both tasks in one run-qbb), pipetaskInit and the final job
-    plan = json.loads((clus_dir / "userbatch_plan.json").read_text())
-    quantum_jobs = [j for j in plan["jobs"] if j["label"] != "pipetaskInit"]
-    assert plan["clustered"] and len(quantum_jobs) == 2 and plan["quanta"]["step1"] == plan["quanta"]["step2"] == 2
-    assert all(j["quanta"] == {"step1": 1, "step2": 1} and j["label"] == "quanta" for j in quantum_jobs)
-    assert all(j["command"].split("--qgraph-node-id ")[1].split()[0].count(",") == 1 for j in quantum_jobs)
-    assert all(j["parents"] == ["pipetaskInit"] for j in quantum_jobs)
-    report = _report(ids["clus"])
-    assert report.total_number_jobs == 4 and report.job_summary["quanta"][WmsStates.SUCCEEDED] == 2
-    assert "step1:2" in report.run_summary and "step2:2" in report.run_summary
-    # ... writing the same datasets, with the same values, as one quantum per job
-    for dataset_type in ("bt_in1", "bt_in2"):
-        assert (_datasets(bps_env["repo"], dataset_type, "u/tester/clus/run")
-                == _datasets(bps_env["repo"], dataset_type, "u/tester/plain/run"))
-    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/clus/run") == {0: 2, 1: 12}
-    assert len(json.loads((plain_dir / "userbatch_plan.json").read_text())["jobs"]) == 5  # unclustered: 1 + 4
-
-    # a failing cluster: retried (numberOfRetries: 1), then its descendant (step2 of detector 1) pruned
-    assert runs["clusfail"]["state"] == "failed" and "1 pruned" in runs["clusfail"]["error"]
-    plan = json.loads((bad_dir / "userbatch_plan.json").read_text())
-    assert {j["label"] for j in plan["jobs"]} == {"pipetaskInit", "first", "step2"}
-    states = _states(_report(ids["clusfail"]))
-    jobs = json.loads((bad_dir / "userbatch_jobs.json").read_text())["jobs"]
-    by = {(jobs[n]["label"], n.split("_")[-1]): s for n, s in states.items() if n in jobs}
-    assert by[("first", "1")] == "FAILED" and by[("step2", "1")] == "PRUNED"
-    assert by[("first", "0")] == by[("step2", "0")] == "SUCCEEDED" and states["finalJob"] == "SUCCEEDED"
-    failed = next(n for n, s in states.items() if s == "FAILED")
-    assert jobs[failed]["attempts"] == 2 and jobs[failed]["exit_codes"] == [1, 1]
-    assert "configured to fail" in (bad_dir / "jobs" / "first" / f"{failed}.2.err").read_text()
-    summary = _report(ids["clusfail"]).job_summary
-    assert summary["first"][WmsStates.FAILED] == 1 and summary["step2"][WmsStates.PRUNED] == 1
-    assert _datasets(bps_env["repo"], "bt_in2", "u/tester/clusfail/run") == {0: 2}
 
 
 def _processes_mentioning(text: str) -> list[int]:

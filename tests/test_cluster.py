@@ -164,18 +164,30 @@ def test_cluster_start_status_and_second_start_refused(devcluster):
 
 def test_jobs_give_identical_tables_on_local_and_on_the_cluster(devcluster, data, tmp_path):
     """The same templated job by spark-submit on the two-worker cluster and in this process on local Spark (the
-    test session; a spark-submit on local[2] runs the same code and only costs a JVM start)."""
+    test session; a spark-submit on local[2] runs the same code and only costs a JVM start). Both cluster
+    applications are submitted first and the local runs happen while they start and run (the master queues the
+    second application until the first gives its cores back); each pair is compared once both have ended."""
     import yaml
 
     from userbatch.facility.jobmain import run_template
 
     spark, master = data["spark"], devcluster["master_url"]
-    for job, params, out in (("crossmatch", XM, "xm"), ("forced_source_stats", FS, "fs")):
-        run_template(job, {**{k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in params.items()},
-                           "output": f"u_tester.{out}_local"})
-        _run_job(job, {**params, "output": f"u_tester.{out}_cluster"}, master, tmp_path / f"{out}_cluster.log")
-        n = _assert_identical(spark, f"u_tester.{out}_local", f"u_tester.{out}_cluster")
-        assert n > 100, (job, n)
+    jobs = (("crossmatch", XM, "xm"), ("forced_source_stats", FS, "fs"))
+    procs = {out: _start_job(job, {**params, "output": f"u_tester.{out}_cluster"}, master,
+                             tmp_path / f"{out}_cluster.log") for job, params, out in jobs}
+    try:
+        for job, params, out in jobs:
+            run_template(job, {**{k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in params.items()},
+                               "output": f"u_tester.{out}_local"})
+        for job, params, out in jobs:
+            _finish(procs[out], tmp_path / f"{out}_cluster.log")
+            n = _assert_identical(spark, f"u_tester.{out}_local", f"u_tester.{out}_cluster")
+            assert n > 100, (job, n)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def test_a_cancelled_cluster_run_releases_its_reservation(devcluster, data, monkeypatch):

@@ -315,7 +315,7 @@ def test_training_through_the_facility_links_both_run_ids(ml, tmp_path):
         with fx.worker():
             run = ann.submit(template="train_classifier", cores=1, params={
                 "features": "u_tester.feat", "labels": "dp1.object", "label_column": "variability_class",
-                "hyperparameters": {"numTrees": 20, "maxDepth": 6}, "model_name": "ann_varclass",
+                "hyperparameters": {"numTrees": 10, "maxDepth": 5}, "model_name": "ann_varclass",
                 "model_alias": "champion"})
             done = ann.wait(run["id"], timeout_s=600)
     assert done["state"] == "succeeded", done["error"]
