@@ -411,3 +411,25 @@ def test_cli_vacuum_optimize_restore_and_quota_storage(ub_env, spark):
     run("ingest", str(new), "--table", "u_tester.cli", "--mode", "append", "--merge-schema")
     rows = _rows(Catalog().get("u_tester.cli"))
     assert len(rows) == 325 and rows["g_mag"].notna().sum() == 25
+
+
+@pytest.mark.parametrize("writer", ["arrow", "spark"])
+def test_merge_schema_append_into_new_pixels_keeps_every_column_in_the_rebuilt_margin(ub_env, spark, writer):
+    """New pixels make the append rebuild the margin from all rows: the table's columns the new rows lack stay in
+    it (null for the new rows), and the column they add is there (null for the old ones)."""
+    north = sky_points(600, seed=1)
+    north = north[north.coord_dec > 5]
+    write_table(north, "u_tester.halves", "create", pixel_threshold=200, margin_radius_arcsec=60)
+    south = sky_points(600, seed=2, id_start=50_000)
+    south = south[south.coord_dec < -5].drop(columns=["band"]).assign(g_mag=19.0)
+    rows = spark.createDataFrame(south) if writer == "spark" else south
+    write_table(rows, "u_tester.halves", "append", merge_schema=True)
+    entry = Catalog().get("u_tester.halves")
+    assert delta.history(entry.location)[0]["mode"] == "append"
+    margin = _margin_rows(entry)
+    assert {"band", "g_mag"} <= set(margin.columns)
+    old = margin[margin[KEY] < 50_000].merge(north[[KEY, "band"]], on=KEY, suffixes=("", "_want"))
+    new = margin[margin[KEY] >= 50_000]
+    assert len(old) and len(new)  # the rebuilt margin holds rows of both writes
+    assert (old["band"] == old["band_want"]).all() and old["g_mag"].isna().all()
+    assert new["band"].isna().all() and (new["g_mag"] == 19.0).all()

@@ -758,12 +758,16 @@ def _write_spatial(df, entry: TableEntry, mode, created, prov: Provenance, on_ba
             rel, margin_rel, arrow_schema = _write_files(good.limit(0), root, partitioned=False)
     def rebuild():
         stored = to_spark(spark, resolve(entry, record=False))
-        for name in [c for c in columns if c not in stored.columns]:  # a column this append adds (merge_schema)
+        # merge_schema: a column this append adds is null in the stored rows, one it lacks is null in the new ones
+        for name in [c for c in columns if c not in stored.columns]:
             stored = stored.withColumn(name, F.lit(None).cast(good.schema[name].dataType))
-        stored = stored.select(*columns)
-        source = good.select(*columns).unionByName(stored)
+        every = columns + [c for c in stored.columns if c not in columns]
+        fresh = good
+        for name in every[len(columns):]:
+            fresh = fresh.withColumn(name, F.lit(None).cast(stored.schema[name].dataType))
+        source = fresh.select(*every).unionByName(stored.select(*every))
         dests = _margin_destinations(spark, plan, keys, m_order)
-        copies = _with_margin_copies(source, dests, m_order, columns, keep_own=False)
+        copies = _with_margin_copies(source, dests, m_order, every, keep_own=False)
         out = copies.repartition(n_tasks, _TASK_KEY).drop(_TASK_KEY, MARGIN_FLAG).sortWithinPartitions(
             SPATIAL_INDEX_COLUMN)
         written, _, schema = _write_files(out, margin_root, partitioned=True, max_open_files=_max_open_files(plan))
@@ -896,10 +900,15 @@ def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov
         from .snapshots import to_arrow
 
         stored = to_arrow(resolve(entry, record=False))
-        for f in rows.schema:  # a column this append adds (merge_schema): null in the stored rows
+        # merge_schema: a column this append adds is null in the stored rows, one it lacks is null in the new ones
+        fresh = rows
+        for f in rows.schema:
             if f.name not in stored.column_names:
                 stored = stored.append_column(f, pa.nulls(stored.num_rows, f.type))
-        every = pa.concat_tables([rows, stored.select(rows.schema.names).cast(rows.schema)])
+        for f in stored.schema:
+            if f.name not in fresh.column_names:
+                fresh = fresh.append_column(f, pa.nulls(fresh.num_rows, f.type))
+        every = pa.concat_tables([fresh, stored.select(fresh.schema.names).cast(fresh.schema)])
         every, every_index = write_arrow.sort_by_index(every.drop_columns([SPATIAL_INDEX_COLUMN]),
                                                        every.column(SPATIAL_INDEX_COLUMN).to_numpy())
         take, slices = write_arrow.margin_slices(plan, every_index, m_order)
@@ -907,7 +916,7 @@ def _write_spatial_arrow(table: pa.Table, entry: TableEntry, mode, created, prov
         written = write_arrow.write_layout(
             [(margin_root, write_arrow.partition_path(*plan.partitions[i]), copies.slice(a, b - a))
              for i, a, b in slices]).get(margin_root, [])
-        return written, arrow_schema
+        return written, fresh.schema
 
     version, margin_rows, margin_version = _commit_spatial(
         entry, prov, metadata, mode, rel, arrow_schema, timings, margin_root, m_order, margin_rel, existing,
