@@ -263,8 +263,8 @@ def vacuum(entry: TableEntry, *, pinned=(), retain_days: float = DEFAULT_RETAIN_
         else:  # margin versions newer than every named one belong to a write that has not committed yet
             m_kept |= {h["version"] for h in m_hist if h["version"] > max(m_kept, default=-1)}
         m_ref, m_per = _referenced(margin_root, sorted(m_kept))
-        named_latest = max((m for m in _margin_versions(hist, [latest]) or set()), default=None)
-        m_live = m_per.get(named_latest, {}) if named_latest is not None else {}
+        named_latest = _margin_versions(hist, [latest]) or set()  # at most one: the margin the latest names
+        m_live = m_per.get(next(iter(named_latest)), {}) if named_latest else {}
         report.live_bytes += sum(m_live.values())
         report.time_travel_bytes += sum(s for p, s in m_ref.items() if p not in m_live)
         margin_doomed = (_candidates(margin_root, m_ref, ("_delta_log", "_staging"), min_age_s, now_s)
